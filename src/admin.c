@@ -1,0 +1,157 @@
+/* admin.c: the admin endpoint (see admin.h). */
+#include <errno.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+
+#include "admin.h"
+#include "listener.h"
+#include "log.h"
+#include "stats.h"
+
+#define ADMIN_MAX_EXTRA 8
+
+static struct evhttp *http;
+static int draining;
+static void (*metrics_fns[ADMIN_MAX_EXTRA])(struct evbuffer *);
+static int n_metrics_fns;
+
+struct route {
+	char path[64];
+	int (*fn)(struct evbuffer *, const char **);
+};
+static struct route routes[ADMIN_MAX_EXTRA];
+static int n_routes;
+
+void
+admin_set_draining(void)
+{
+	draining = 1;
+}
+
+void
+admin_add_metrics(void (*fn)(struct evbuffer *out))
+{
+	if (n_metrics_fns < ADMIN_MAX_EXTRA)
+		metrics_fns[n_metrics_fns++] = fn;
+}
+
+int
+admin_add_route(const char *path, int (*fn)(struct evbuffer *, const char **))
+{
+	if (n_routes >= ADMIN_MAX_EXTRA || strlen(path) >= sizeof(routes[0].path))
+		return -1;
+	strcpy(routes[n_routes].path, path);
+	routes[n_routes++].fn = fn;
+	return 0;
+}
+
+static void
+reply(struct evhttp_request *req, int status, const char *reason,
+    const char *ctype, struct evbuffer *body)
+{
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", ctype);
+	evhttp_send_reply(req, status, reason, body);
+}
+
+static void
+healthz_cb(struct evhttp_request *req, void *arg)
+{
+	struct evbuffer *b = evbuffer_new();
+
+	if (b == NULL)
+		return;
+	if (draining) {
+		evbuffer_add_printf(b, "draining\n");
+		reply(req, 503, "Service Unavailable", "text/plain", b);
+	} else {
+		evbuffer_add_printf(b, "ok\n");
+		reply(req, 200, "OK", "text/plain", b);
+	}
+	evbuffer_free(b);
+}
+
+static void
+metrics_cb(struct evhttp_request *req, void *arg)
+{
+	struct evbuffer *b = evbuffer_new();
+	int i;
+
+	if (b == NULL)
+		return;
+	evbuffer_add_printf(b,
+	    "# HELP tracebridge_draining 1 while shutting down.\n"
+	    "# TYPE tracebridge_draining gauge\n"
+	    "tracebridge_draining %d\n", draining);
+	stats_write_prometheus(b);
+	for (i = 0; i < n_metrics_fns; i++)
+		metrics_fns[i](b);
+	reply(req, 200, "OK", "text/plain; version=0.0.4", b);
+	evbuffer_free(b);
+}
+
+static void
+generic_cb(struct evhttp_request *req, void *arg)
+{
+	const char *uri = evhttp_request_get_uri(req);
+	struct evbuffer *b;
+	const char *ctype = "application/json";
+	size_t plen;
+	int i, status;
+
+	if ((b = evbuffer_new()) == NULL)
+		return;
+	for (i = 0; i < n_routes; i++) {
+		plen = strlen(routes[i].path);
+		if (strncmp(uri, routes[i].path, plen) == 0 &&
+		    (uri[plen] == '\0' || uri[plen] == '?')) {
+			status = routes[i].fn(b, &ctype);
+			reply(req, status, status == 200 ? "OK" : "Error", ctype, b);
+			evbuffer_free(b);
+			return;
+		}
+	}
+	evbuffer_add_printf(b, "not found\n");
+	reply(req, 404, "Not Found", "text/plain", b);
+	evbuffer_free(b);
+}
+
+int
+admin_start(struct event_base *base, const struct tb_addr *addr)
+{
+	int fd;
+
+	if ((http = evhttp_new(base)) == NULL)
+		return -1;
+	evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+	evhttp_set_max_headers_size(http, 16384);
+	evhttp_set_max_body_size(http, 4096);
+	evhttp_set_timeout(http, 10);
+	evhttp_set_cb(http, "/healthz", healthz_cb, NULL);
+	evhttp_set_cb(http, "/metrics", metrics_cb, NULL);
+	evhttp_set_gencb(http, generic_cb, NULL);
+	if ((fd = listener_socket(addr)) < 0) {
+		log_warn("admin: cannot listen on %s", addr->text);
+		evhttp_free(http);
+		http = NULL;
+		return -1;
+	}
+	if (evhttp_accept_socket_with_handle(http, fd) == NULL) {
+		close(fd);
+		evhttp_free(http);
+		http = NULL;
+		return -1;
+	}
+	return 0;
+}
+
+void
+admin_stop(void)
+{
+	if (http != NULL)
+		evhttp_free(http);
+	http = NULL;
+}

@@ -1,0 +1,31 @@
+/*
+ * listener.h: accepting client connections on one worker's socket for one
+ * [listener:NAME]: enforce the worker's connection limit, pause on EMFILE.
+ */
+#ifndef TB_LISTENER_H
+#define TB_LISTENER_H
+
+#include "config.h"
+
+struct worker;
+
+struct listener {
+	struct worker *w;
+	struct evconnlistener *evl;
+	const struct tb_listener_conf *lc;	/* updated on reload */
+	char addr[128];			/* listen address text: identity across reloads */
+	struct event *resume_ev;	/* re-enable after EMFILE */
+	int paused;
+	struct listener *next;
+};
+
+/* Listen on fd (ownership passes, even on failure). NULL on error. */
+struct listener *listener_new(struct worker *w, const struct tb_listener_conf *lc, int fd);
+void listener_free(struct listener *l);
+/* The worker's connection count went down: resume accepting if paused for it. */
+void listener_maybe_resume(struct listener *l);
+
+/* Create a bound, listening, non-blocking SO_REUSEPORT socket; -1 with errno. */
+int listener_socket(const struct tb_addr *a);
+
+#endif

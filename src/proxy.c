@@ -1,0 +1,827 @@
+/*
+ * proxy.c: relay one request between the client and an upstream (see
+ * proxy.h). Bodies move between evbuffers without copying
+ * (evbuffer_remove_buffer) and never faster than the slower side takes
+ * them: past CONN_OUT_HIGH bytes queued on one side we stop reading the
+ * other, and resume from the write callback below CONN_OUT_LOW (STYLE.md 5).
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+
+#include "conn.h"
+#include "h1.h"
+#include "log.h"
+#include "proxy.h"
+#include "stats.h"
+#include "upstream.h"
+#include "worker.h"
+
+static const struct proxy_hooks no_hooks;
+static const struct proxy_hooks *hooks = &no_hooks;
+
+static void up_read_cb(struct bufferevent *bev, void *arg);
+static void up_write_cb(struct bufferevent *bev, void *arg);
+static void up_event_cb(struct bufferevent *bev, short what, void *arg);
+static void pump_request(struct proxy_req *r);
+static void pump_response(struct proxy_req *r);
+static void req_finish(struct proxy_req *r);
+
+void
+proxy_set_hooks(const struct proxy_hooks *h)
+{
+	hooks = h != NULL ? h : &no_hooks;
+}
+
+static uint64_t
+now_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void
+set_timeval(struct timeval *tv, double secs)
+{
+	tv->tv_sec = (time_t)secs;
+	tv->tv_usec = (suseconds_t)((secs - (double)tv->tv_sec) * 1e6);
+}
+
+/* Copy a header value into a fixed field, truncated. */
+static void
+copy_field(char *dst, size_t dstlen, const char *src, size_t len)
+{
+	if (len >= dstlen)
+		len = dstlen - 1;
+	memcpy(dst, src, len);
+	dst[len] = '\0';
+}
+
+/* The sink that appends "name: value\r\n" to an evbuffer (hooks add through it). */
+static int
+sink_add_evbuffer(void *arg, const char *name, size_t name_len,
+    const char *value, size_t value_len)
+{
+	struct evbuffer *b = arg;
+
+	if (evbuffer_add(b, name, name_len) < 0 || evbuffer_add(b, ": ", 2) < 0 ||
+	    evbuffer_add(b, value, value_len) < 0 || evbuffer_add(b, "\r\n", 2) < 0)
+		return -1;
+	return 0;
+}
+
+static int
+method_is(const struct proxy_req *r, const char *m)
+{
+	return strcmp(r->method, m) == 0;
+}
+
+/*
+ * Build the head to forward: request line in HTTP/1.1, end-to-end fields in
+ * their order, hop-by-hop fields removed (RFC 9110 7.6.1), framing fields
+ * recomputed, X-Forwarded-* added for OpenStack's HTTPProxyToWSGI.
+ */
+static int
+build_forward_head(struct proxy_req *r, const struct h1_msg *m, struct evbuffer *b)
+{
+	const struct tb_listener_conf *lc = r->c->lc;
+	uint8_t drop[H1_MAX_HEADERS_CAP / 8];
+	struct tb_hdr_sink sink = { sink_add_evbuffer, b };
+	const struct tb_hdr *h;
+	int xff = -1;
+	size_t i;
+
+	memset(drop, 0, sizeof(drop));
+	evbuffer_add_printf(b, "%s %s HTTP/1.1\r\n", r->method, r->target);
+	for (i = 0; i < m->n_hdrs; i++) {
+		h = &m->hdrs[i];
+		if (h1_is_hop_by_hop(m, h) || hdr_name_is(h, "Content-Length") ||
+		    hdr_name_is(h, "Expect") || hdr_name_is(h, "X-Forwarded-Proto") ||
+		    hdr_name_is(h, "X-Forwarded-Host") ||
+		    (hdr_name_is(h, "Proxy-Authorization") && !lc->keep_proxy_authorization))
+			drop[i / 8] |= (uint8_t)(1u << (i % 8));
+		else if (hdr_name_is(h, "X-Forwarded-For")) {
+			drop[i / 8] |= (uint8_t)(1u << (i % 8));
+			if (xff < 0)
+				xff = (int)i;
+		}
+	}
+	if (hooks->on_request != NULL)
+		hooks->on_request(r, m, drop, &sink);
+	for (i = 0; i < m->n_hdrs; i++) {
+		if (drop[i / 8] & (1u << (i % 8)))
+			continue;
+		h = &m->hdrs[i];
+		evbuffer_add(b, h->name, h->name_len);
+		evbuffer_add(b, ": ", 2);
+		evbuffer_add(b, h->value, h->value_len);
+		evbuffer_add(b, "\r\n", 2);
+	}
+	if (!(m->flags & H1_F_HAS_HOST))	/* HTTP/1.0 without Host */
+		evbuffer_add_printf(b, "Host: %s:%u\r\n", lc->upstream_host,
+		    (unsigned)lc->upstream_port);
+	if (r->req_body == H1_BODY_LENGTH)
+		evbuffer_add_printf(b, "Content-Length: %llu\r\n",
+		    (unsigned long long)r->req_remaining);
+	else if (r->req_body == H1_BODY_CHUNKED)
+		evbuffer_add(b, "Transfer-Encoding: chunked\r\n", 28);
+	if (lc->x_forwarded) {
+		/* Append to every X-Forwarded-For value received, in order. */
+		evbuffer_add(b, "X-Forwarded-For: ", 17);
+		if (xff >= 0) {
+			for (i = (size_t)xff; i < m->n_hdrs; i++) {
+				h = &m->hdrs[i];
+				if (!hdr_name_is(h, "X-Forwarded-For"))
+					continue;
+				evbuffer_add(b, h->value, h->value_len);
+				evbuffer_add(b, ", ", 2);
+			}
+		}
+		evbuffer_add_printf(b, "%s\r\nX-Forwarded-Proto: http\r\n", r->c->peer);
+		if (r->host[0] != '\0')
+			evbuffer_add_printf(b, "X-Forwarded-Host: %s\r\n", r->host);
+	} else if (xff >= 0) {
+		/* Not ours to change: pass the received values through. */
+		for (i = (size_t)xff; i < m->n_hdrs; i++)
+			if (hdr_name_is(&m->hdrs[i], "X-Forwarded-For"))
+				sink_add_evbuffer(b, m->hdrs[i].name, m->hdrs[i].name_len,
+				    m->hdrs[i].value, m->hdrs[i].value_len);
+	}
+	return evbuffer_add(b, "\r\n", 2);
+}
+
+/*
+ * upstream_timeout bounds each wait on the upstream: for it to take body
+ * bytes (write) and, once the whole request is sent, for response bytes
+ * (read). A long upload is not a slow response, so no read timeout before.
+ */
+static void
+upstream_timeouts(struct proxy_req *r)
+{
+	struct timeval tv;
+
+	set_timeval(&tv, r->c->lc->upstream_timeout);
+	bufferevent_set_timeouts(r->uc->bev,
+	    r->req_state == PROXY_BODY_DONE ? &tv : NULL, &tv);
+}
+
+/* Lend an upstream connection to r and send the head; 0/-1. */
+static int
+upstream_attach(struct proxy_req *r, int allow_reuse)
+{
+	const struct tb_listener_conf *lc = r->c->lc;
+	struct upstream_conn *uc;
+	struct timeval tv;
+	struct evbuffer *out;
+
+	uc = upstream_get(r->c->w->pool, &lc->upstream_addr, allow_reuse);
+	if (uc == NULL) {
+		log_warn("%s: upstream %s", lc->name, lc->upstream_addr.text);
+		return -1;
+	}
+	r->uc = uc;
+	bufferevent_setcb(uc->bev, up_read_cb, up_write_cb, up_event_cb, r);
+	bufferevent_setwatermark(uc->bev, EV_READ, 0, CONN_READ_HIGH);
+	if (uc->reused) {
+		r->connect_us = -1;
+		upstream_timeouts(r);
+	} else {
+		/* While connecting, the write timeout is the connect timeout. */
+		set_timeval(&tv, lc->upstream_connect_timeout);
+		bufferevent_set_timeouts(uc->bev, NULL, &tv);
+	}
+	bufferevent_enable(uc->bev, EV_READ | EV_WRITE);
+	out = bufferevent_get_output(uc->bev);
+	return evbuffer_add(out, r->fwd_head, r->fwd_head_len);
+}
+
+struct proxy_req *
+proxy_start(struct conn *c, const struct h1_msg *m, size_t head_len)
+{
+	struct evbuffer *in = bufferevent_get_input(c->bev);
+	struct evbuffer *b = NULL;
+	struct proxy_req *r;
+	struct timeval tv;
+	int i;
+
+	if ((r = calloc(1, sizeof(*r))) == NULL)
+		goto fail_nomem;
+	r->c = c;
+	r->t_start_ns = now_ns();
+	clock_gettime(CLOCK_REALTIME, &r->t_start_wall);
+	r->connect_us = -1;
+	r->first_byte_us = -1;
+	r->bytes_in = head_len;
+	copy_field(r->method, sizeof(r->method), m->method, m->method_len);
+	if ((r->target = malloc(m->target_len + 1)) == NULL)
+		goto fail_nomem;
+	memcpy(r->target, m->target, m->target_len);
+	r->target[m->target_len] = '\0';
+	r->version_minor = m->version_minor;
+	r->is_head = method_is(r, "HEAD");
+	r->idempotent = r->is_head || method_is(r, "GET") || method_is(r, "OPTIONS") ||
+	    method_is(r, "PUT") || method_is(r, "DELETE") || method_is(r, "TRACE");
+	r->client_close = (m->flags & H1_F_CONN_CLOSE) != 0;
+	r->req_body = m->body;
+	r->req_remaining = m->body == H1_BODY_LENGTH ? m->content_length : 0;
+	r->req_state = m->body == H1_BODY_NONE ? PROXY_BODY_DONE : PROXY_BODY_PENDING;
+	h1_chunk_init(&r->req_chunk, 0);
+	r->expect_continue = (m->flags & H1_F_EXPECT_CONTINUE) && m->body != H1_BODY_NONE;
+	snprintf(r->upstream_addr, sizeof(r->upstream_addr), "%s", c->lc->upstream_addr.text);
+	if ((i = hdr_find(m->hdrs, m->n_hdrs, 0, "Host")) >= 0)
+		copy_field(r->host, sizeof(r->host), m->hdrs[i].value, m->hdrs[i].value_len);
+	if ((i = hdr_find(m->hdrs, m->n_hdrs, 0, "User-Agent")) >= 0)
+		copy_field(r->user_agent, sizeof(r->user_agent), m->hdrs[i].value,
+		    m->hdrs[i].value_len);
+	if ((i = hdr_find(m->hdrs, m->n_hdrs, 0, "Referer")) >= 0)
+		copy_field(r->referer, sizeof(r->referer), m->hdrs[i].value,
+		    m->hdrs[i].value_len);
+
+	/* CONNECT tunnels and an Expect we don't know are refused cleanly. */
+	if (method_is(r, "CONNECT") || (m->flags & H1_F_EXPECT_OTHER)) {
+		int status = method_is(r, "CONNECT") ? 405 : 417;
+
+		evbuffer_drain(in, head_len);
+		c->req = r;
+		r->status = status;
+		r->resp_state = PROXY_RESP_DONE;
+		r->req_state = PROXY_BODY_DONE;
+		conn_send_error(c, status, m->body != H1_BODY_NONE);
+		r->keepalive = m->body == H1_BODY_NONE && !r->client_close;
+		r->upstream_reusable = 0;
+		/* Completion is reported once the reply is flushed. */
+		return r;
+	}
+
+	if ((b = evbuffer_new()) == NULL)
+		goto fail_nomem;
+	if (build_forward_head(r, m, b) < 0)
+		goto fail_nomem;
+	r->fwd_head_len = evbuffer_get_length(b);
+	if ((r->fwd_head = malloc(r->fwd_head_len)) == NULL)
+		goto fail_nomem;
+	evbuffer_remove(b, r->fwd_head, r->fwd_head_len);
+	evbuffer_free(b);
+	b = NULL;
+	evbuffer_drain(in, head_len);
+	c->req = r;
+
+	if (upstream_attach(r, 1) < 0) {
+		STATS_INC(tb_stats.upstream_errors[STATS_UP_CONNECT_REFUSED]);
+		r->err = PROXY_ERR_UPSTREAM_UNAVAILABLE;
+		r->status = 502;
+		r->resp_state = PROXY_RESP_DONE;
+		conn_send_error(c, 502, r->req_state != PROXY_BODY_DONE);
+		r->keepalive = r->req_state == PROXY_BODY_DONE && !r->client_close;
+		return r;
+	}
+	if (r->expect_continue) {
+		/* We answer 100-continue ourselves (and strip Expect): the body then
+		 * streams to the upstream as it arrives. */
+		evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+	}
+	if (r->req_state == PROXY_BODY_PENDING) {
+		/* A client that stops sending its body is cut off after idle timeout. */
+		set_timeval(&tv, c->lc->client_idle_timeout);
+		bufferevent_set_timeouts(c->bev, &tv, &tv);
+		pump_request(r);
+	} else {
+		set_timeval(&tv, c->lc->client_idle_timeout);
+		bufferevent_set_timeouts(c->bev, NULL, &tv);
+	}
+	return r;
+
+fail_nomem:
+	log_warnx("%s: out of memory starting a request", c->lc->name);
+	if (b != NULL)
+		evbuffer_free(b);
+	if (r != NULL) {
+		free(r->target);
+		free(r->fwd_head);
+		free(r);
+	}
+	c->req = NULL;
+	conn_send_error(c, 503, 1);
+	return NULL;
+}
+
+int
+proxy_req_finished(const struct proxy_req *r)
+{
+	return r->resp_state == PROXY_RESP_DONE && r->req_state == PROXY_BODY_DONE;
+}
+
+void
+proxy_req_free(struct proxy_req *r)
+{
+	if (r == NULL)
+		return;
+	if (r->uc != NULL) {
+		upstream_close(r->uc);	/* mid-exchange: never reused */
+		r->uc = NULL;
+	}
+	if (hooks->on_free != NULL)
+		hooks->on_free(r);
+	free(r->target);
+	free(r->fwd_head);
+	free(r);
+}
+
+/* --- request body: client -> upstream ---------------------------------- */
+
+/* Move n bytes from in to out; for the dechunk case, drop them instead. */
+static void
+move_bytes(struct evbuffer *in, struct evbuffer *out, size_t n)
+{
+	if (out != NULL)
+		evbuffer_remove_buffer(in, out, n);
+	else
+		evbuffer_drain(in, n);
+}
+
+/*
+ * Move body bytes from in to out under framing state (LENGTH or CHUNKED).
+ * out NULL... never for requests. keep_framing: chunk framing bytes are
+ * forwarded too (else dropped, for HTTP/1.0 clients). Stops when out passes
+ * CONN_OUT_HIGH. Returns 1 when the body is complete, 0 when more is
+ * needed or output is full, -1 on bad chunked framing. *moved counts the
+ * bytes taken from in.
+ */
+static int
+move_body(enum h1_body kind, uint64_t *remaining, struct h1_chunk *ch,
+    struct evbuffer *in, struct evbuffer *out, int keep_framing, uint64_t *moved)
+{
+	size_t avail, n;
+	ssize_t k;
+	unsigned char *p;
+
+	for (;;) {
+		if (evbuffer_get_length(out) >= CONN_OUT_HIGH)
+			return 0;
+		avail = evbuffer_get_length(in);
+		switch (kind) {
+		case H1_BODY_LENGTH:
+			if (*remaining == 0)
+				return 1;
+			if (avail == 0)
+				return 0;
+			n = avail < *remaining ? avail : (size_t)*remaining;
+			move_bytes(in, out, n);
+			*remaining -= n;
+			*moved += n;
+			break;
+		case H1_BODY_EOF:
+			if (avail == 0)
+				return 0;
+			move_bytes(in, out, avail);
+			*moved += avail;
+			break;
+		case H1_BODY_CHUNKED:
+			if (ch->state == H1_CHUNK_DONE)
+				return 1;
+			if (avail == 0)
+				return 0;
+			if (ch->state == H1_CHUNK_DATA) {
+				n = avail < ch->remaining ? avail : (size_t)ch->remaining;
+				move_bytes(in, out, n);
+				h1_chunk_data(ch, n);
+				*moved += n;
+				break;
+			}
+			n = avail < 1024 ? avail : 1024;
+			p = evbuffer_pullup(in, (ssize_t)n);
+			k = h1_chunk_parse(ch, (const char *)p, n);
+			if (k < 0)
+				return -1;
+			if (k > 0) {
+				move_bytes(in, keep_framing ? out : NULL, (size_t)k);
+				*moved += (uint64_t)k;
+			}
+			break;
+		case H1_BODY_NONE:
+			return 1;
+		}
+	}
+}
+
+static void
+pump_request(struct proxy_req *r)
+{
+	struct conn *c = r->c;
+	struct evbuffer *in, *out;
+	uint64_t moved = 0;
+	int rc;
+
+	if (r->req_state == PROXY_BODY_DONE || r->uc == NULL)
+		return;
+	in = bufferevent_get_input(c->bev);
+	out = bufferevent_get_output(r->uc->bev);
+	rc = move_body(r->req_body, &r->req_remaining, &r->req_chunk, in, out, 1, &moved);
+	r->bytes_in += moved;
+	if (rc < 0) {
+		log_info("%s: client %s: bad chunked body (%s)", c->lc->name, c->peer,
+		    r->req_chunk.err ? r->req_chunk.err : "?");
+		STATS_INC(tb_stats.bad_requests);
+		r->err = PROXY_ERR_BAD_REQUEST_BODY;
+		if (r->resp_state == PROXY_RESP_HEAD) {
+			upstream_close(r->uc);
+			r->uc = NULL;
+			r->status = 400;
+			r->resp_state = PROXY_RESP_DONE;
+			r->req_state = PROXY_BODY_DONE;
+			r->keepalive = 0;
+			conn_send_error(c, 400, 1);
+			req_finish(r);
+		} else {
+			proxy_client_gone(r);
+		}
+		return;
+	}
+	if (rc == 1) {
+		struct timeval tv;
+
+		r->req_state = PROXY_BODY_DONE;
+		set_timeval(&tv, c->lc->client_idle_timeout);
+		bufferevent_set_timeouts(c->bev, NULL, &tv);
+		if (r->connect_us >= 0 || r->uc->reused)
+			upstream_timeouts(r);
+		return;
+	}
+	if (evbuffer_get_length(out) >= CONN_OUT_HIGH) {
+		/* Upstream is slower than the client: stop reading the client
+		 * until the upstream's output drains below the low mark. */
+		bufferevent_disable(c->bev, EV_READ);
+		bufferevent_setwatermark(r->uc->bev, EV_WRITE, CONN_OUT_LOW, 0);
+	}
+}
+
+/* --- response: upstream -> client -------------------------------------- */
+
+/* Report and reset: the request is over (successfully or not). */
+static void
+req_finish(struct proxy_req *r)
+{
+	struct conn *c = r->c;
+	struct timespec now;
+	char line[2048], tbuf[64];
+	struct tm tm;
+	int n;
+
+	r->duration_us = (now_ns() - r->t_start_ns) / 1000;
+	clock_gettime(CLOCK_REALTIME, &now);
+	r->t_end_wall = now;
+	stats_request_done(c->stats, r->status, r->bytes_in, r->bytes_out, r->duration_us);
+	if (hooks->on_complete != NULL)
+		hooks->on_complete(r);
+	if (log_access_enabled()) {
+		gmtime_r(&r->t_start_wall.tv_sec, &tm);
+		strftime(tbuf, sizeof(tbuf), "%d/%b/%Y:%H:%M:%S +0000", &tm);
+		/* combined log format + upstream address, upstream time, total time */
+		n = snprintf(line, sizeof(line),
+		    "%s - - [%s] \"%s %.1024s HTTP/1.%d\" %d %llu \"%s\" \"%s\" %s %.3f %.3f",
+		    c->peer, tbuf, r->method, r->target, r->version_minor, r->status,
+		    (unsigned long long)r->bytes_out, r->referer[0] ? r->referer : "-",
+		    r->user_agent[0] ? r->user_agent : "-", r->upstream_addr,
+		    r->first_byte_us >= 0 ? (double)r->first_byte_us / 1e6 : -1.0,
+		    (double)r->duration_us / 1e6);
+		if (n > 0)
+			log_access(line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
+	}
+}
+
+/* The request failed before any response byte reached the client. */
+static void
+fail_before_response(struct proxy_req *r, int status, enum proxy_err err)
+{
+	r->err = err;
+	r->status = status;
+	r->resp_state = PROXY_RESP_DONE;
+	if (r->uc != NULL) {
+		upstream_close(r->uc);
+		r->uc = NULL;
+	}
+	/* The client's body framing is only known if we read all of it. */
+	r->keepalive = r->req_state == PROXY_BODY_DONE && !r->client_close;
+	bufferevent_enable(r->c->bev, EV_WRITE);
+	conn_send_error(r->c, status, !r->keepalive);
+	if (r->keepalive) {
+		/* conn_write_cb -> proxy_client_drained finishes it. */
+		return;
+	}
+	req_finish(r);
+	r->c->req = NULL;
+	proxy_req_free(r);
+}
+
+/* Build and queue the response head for the client. */
+static void
+send_response_head(struct proxy_req *r, const struct h1_msg *m)
+{
+	struct conn *c = r->c;
+	struct evbuffer *out = bufferevent_get_output(c->bev);
+	struct evbuffer *b = evbuffer_new();
+	struct tb_hdr_sink sink = { sink_add_evbuffer, b };
+	const struct tb_hdr *h;
+	int pass_cl = m->body == H1_BODY_NONE;	/* HEAD/304: CL describes the entity */
+	size_t i;
+	int i_rid;
+
+	r->status = m->status;
+	r->resp_body = m->body;
+	r->resp_remaining = m->body == H1_BODY_LENGTH ? m->content_length : 0;
+	h1_chunk_init(&r->resp_chunk, 0);
+	r->dechunk = m->body == H1_BODY_CHUNKED && r->version_minor == 0;
+	r->upstream_reusable = m->body != H1_BODY_EOF && !(m->flags & H1_F_CONN_CLOSE) &&
+	    !h1_connection_has(m, "close");
+	r->keepalive = !r->client_close && !c->w->draining && m->body != H1_BODY_EOF &&
+	    !r->dechunk && r->req_state == PROXY_BODY_DONE;
+	if ((i_rid = hdr_find(m->hdrs, m->n_hdrs, 0, "X-OpenStack-Request-ID")) >= 0)
+		copy_field(r->request_id, sizeof(r->request_id), m->hdrs[i_rid].value,
+		    m->hdrs[i_rid].value_len);
+
+	evbuffer_add_printf(b, "HTTP/1.1 %d %.*s\r\n", m->status, (int)m->reason_len, m->reason);
+	for (i = 0; i < m->n_hdrs; i++) {
+		h = &m->hdrs[i];
+		if (h1_is_hop_by_hop(m, h))
+			continue;
+		if (hdr_name_is(h, "Content-Length") && !pass_cl)
+			continue;
+		evbuffer_add(b, h->name, h->name_len);
+		evbuffer_add(b, ": ", 2);
+		evbuffer_add(b, h->value, h->value_len);
+		evbuffer_add(b, "\r\n", 2);
+	}
+	if (m->body == H1_BODY_LENGTH)
+		evbuffer_add_printf(b, "Content-Length: %llu\r\n",
+		    (unsigned long long)m->content_length);
+	else if (m->body == H1_BODY_CHUNKED && !r->dechunk)
+		evbuffer_add(b, "Transfer-Encoding: chunked\r\n", 28);
+	if (hooks->on_response != NULL)
+		hooks->on_response(r, m, &sink);
+	if (!r->keepalive)
+		evbuffer_add(b, "Connection: close\r\n", 19);
+	else if (r->version_minor == 0)
+		evbuffer_add(b, "Connection: keep-alive\r\n", 24);
+	evbuffer_add(b, "\r\n", 2);
+	r->bytes_out += evbuffer_get_length(b);
+	evbuffer_add_buffer(out, b);
+	evbuffer_free(b);
+}
+
+/* Upstream delivered everything: give the connection back to the pool. */
+static void
+response_complete(struct proxy_req *r)
+{
+	r->resp_state = PROXY_RESP_DONE;
+	if (r->uc != NULL) {
+		upstream_put(r->uc, r->upstream_reusable && r->req_state == PROXY_BODY_DONE);
+		r->uc = NULL;
+	}
+	if (r->req_state != PROXY_BODY_DONE) {
+		/* Early answer (e.g. 413): the rest of the body can't be framed. */
+		r->keepalive = 0;
+		r->req_state = PROXY_BODY_DONE;
+	}
+	/* Done once the client output is flushed (conn_write_cb). */
+	bufferevent_setwatermark(r->c->bev, EV_WRITE, 0, 0);
+	bufferevent_enable(r->c->bev, EV_WRITE);
+	if (evbuffer_get_length(bufferevent_get_output(r->c->bev)) == 0)
+		proxy_client_drained(r);
+}
+
+static void
+pump_response(struct proxy_req *r)
+{
+	struct conn *c = r->c;
+	struct evbuffer *in, *out;
+	struct h1_msg *m = c->w->scratch;
+	struct h1_limits lim;
+	struct evbuffer_ptr start, found;
+	size_t len, parse_len;
+	unsigned char *p;
+	uint64_t moved = 0;
+	int rc;
+
+	if (r->uc == NULL)
+		return;
+	in = bufferevent_get_input(r->uc->bev);
+	out = bufferevent_get_output(c->bev);
+
+	while (r->resp_state == PROXY_RESP_HEAD) {
+		len = evbuffer_get_length(in);
+		if (len == 0)
+			return;
+		if (r->first_byte_us < 0)
+			r->first_byte_us = (int64_t)((now_ns() - r->t_start_ns) / 1000);
+		evbuffer_ptr_set(in, &start, r->resp_scan_off > 3 ? r->resp_scan_off - 3 : 0,
+		    EVBUFFER_PTR_SET);
+		found = evbuffer_search(in, "\r\n\r\n", 4, &start);
+		lim.max_head_bytes = c->lc->max_header_bytes;
+		lim.max_line = c->lc->max_header_bytes;
+		lim.max_headers = H1_MAX_HEADERS_CAP;
+		if (found.pos < 0) {
+			r->resp_scan_off = len;
+			if (len < r->resp_next_parse && len <= lim.max_head_bytes)
+				return;
+			r->resp_next_parse = len * 2;
+			parse_len = len;
+		} else {
+			parse_len = (size_t)found.pos + 4;
+		}
+		if (parse_len > lim.max_head_bytes + 1)
+			parse_len = lim.max_head_bytes + 1;
+		p = evbuffer_pullup(in, (ssize_t)parse_len);
+		rc = h1_parse_response((const char *)p, parse_len, &lim, r->is_head, m);
+		if (rc == 0)
+			return;
+		if (rc < 0) {
+			log_warnx("%s: upstream %s: bad response head (%s at byte %zu)",
+			    c->lc->name, r->upstream_addr, m->err ? m->err : "?", m->err_off);
+			STATS_INC(tb_stats.upstream_errors[STATS_UP_BAD_RESPONSE]);
+			fail_before_response(r, 502, PROXY_ERR_UPSTREAM_BAD);
+			return;
+		}
+		if (m->status < 200) {
+			/* Interim responses: we sent our own 100 Continue already,
+			 * and upgrades are refused, so drop them (101 is an error). */
+			if (m->status == 101) {
+				STATS_INC(tb_stats.upstream_errors[STATS_UP_BAD_RESPONSE]);
+				fail_before_response(r, 502, PROXY_ERR_UPSTREAM_BAD);
+				return;
+			}
+			evbuffer_drain(in, (size_t)rc);
+			r->resp_scan_off = 0;
+			r->resp_next_parse = 0;
+			continue;
+		}
+		free(r->fwd_head);	/* no retry once a response started */
+		r->fwd_head = NULL;
+		send_response_head(r, m);
+		evbuffer_drain(in, (size_t)rc);
+		r->resp_state = PROXY_RESP_BODY;
+		if (r->resp_body == H1_BODY_NONE) {
+			response_complete(r);
+			return;
+		}
+	}
+	if (r->resp_state != PROXY_RESP_BODY)
+		return;
+
+	rc = move_body(r->resp_body, &r->resp_remaining, &r->resp_chunk, in, out,
+	    !r->dechunk, &moved);
+	r->bytes_out += moved;
+	if (rc < 0) {
+		log_warnx("%s: upstream %s: bad chunked response body (%s)", c->lc->name,
+		    r->upstream_addr, r->resp_chunk.err ? r->resp_chunk.err : "?");
+		STATS_INC(tb_stats.upstream_errors[STATS_UP_BAD_RESPONSE]);
+		r->err = PROXY_ERR_UPSTREAM_ABORTED;
+		req_finish(r);
+		conn_close(c);
+		return;
+	}
+	if (rc == 1 || (r->upstream_eof && evbuffer_get_length(in) == 0)) {
+		response_complete(r);
+		return;
+	}
+	if (evbuffer_get_length(out) >= CONN_OUT_HIGH) {
+		/* Client is slower than the upstream: stop reading upstream. */
+		bufferevent_disable(r->uc->bev, EV_READ);
+		bufferevent_setwatermark(c->bev, EV_WRITE, CONN_OUT_LOW, 0);
+	}
+}
+
+static void
+up_read_cb(struct bufferevent *bev, void *arg)
+{
+	pump_response(arg);
+}
+
+/* Upstream output drained below the low mark: resume reading the client. */
+static void
+up_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct proxy_req *r = arg;
+
+	if (r->req_state == PROXY_BODY_PENDING) {
+		bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
+		bufferevent_enable(r->c->bev, EV_READ);
+		pump_request(r);
+	}
+}
+
+static void
+up_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct proxy_req *r = arg;
+	struct conn *c = r->c;
+	const struct tb_listener_conf *lc = c->lc;
+	int connecting = r->uc != NULL && !r->uc->reused && r->connect_us < 0;
+
+	if (what & BEV_EVENT_CONNECTED) {
+		r->connect_us = (int64_t)((now_ns() - r->t_start_ns) / 1000);
+		upstream_timeouts(r);
+		return;
+	}
+
+	if ((what & BEV_EVENT_EOF) && r->resp_state == PROXY_RESP_BODY &&
+	    r->resp_body == H1_BODY_EOF) {
+		/* Read-until-close body (RFC 9112 6.3 rule 8): this is its end,
+		 * once what is still buffered has gone to the client. */
+		r->upstream_eof = 1;
+		r->upstream_reusable = 0;
+		pump_response(r);
+		return;
+	}
+
+	if (r->resp_state == PROXY_RESP_HEAD &&
+	    evbuffer_get_length(bufferevent_get_input(bev)) == 0 && !(what & BEV_EVENT_TIMEOUT) &&
+	    r->uc->reused && r->idempotent && r->req_body == H1_BODY_NONE && !r->retried) {
+		/* A pooled connection the server had closed: retry once, fresh. */
+		STATS_INC(tb_stats.upstream_errors[STATS_UP_RETRIED]);
+		r->retried = 1;
+		upstream_close(r->uc);
+		r->uc = NULL;
+		if (upstream_attach(r, 0) == 0)
+			return;
+	}
+
+	if (r->resp_state == PROXY_RESP_HEAD) {
+		if (what & BEV_EVENT_TIMEOUT) {
+			STATS_INC(tb_stats.upstream_errors[connecting ? STATS_UP_CONNECT_TIMEOUT :
+			    STATS_UP_TIMEOUT]);
+			log_info("%s: upstream %s: %s timeout", lc->name, r->upstream_addr,
+			    connecting ? "connect" : "response");
+			fail_before_response(r, 504, PROXY_ERR_UPSTREAM_TIMEOUT);
+		} else {
+			STATS_INC(tb_stats.upstream_errors[connecting ? STATS_UP_CONNECT_REFUSED :
+			    STATS_UP_RESET]);
+			log_info("%s: upstream %s: %s", lc->name, r->upstream_addr,
+			    connecting ? "connect failed" : "closed before a response");
+			fail_before_response(r, 502, PROXY_ERR_UPSTREAM_UNAVAILABLE);
+		}
+		return;
+	}
+	/* Mid-body: the client has a partial response; all we can do is cut it. */
+	STATS_INC(tb_stats.upstream_errors[(what & BEV_EVENT_TIMEOUT) ? STATS_UP_TIMEOUT :
+	    STATS_UP_RESET]);
+	log_info("%s: upstream %s: failed mid-response", lc->name, r->upstream_addr);
+	r->err = PROXY_ERR_UPSTREAM_ABORTED;
+	req_finish(r);
+	conn_close(c);
+}
+
+/* --- client side events (from conn.c) ---------------------------------- */
+
+void
+proxy_client_readable(struct proxy_req *r)
+{
+	if (r->req_state == PROXY_BODY_PENDING)
+		pump_request(r);
+	/* Otherwise: pipelined bytes wait in the input (read watermark bounds them). */
+}
+
+void
+proxy_client_drained(struct proxy_req *r)
+{
+	struct conn *c = r->c;
+
+	if (r->resp_state == PROXY_RESP_DONE) {
+		if (evbuffer_get_length(bufferevent_get_output(c->bev)) != 0)
+			return;
+		req_finish(r);
+		conn_request_done(c, r->keepalive);
+		return;
+	}
+	if (r->resp_state == PROXY_RESP_BODY && r->uc != NULL) {
+		bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+		bufferevent_enable(r->uc->bev, EV_READ);
+		pump_response(r);
+	}
+}
+
+void
+proxy_client_gone(struct proxy_req *r)
+{
+	struct conn *c = r->c;
+
+	/* The upstream request is aborted: its connection is closed, not reused. */
+	if (r->err == PROXY_OK)
+		r->err = PROXY_ERR_CLIENT_GONE;
+	if (r->status == 0)
+		r->status = 499;	/* nginx's "client closed request", for logs */
+	if (r->uc != NULL) {
+		upstream_close(r->uc);
+		r->uc = NULL;
+	}
+	req_finish(r);
+	conn_close(c);
+}

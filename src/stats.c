@@ -1,0 +1,145 @@
+/* stats.c: counters for /metrics (see stats.h). */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+
+#include "stats.h"
+
+struct stats_global tb_stats;
+
+static pthread_mutex_t listeners_lock = PTHREAD_MUTEX_INITIALIZER;
+static struct stats_listener *listeners;	/* append-only list */
+
+/* Upper bounds in seconds, a Prometheus-style histogram of request durations. */
+static const double duration_bounds[STATS_DURATION_BUCKETS] = {
+	0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
+	1, 2.5, 10, 60,
+};
+
+static const char *const upstream_err_names[STATS_UP_NKINDS] = {
+	"connect_refused", "connect_timeout", "reset", "timeout",
+	"bad_response", "retried",
+};
+
+struct stats_listener *
+stats_listener_get(const char *name)
+{
+	struct stats_listener *l;
+
+	pthread_mutex_lock(&listeners_lock);
+	for (l = listeners; l != NULL; l = l->next)
+		if (strcmp(l->name, name) == 0)
+			goto out;
+	l = calloc(1, sizeof(*l));
+	if (l != NULL) {
+		strncpy(l->name, name, sizeof(l->name) - 1);
+		/* Publish fully built: readers walk the list without the lock. */
+		l->next = listeners;
+		__atomic_store_n(&listeners, l, __ATOMIC_RELEASE);
+	}
+out:
+	pthread_mutex_unlock(&listeners_lock);
+	return l;
+}
+
+void
+stats_request_done(struct stats_listener *l, int status, uint64_t bytes_in,
+    uint64_t bytes_out, uint64_t duration_us)
+{
+	int cls = status / 100, i;
+	double secs = (double)duration_us / 1e6;
+
+	if (l == NULL)
+		return;
+	if (cls < 1 || cls > 5)
+		cls = 0;
+	STATS_INC(l->requests[cls]);
+	STATS_ADD(l->bytes_in, bytes_in);
+	STATS_ADD(l->bytes_out, bytes_out);
+	for (i = 0; i < STATS_DURATION_BUCKETS; i++)
+		if (secs <= duration_bounds[i])
+			break;
+	STATS_INC(l->duration_bucket[i]);	/* i == STATS_DURATION_BUCKETS: +Inf only */
+	STATS_ADD(l->duration_sum_us, duration_us);
+	STATS_INC(l->duration_count);
+}
+
+void
+stats_write_prometheus(struct evbuffer *out)
+{
+	static const char *const cls_names[6] = { "other", "1xx", "2xx", "3xx", "4xx", "5xx" };
+	struct stats_listener *l, *head = __atomic_load_n(&listeners, __ATOMIC_ACQUIRE);
+	uint64_t cum;
+	int i;
+
+	evbuffer_add_printf(out,
+	    "# HELP tracebridge_connections_active Client connections open now.\n"
+	    "# TYPE tracebridge_connections_active gauge\n"
+	    "tracebridge_connections_active %lu\n"
+	    "# HELP tracebridge_connections_total Client connections accepted.\n"
+	    "# TYPE tracebridge_connections_total counter\n"
+	    "tracebridge_connections_total %lu\n"
+	    "# HELP tracebridge_bad_requests_total Requests refused by the HTTP framing layer.\n"
+	    "# TYPE tracebridge_bad_requests_total counter\n"
+	    "tracebridge_bad_requests_total %lu\n"
+	    "# HELP tracebridge_upstream_connects_total New upstream connections opened.\n"
+	    "# TYPE tracebridge_upstream_connects_total counter\n"
+	    "tracebridge_upstream_connects_total %lu\n"
+	    "# HELP tracebridge_upstream_reused_total Requests sent on a pooled keep-alive upstream connection.\n"
+	    "# TYPE tracebridge_upstream_reused_total counter\n"
+	    "tracebridge_upstream_reused_total %lu\n",
+	    (unsigned long)STATS_GET(tb_stats.connections_active),
+	    (unsigned long)STATS_GET(tb_stats.connections_total),
+	    (unsigned long)STATS_GET(tb_stats.bad_requests),
+	    (unsigned long)STATS_GET(tb_stats.upstream_connects),
+	    (unsigned long)STATS_GET(tb_stats.upstream_pool_reused));
+	evbuffer_add_printf(out,
+	    "# HELP tracebridge_upstream_errors_total Upstream failures by kind.\n"
+	    "# TYPE tracebridge_upstream_errors_total counter\n");
+	for (i = 0; i < STATS_UP_NKINDS; i++)
+		evbuffer_add_printf(out, "tracebridge_upstream_errors_total{kind=\"%s\"} %lu\n",
+		    upstream_err_names[i], (unsigned long)STATS_GET(tb_stats.upstream_errors[i]));
+
+	evbuffer_add_printf(out,
+	    "# HELP tracebridge_requests_total Requests answered, by listener and status class.\n"
+	    "# TYPE tracebridge_requests_total counter\n");
+	for (l = head; l != NULL; l = l->next)
+		for (i = 0; i < 6; i++)
+			evbuffer_add_printf(out,
+			    "tracebridge_requests_total{listener=\"%s\",code=\"%s\"} %lu\n",
+			    l->name, cls_names[i], (unsigned long)STATS_GET(l->requests[i]));
+	evbuffer_add_printf(out,
+	    "# HELP tracebridge_bytes_in_total Bytes received from clients.\n"
+	    "# TYPE tracebridge_bytes_in_total counter\n");
+	for (l = head; l != NULL; l = l->next)
+		evbuffer_add_printf(out, "tracebridge_bytes_in_total{listener=\"%s\"} %lu\n",
+		    l->name, (unsigned long)STATS_GET(l->bytes_in));
+	evbuffer_add_printf(out,
+	    "# HELP tracebridge_bytes_out_total Bytes sent to clients.\n"
+	    "# TYPE tracebridge_bytes_out_total counter\n");
+	for (l = head; l != NULL; l = l->next)
+		evbuffer_add_printf(out, "tracebridge_bytes_out_total{listener=\"%s\"} %lu\n",
+		    l->name, (unsigned long)STATS_GET(l->bytes_out));
+	evbuffer_add_printf(out,
+	    "# HELP tracebridge_request_duration_seconds Time from request head to last response byte.\n"
+	    "# TYPE tracebridge_request_duration_seconds histogram\n");
+	for (l = head; l != NULL; l = l->next) {
+		cum = 0;
+		for (i = 0; i < STATS_DURATION_BUCKETS; i++) {
+			cum += STATS_GET(l->duration_bucket[i]);
+			evbuffer_add_printf(out,
+			    "tracebridge_request_duration_seconds_bucket{listener=\"%s\",le=\"%g\"} %lu\n",
+			    l->name, duration_bounds[i], (unsigned long)cum);
+		}
+		cum += STATS_GET(l->duration_bucket[STATS_DURATION_BUCKETS]);
+		evbuffer_add_printf(out,
+		    "tracebridge_request_duration_seconds_bucket{listener=\"%s\",le=\"+Inf\"} %lu\n"
+		    "tracebridge_request_duration_seconds_sum{listener=\"%s\"} %.6f\n"
+		    "tracebridge_request_duration_seconds_count{listener=\"%s\"} %lu\n",
+		    l->name, (unsigned long)cum, l->name,
+		    (double)STATS_GET(l->duration_sum_us) / 1e6,
+		    l->name, (unsigned long)STATS_GET(l->duration_count));
+	}
+}

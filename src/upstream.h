@@ -1,0 +1,56 @@
+/*
+ * upstream.h: per-worker upstream connections with a keep-alive pool.
+ *
+ * Each worker owns one pool (no locks). A connection is either lent to one
+ * request (the proxy sets its callbacks and owns it until it calls
+ * upstream_put or upstream_close) or idle in the pool, watched for the peer
+ * closing it and for the idle timeout.
+ */
+#ifndef TB_UPSTREAM_H
+#define TB_UPSTREAM_H
+
+#include <sys/queue.h>
+
+#include "config.h"
+
+struct event_base;
+struct bufferevent;
+struct upstream_pool;
+
+/* Idle keep-alive connections kept per upstream address, and for how long. */
+#define UPSTREAM_IDLE_MAX	256
+#define UPSTREAM_IDLE_TIMEOUT	30	/* seconds; below typical WSGI server keep-alive */
+
+struct upstream_conn {
+	struct bufferevent *bev;
+	struct upstream_pool *pool;
+	char key[128];		/* upstream address text: the pool key */
+	int reused;		/* 1 if it came out of the pool (retry rule) */
+	TAILQ_ENTRY(upstream_conn) link;
+};
+
+struct upstream_pool *upstream_pool_new(struct event_base *base);
+/* Closes every idle connection; lent ones must have been returned already. */
+void upstream_pool_free(struct upstream_pool *p);
+
+/*
+ * A connection to addr: an idle pooled one when allow_reuse (reused = 1,
+ * already connected), else a new one whose connect is started (reused = 0;
+ * the caller learns the outcome from BEV_EVENT_CONNECTED or an error event).
+ * Callbacks are unset; the caller sets them and enables EV_READ|EV_WRITE.
+ * Returns NULL with errno set when no socket could be made.
+ */
+struct upstream_conn *upstream_get(struct upstream_pool *p, const struct tb_addr *addr,
+    int allow_reuse);
+
+/* Return a connection after a complete exchange: pooled if reusable and its
+ * input is empty, closed otherwise. uc is not to be used afterwards. */
+void upstream_put(struct upstream_conn *uc, int reusable);
+
+/* Close and free (an aborted request). */
+void upstream_close(struct upstream_conn *uc);
+
+/* Number of idle pooled connections (for tests and metrics). */
+unsigned upstream_pool_idle(const struct upstream_pool *p);
+
+#endif

@@ -1,0 +1,282 @@
+"""Fixtures for tracebridge integration tests: real binary, real upstreams,
+free loopback ports, everything torn down after the test."""
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+import pytest
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRCDIR = os.path.dirname(os.path.dirname(HERE))
+BUILDDIR = os.environ.get("TB_BUILDDIR", SRCDIR)
+BINARY = os.path.join(BUILDDIR, "tracebridge")
+PY = "/usr/bin/python3"
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def wait_port(port, timeout=10.0, proc=None):
+    end = time.time() + timeout
+    while time.time() < end:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError("process exited with %s" % proc.returncode)
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.02)
+    raise RuntimeError("port %d not listening" % port)
+
+
+class Upstream:
+    def __init__(self, tmpdir):
+        self.port = free_port()
+        self.state = tempfile.mkdtemp(dir=tmpdir)
+        self.proc = subprocess.Popen([PY, os.path.join(HERE, "upstream.py"),
+                                      str(self.port), self.state])
+        wait_port(self.port, proc=self.proc)
+        self.url = "http://127.0.0.1:%d" % self.port
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def upstream(tmp_path):
+    u = Upstream(str(tmp_path))
+    yield u
+    u.stop()
+
+
+class Proxy:
+    """tracebridge started from a config text ({upstream}, {port}, {admin}
+    placeholders are filled in)."""
+
+    def __init__(self, tmpdir, conf, **fmt):
+        self.tmpdir = tmpdir
+        self.port = fmt.setdefault("port", free_port())
+        self.admin = fmt.setdefault("admin", free_port())
+        self.fmt = fmt
+        self.conf_path = os.path.join(tmpdir, "tracebridge.conf")
+        self.log_path = os.path.join(tmpdir, "error.log")
+        self.access_path = os.path.join(tmpdir, "access.log")
+        fmt.setdefault("access", self.access_path)
+        self.write_conf(conf)
+        self.log = open(self.log_path, "ab")
+        self.proc = subprocess.Popen([BINARY, "-f", "-c", self.conf_path],
+                                     stdout=self.log, stderr=self.log)
+        wait_port(self.port, proc=self.proc)
+        wait_port(self.admin, proc=self.proc)
+
+    def write_conf(self, conf):
+        with open(self.conf_path, "w") as f:
+            f.write(conf.format(**self.fmt))
+
+    @property
+    def pid(self):
+        return self.proc.pid
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def status(self, field):
+        with open("/proc/%d/status" % self.pid) as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
+        return None
+
+    def logtext(self):
+        self.log.flush()
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+        self.log.close()
+
+
+BASIC_CONF = """
+[DEFAULT]
+workers = 2
+log_level = info
+access_log = {access}
+drain_timeout = 5
+
+[admin]
+listen = 127.0.0.1:{admin}
+
+[listener:api]
+listen = 127.0.0.1:{port}
+upstream = {upstream}
+service = api
+upstream_timeout = 2
+upstream_connect_timeout = 1
+client_header_timeout = 2
+"""
+
+
+@pytest.fixture
+def make_proxy(tmp_path):
+    made = []
+
+    def make(conf=BASIC_CONF, **fmt):
+        d = tempfile.mkdtemp(dir=str(tmp_path))
+        p = Proxy(d, conf, **fmt)
+        made.append(p)
+        return p
+    yield make
+    for p in made:
+        p.stop()
+
+
+@pytest.fixture
+def proxy(make_proxy, upstream):
+    return make_proxy(upstream=upstream.url)
+
+
+# --- a tiny raw HTTP client: tests need exact bytes, not a library's view ---
+
+class Resp:
+    def __init__(self, status, reason, headers, body, raw_head, version):
+        self.status, self.reason, self.headers = status, reason, headers
+        self.body, self.raw_head, self.version = body, raw_head, version
+
+    def header(self, name):
+        for k, v in self.headers:
+            if k.lower() == name.lower():
+                return v
+        return None
+
+    def json(self):
+        import json
+        return json.loads(self.body)
+
+
+class Conn:
+    def __init__(self, port, timeout=5.0):
+        self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
+        self.buf = b""
+
+    def send(self, data):
+        self.sock.sendall(data)
+
+    def _fill(self):
+        d = self.sock.recv(1 << 16)
+        if not d:
+            raise EOFError("connection closed")
+        self.buf += d
+
+    def _line(self):
+        while b"\r\n" not in self.buf:
+            self._fill()
+        line, self.buf = self.buf.split(b"\r\n", 1)
+        return line
+
+    def _exact(self, n):
+        while len(self.buf) < n:
+            self._fill()
+        d, self.buf = self.buf[:n], self.buf[n:]
+        return d
+
+    def closed(self, timeout=2.0):
+        """True if the peer closes the connection (EOF) within timeout."""
+        self.sock.settimeout(timeout)
+        try:
+            while True:
+                d = self.sock.recv(65536)
+                if not d:
+                    return True
+                self.buf += d
+        except socket.timeout:
+            return False
+        except ConnectionResetError:
+            return True
+
+    def response(self, head_request=False):
+        line = self._line().decode("latin-1")
+        version, status, reason = (line.split(" ", 2) + [""])[:3]
+        status = int(status)
+        headers = []
+        raw = line + "\r\n"
+        while True:
+            h = self._line().decode("latin-1")
+            raw += h + "\r\n"
+            if h == "":
+                break
+            k, _, v = h.partition(":")
+            headers.append((k, v.strip()))
+        r = Resp(status, reason, headers, b"", raw, version)
+        if 100 <= status < 200:
+            return r
+        if head_request or status in (204, 304):
+            return r
+        te = r.header("Transfer-Encoding")
+        cl = r.header("Content-Length")
+        if te and te.lower() == "chunked":
+            body = b""
+            trailers = []
+            while True:
+                size = int(self._line().split(b";")[0], 16)
+                if size == 0:
+                    while True:
+                        t = self._line()
+                        if not t:
+                            break
+                        trailers.append(t.decode())
+                    break
+                body += self._exact(size)
+                self._exact(2)
+            r.body = body
+            r.trailers = trailers
+        elif cl is not None:
+            r.body = self._exact(int(cl))
+        else:
+            while True:
+                try:
+                    self._fill()
+                except EOFError:
+                    break
+            r.body, self.buf = self.buf, b""
+        return r
+
+    def request(self, method="GET", path="/", headers=(), body=b"", version="1.1"):
+        hs = list(headers)
+        if not any(k.lower() == "host" for k, _ in hs) and version == "1.1":
+            hs.insert(0, ("Host", "example.test"))
+        if body and not any(k.lower() in ("content-length", "transfer-encoding") for k, _ in hs):
+            hs.append(("Content-Length", str(len(body))))
+        data = "%s %s HTTP/%s\r\n" % (method, path, version)
+        data += "".join("%s: %s\r\n" % kv for kv in hs) + "\r\n"
+        self.send(data.encode("latin-1") + body)
+        return self.response(head_request=(method == "HEAD"))
+
+    def close(self):
+        self.sock.close()
+
+
+@pytest.fixture
+def conn_to():
+    made = []
+
+    def make(port, timeout=5.0):
+        c = Conn(port, timeout)
+        made.append(c)
+        return c
+    yield make
+    for c in made:
+        c.close()
