@@ -1,0 +1,177 @@
+/*
+ * config.h: the INI file turned into an immutable, reference-counted
+ * struct tb_config. A reload builds a whole new one and swaps it in; the old
+ * one lives until its last user (a connection still relaying a request under
+ * the old upstream, say) drops its reference.
+ *
+ * Durations are in seconds (double: "0.5" is fine), sizes in bytes.
+ */
+#ifndef TB_CONFIG_H
+#define TB_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/socket.h>
+
+#define TB_LOG_ERR	0
+#define TB_LOG_WARN	1
+#define TB_LOG_INFO	2
+#define TB_LOG_DEBUG	3
+
+struct tb_addr {
+	struct sockaddr_storage ss;
+	socklen_t len;
+	char text[128];		/* as written in the file, e.g. "[::1]:8080" */
+};
+
+struct tb_listener_conf {
+	char *name;		/* NAME of [listener:NAME] */
+	struct tb_addr listen;
+	char *upstream;		/* "http://host:port" as written */
+	int upstream_tls;	/* 1 for https:// (TLS issue; refused until then) */
+	char *upstream_host;	/* host part, for logs and the Host of 0.9 clients */
+	uint16_t upstream_port;
+	struct tb_addr upstream_addr;	/* resolved at load time (getaddrinfo) */
+	char *service;		/* name spans carry; default = NAME */
+	double client_header_timeout;	/* default 30 */
+	double client_idle_timeout;	/* keep-alive idle, default 60 */
+	double upstream_connect_timeout;	/* default 5 */
+	double upstream_timeout;	/* idle time waiting on upstream, default 60 */
+	size_t max_header_bytes;	/* default 65536 */
+	unsigned max_headers;		/* default 100, <= H1_MAX_HEADERS_CAP */
+	int trust_incoming_sampling;	/* honour the caller's sampled flag; default 1 */
+	int x_forwarded;		/* append X-Forwarded-For, set -Proto/-Host; default 1 */
+	int keep_proxy_authorization;	/* forward Proxy-Authorization; default 0 */
+	int line;		/* line of the section header, for messages */
+};
+
+struct tb_profiler_conf {
+	int enabled;			/* default 0 */
+	char **hmac_keys;		/* split on ',', trimmed; NULL-terminated */
+	size_t n_hmac_keys;
+	char *connection_string;	/* default "redis://127.0.0.1:6379" */
+	int filter_error_trace;		/* default 0 */
+	char *sentinel_service_name;	/* default "mymaster" */
+	double socket_timeout;		/* default 0.1 */
+	int trace_sqlalchemy;		/* accepted so operators can paste their block; unused */
+};
+
+/* [tracing]: which wire formats we read and write, and what the edge span says. */
+struct tb_tracing_conf {
+	/*
+	 * Format names in the order written, canonical lower case, each one of
+	 * osprofiler w3c b3 jaeger xray datadog gcp ot; NULL-terminated. The trace
+	 * module maps them onto its codec table by name.
+	 */
+	char **extract;			/* default all eight */
+	size_t n_extract;
+	char **inject;			/* default osprofiler, w3c */
+	size_t n_inject;
+	int keep_foreign_headers;	/* default 0 */
+	int sample_new;			/* -1 unset (policy decides), 0 or 1 */
+	int server_timing;		/* default 1 */
+	int response_trace_id;		/* default 1 */
+	int request_id_from_trace;	/* default 0 */
+	char *span_name;		/* default "proxy"; [A-Za-z0-9_.]+ */
+	char *project;			/* default "tracebridge" */
+	char *host;			/* default gethostname() */
+	unsigned span_ttl;		/* seconds, 0 = never expire */
+	size_t span_buffer_bytes;	/* default 16 MiB */
+};
+
+/* [sampling]: central policies. Empty strings are stored as NULL. */
+struct tb_sampling_conf {
+	char *policy_file;
+	char *policy_redis_key;
+	char *policy_channel;
+	char *policy_url;		/* http:// only */
+	double policy_poll_interval;	/* default 60, >= 1 */
+	double default_probability;	/* default 0.001 */
+	int default_probability_set;	/* written in the file (vs sample_new) */
+	double forced_max_per_second;	/* default 10, 0 = unlimited */
+	double incoming_max_per_second;	/* default 100, 0 = unlimited */
+	double max_traces_per_second;	/* default 0 = unlimited */
+	/*
+	 * One rule per element, as written: "prefix:<path-prefix> <name>" or
+	 * "regex:<ERE> <name>" (the regex compiled once at load to validate it).
+	 */
+	char **operation_rules;
+	size_t n_operation_rules;
+};
+
+struct tb_config {
+	int refcnt;		/* atomic; see config_ref/config_unref */
+	char *path;		/* NULL when built from --listen/--upstream */
+
+	/* [DEFAULT] */
+	int workers;			/* resolved: "auto" = number of cores */
+	int log_level;			/* TB_LOG_*; default info */
+	char *error_log;		/* "stderr" | "syslog" | path; default stderr */
+	char *access_log;		/* "off" | "stderr" | "syslog" | path; default off */
+	char *pid_file;			/* NULL = none */
+	/* user/group: checked to exist at load time (getpwnam/getgrnam) */
+	char *user;			/* NULL = don't change */
+	char *group;
+	unsigned max_connections;	/* per process; default 10000 */
+	double drain_timeout;		/* default 30 */
+
+	/* [admin] */
+	int admin_enabled;		/* listen = off disables */
+	struct tb_addr admin_listen;	/* default 127.0.0.1:9180 */
+
+	struct tb_listener_conf *listeners;
+	size_t n_listeners;
+
+	struct tb_profiler_conf profiler;
+	struct tb_tracing_conf tracing;
+	struct tb_sampling_conf sampling;
+
+	/*
+	 * State derived from this config by other modules (tracing.c hangs its
+	 * codec tables and HMAC key state here), freed with the config, so it
+	 * lives exactly as long as the requests that use it.
+	 */
+	void *ext;
+	void (*ext_free)(void *ext);
+};
+
+/* Limits that keep a hostile file from costing much. */
+#define CONFIG_MAX_FILE	(1024 * 1024)	/* bytes; larger files are refused */
+#define CONFIG_MAX_LISTENERS	1024
+
+/*
+ * Load and validate path. On success returns 0 and *out (refcnt 1, caller
+ * owns). On error returns -1, *out NULL, and writes the first error into err
+ * as "FILE:LINE: option: reason" (LINE 0 for the whole file, e.g. no
+ * listener), or "FILE: cannot open: strerror". Never a value: values may be
+ * secrets. Unknown sections and options, bad values, duplicate options,
+ * duplicate listener names and duplicate listen addresses are errors.
+ * Upstream host names are resolved here (getaddrinfo: may block on DNS).
+ */
+int config_load(const char *path, struct tb_config **out, char *err, size_t errlen);
+
+/*
+ * Build a config from the command-line shorthand (--listen, --upstream):
+ * one listener named "default", every other option at its default.
+ */
+int config_from_args(const char *listen, const char *upstream,
+    struct tb_config **out, char *err, size_t errlen);
+
+/*
+ * Parse "host:port" / "[v6]:port" / "*:port" into a, numerics only, no DNS.
+ * "*" is 0.0.0.0 (write "[::]:port" for IPv6). Returns 0 or -1.
+ */
+int config_parse_addr(const char *s, struct tb_addr *a);
+
+/*
+ * Same as config_load() but reads the file from memory (len bytes, NULs are
+ * errors); name is used as FILE in messages and stored as path. For the fuzzer
+ * and the tests.
+ */
+int config_load_buffer(const char *name, const char *buf, size_t len,
+    struct tb_config **out, char *err, size_t errlen);
+
+struct tb_config *config_ref(struct tb_config *c);
+void config_unref(struct tb_config *c);	/* frees at zero; NULL is fine */
+
+#endif
