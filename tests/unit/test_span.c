@@ -1,0 +1,478 @@
+/*
+ * test_span.c: osprofiler notification JSON (exact bytes), timestamps,
+ * string escaping against what Python's json.dumps writes, webob's path
+ * quoting, hostile input still giving valid JSON, and the Redis connection
+ * string parser (every accepted form and every rejected one).
+ * Expected strings were produced with /usr/bin/python3 (json, urllib.parse,
+ * datetime); tests/integration/test_sink_redis.py re-checks them against
+ * osprofiler and webob themselves.
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "sink_redis.h"
+#include "span.h"
+#include "tb_test.h"
+
+/* span_json_str as a NUL-terminated string in a static buffer */
+static const char *
+esc(const char *s, size_t n, int latin1)
+{
+	static char out[4096];
+	struct span_buf b = { 0 };
+
+	if (span_json_str(&b, s, n, latin1) == -1 || b.len >= sizeof(out)) {
+		span_buf_free(&b);
+		return "<error>";
+	}
+	memcpy(out, b.p, b.len);
+	out[b.len] = '\0';
+	span_buf_free(&b);
+	return out;
+}
+
+static void
+test_timestamp(void)
+{
+	char ts[27];
+
+	CHECK(span_timestamp(0, ts) == 0 &&
+	    strcmp(ts, "1970-01-01T00:00:00.000000") == 0);
+	CHECK(span_timestamp(1764018476574216LL, ts) == 0 &&
+	    strcmp(ts, "2025-11-24T21:07:56.574216") == 0);
+	CHECK(span_timestamp(253402300799999999LL, ts) == 0 &&
+	    strcmp(ts, "9999-12-31T23:59:59.999999") == 0);
+	CHECK(span_timestamp(253402300800000000LL, ts) == -1);
+	CHECK(span_timestamp(-1, ts) == -1);
+	CHECK(span_now_us() > 1700000000000000LL);
+}
+
+static void
+test_escape(void)
+{
+	static const char in1[] = "a\"b\\c\n\r\t\b\f\x01\x1f\x7f/\xc3\xa9"
+	    "\xe2\x82\xac\xf0\x9f\x98\x80";
+	static const char in3[] = "\xff\xc3\xa9\xed\xa0\x80\xf4\x90\x80\x80"
+	    "\xc0\xaf";
+
+	CHECK(strcmp(esc(in1, sizeof(in1) - 1, 0),
+	    "\"a\\\"b\\\\c\\n\\r\\t\\b\\f\\u0001\\u001f\\u007f/\\u00e9"
+	    "\\u20ac\\ud83d\\ude00\"") == 0);
+	CHECK(strcmp(esc("x=\xff\xc3\xa9", 5, 1),
+	    "\"x=\\u00ff\\u00c3\\u00a9\"") == 0);
+	CHECK(strcmp(esc(in3, sizeof(in3) - 1, 0),
+	    "\"\\ufffd\\u00e9\\ufffd\\ufffd\\ufffd\\ufffd\\ufffd\\ufffd"
+	    "\\ufffd\\ufffd\\ufffd\"") == 0);
+	CHECK(strcmp(esc("a\0b", 3, 0), "\"a\\u0000b\"") == 0);
+	CHECK(strcmp(esc("", 0, 0), "\"\"") == 0);
+	/* truncated sequence at the end: one U+FFFD per byte */
+	CHECK(strcmp(esc("\xe2\x82", 2, 0), "\"\\ufffd\\ufffd\"") == 0);
+}
+
+static void
+fill(struct span_rec *r)
+{
+	memset(r, 0, sizeof(*r));
+	r->base_id = "4bf92f35-77b3-4da6-a3ce-929d0e0e4736";
+	r->trace_id = "37ca69bc-8473-4d12-a7b2-2e18f8fd5a24";
+	r->parent_id = "00000000-0000-0000-00f0-67aa0ba902b7";
+	r->name = "proxy";
+	r->project = "tracebridge";
+	r->service = "public";
+	r->host = "edge1";
+	r->start_us = 1764018476574216LL;
+	r->stop_us = 1764018476600001LL;
+	r->method = "GET";
+	r->method_len = 3;
+	r->target = "/v3/auth/tokens?nocatalog";
+	r->target_len = strlen(r->target);
+	r->scheme = "http";
+	r->upstream_connect_ms = -1;
+	r->upstream_first_byte_ms = -1;
+}
+
+/* format one notification into a static string */
+static const char *
+fmt(const struct span_rec *r, int stop)
+{
+	static char out[8192];
+	struct span_buf b = { 0 };
+	int rc = stop ? span_format_stop(r, &b) : span_format_start(r, &b);
+
+	if (rc == -1 || b.len >= sizeof(out)) {
+		span_buf_free(&b);
+		return "<error>";
+	}
+	memcpy(out, b.p, b.len);
+	out[b.len] = '\0';
+	span_buf_free(&b);
+	return out;
+}
+
+static void
+test_format_exact(void)
+{
+	struct span_rec r;
+
+	fill(&r);
+	CHECK(strcmp(fmt(&r, 0),
+	    "{\"name\": \"proxy-start\", "
+	    "\"base_id\": \"4bf92f35-77b3-4da6-a3ce-929d0e0e4736\", "
+	    "\"trace_id\": \"37ca69bc-8473-4d12-a7b2-2e18f8fd5a24\", "
+	    "\"parent_id\": \"00000000-0000-0000-00f0-67aa0ba902b7\", "
+	    "\"timestamp\": \"2025-11-24T21:07:56.574216\", "
+	    "\"info\": {\"request\": {\"path\": \"/v3/auth/tokens\", "
+	    "\"query\": \"nocatalog\", \"method\": \"GET\", "
+	    "\"scheme\": \"http\"}, \"host\": \"edge1\"}, "
+	    "\"project\": \"tracebridge\", \"service\": \"public\"}") == 0);
+	CHECK(strcmp(fmt(&r, 1),
+	    "{\"name\": \"proxy-stop\", "
+	    "\"base_id\": \"4bf92f35-77b3-4da6-a3ce-929d0e0e4736\", "
+	    "\"trace_id\": \"37ca69bc-8473-4d12-a7b2-2e18f8fd5a24\", "
+	    "\"parent_id\": \"00000000-0000-0000-00f0-67aa0ba902b7\", "
+	    "\"timestamp\": \"2025-11-24T21:07:56.600001\", "
+	    "\"info\": {\"response\": {\"status_code\": 0, "
+	    "\"bytes_to_client\": 0, \"bytes_from_client\": 0}, "
+	    "\"host\": \"edge1\"}, "
+	    "\"project\": \"tracebridge\", \"service\": \"public\"}") == 0);
+
+	/* everything set */
+	r.client_addr = "192.0.2.1:4242";
+	r.listener = "public";
+	r.http_version = "HTTP/1.1";
+	r.user_agent = "curl/8.0";
+	r.user_agent_len = 8;
+	r.trace_format = "b3";
+	r.caller_span_id = "00f067aa0ba902b7";
+	r.upstream_addr = "10.0.0.1:5000";
+	r.tls_protocol = "TLSv1.3";
+	r.tls_cipher = "TLS_AES_128_GCM_SHA256";
+	r.tls_sni = "api.example";
+	r.operation = "identity.tokens";
+	r.sampling_reason = "policy:all";
+	r.scheme = "https";
+	r.status_code = 504;
+	r.bytes_to_client = 123;
+	r.bytes_from_client = 45;
+	r.upstream_connect_ms = 1.5;
+	r.upstream_request_id = "req-abc";
+	r.upstream_request_id_len = 7;
+	r.etype = SPAN_ETYPE_UPSTREAM_TIMEOUT;
+	r.message = "no response within 60 s";
+	r.service = NULL;
+	CHECK(strcmp(fmt(&r, 0),
+	    "{\"name\": \"proxy-start\", "
+	    "\"base_id\": \"4bf92f35-77b3-4da6-a3ce-929d0e0e4736\", "
+	    "\"trace_id\": \"37ca69bc-8473-4d12-a7b2-2e18f8fd5a24\", "
+	    "\"parent_id\": \"00000000-0000-0000-00f0-67aa0ba902b7\", "
+	    "\"timestamp\": \"2025-11-24T21:07:56.574216\", "
+	    "\"info\": {\"request\": {\"path\": \"/v3/auth/tokens\", "
+	    "\"query\": \"nocatalog\", \"method\": \"GET\", "
+	    "\"scheme\": \"https\"}, \"client\": \"192.0.2.1:4242\", "
+	    "\"listener\": \"public\", \"http_version\": \"HTTP/1.1\", "
+	    "\"user_agent\": \"curl/8.0\", \"trace_format\": \"b3\", "
+	    "\"caller_span_id\": \"00f067aa0ba902b7\", "
+	    "\"upstream\": \"10.0.0.1:5000\", \"tls\": {\"protocol\": "
+	    "\"TLSv1.3\", \"cipher\": \"TLS_AES_128_GCM_SHA256\", "
+	    "\"sni\": \"api.example\"}, \"operation\": \"identity.tokens\", "
+	    "\"sampling\": \"policy:all\", \"host\": \"edge1\"}, "
+	    "\"project\": \"tracebridge\", \"service\": null}") == 0);
+	CHECK(strcmp(fmt(&r, 1),
+	    "{\"name\": \"proxy-stop\", "
+	    "\"base_id\": \"4bf92f35-77b3-4da6-a3ce-929d0e0e4736\", "
+	    "\"trace_id\": \"37ca69bc-8473-4d12-a7b2-2e18f8fd5a24\", "
+	    "\"parent_id\": \"00000000-0000-0000-00f0-67aa0ba902b7\", "
+	    "\"timestamp\": \"2025-11-24T21:07:56.600001\", "
+	    "\"info\": {\"response\": {\"status_code\": 504, "
+	    "\"bytes_to_client\": 123, \"bytes_from_client\": 45}, "
+	    "\"upstream\": {\"connect_ms\": 1.500, \"request_id\": "
+	    "\"req-abc\"}, \"etype\": \"UpstreamTimeout\", "
+	    "\"message\": \"no response within 60 s\", \"host\": \"edge1\"}, "
+	    "\"project\": \"tracebridge\", \"service\": null}") == 0);
+	CHECK(span_is_error(&r));
+
+	/* upstream 5xx without an etype of ours */
+	fill(&r);
+	r.status_code = 503;
+	CHECK(span_is_error(&r));
+	CHECK(strstr(fmt(&r, 1), "\"etype\": \"HTTPServerError\", "
+	    "\"message\": \"HTTP 503\", \"host\"") != NULL);
+	r.status_code = 404;
+	CHECK(!span_is_error(&r));
+	CHECK(strstr(fmt(&r, 1), "etype") == NULL);
+	r.etype = SPAN_ETYPE_CLIENT_DISCONNECTED;
+	CHECK(strstr(fmt(&r, 1), "\"etype\": \"ClientDisconnected\", "
+	    "\"message\": null") != NULL);
+
+	/* error marker */
+	{
+		struct span_buf b = { 0 };
+
+		CHECK(span_format_error_marker(&r, &b) == 0 &&
+		    b.len == strlen("{\"base_id\": \"4bf92f35-77b3-4da6-a3ce-"
+		    "929d0e0e4736\", \"timestamp\": \"2025-11-24T21:07:56."
+		    "600001\"}") && memcmp(b.p, "{\"base_id\": \"4bf92f35-77b3-"
+		    "4da6-a3ce-929d0e0e4736\", \"timestamp\": \"2025-11-24T21:"
+		    "07:56.600001\"}", b.len) == 0);
+		span_buf_free(&b);
+	}
+
+	/* required fields */
+	fill(&r);
+	r.host = NULL;
+	CHECK(strcmp(fmt(&r, 0), "<error>") == 0);
+	fill(&r);
+	r.target = NULL;
+	CHECK(strcmp(fmt(&r, 0), "<error>") == 0);
+	fill(&r);
+	r.stop_us = -5;
+	CHECK(strcmp(fmt(&r, 1), "<error>") == 0);
+}
+
+/* The request path/query as webob's request.path / query_string. */
+static void
+test_path(void)
+{
+	static const struct {
+		const char *target, *path, *query;
+	} cases[] = {
+		{ "/v3/a%20b/%zz/\xc3\xa9", "/v3/a%20b/%25zz/%C3%A9", "" },
+		{ "/a%2Fb%2", "/a/b%252", "" },
+		{ "/%41%7e%7E~_.-!$&'()*+,;=:@[]\"<>\\^`{|}",
+		  "/A~~~_.-!$&'()*+,;=:@%5B%5D%22%3C%3E%5C%5E%60%7B%7C%7D", "" },
+		{ "%", "%25", "" },
+		{ "/%C3%A9%ff", "/%C3%A9%FF", "" },
+		{ "/x?", "/x", "" },
+		{ "/x?a=1?b=%20&c", "/x", "a=1?b=%20&c" },
+		{ "?q", "/", "q" },
+		{ "http://api.example:5000/v2.1/servers?limit=1",
+		  "/v2.1/servers", "limit=1" },
+		{ "http://api.example", "/", "" },
+		{ "http://api.example?x", "/", "x" },
+		{ "*", "*", "" },
+	};
+	struct span_rec r;
+	char want[512];
+	size_t i;
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		fill(&r);
+		r.target = cases[i].target;
+		r.target_len = strlen(cases[i].target);
+		snprintf(want, sizeof(want), "\"request\": {\"path\": %s, ",
+		    esc(cases[i].path, strlen(cases[i].path), 0));
+		CHECKF(strstr(fmt(&r, 0), want) != NULL, "case %zu: %s", i,
+		    fmt(&r, 0));
+		snprintf(want, sizeof(want), "\"query\": %s, ",
+		    esc(cases[i].query, strlen(cases[i].query), 1));
+		CHECKF(strstr(fmt(&r, 0), want) != NULL, "case %zu query", i);
+	}
+}
+
+/* Every byte value in every free-text field: still one valid JSON object
+ * (jansson rejects invalid UTF-8 and bad escapes) with the right keys. */
+static void
+test_hostile(void)
+{
+	char all[256 + 64], qs[300];
+	struct span_rec r;
+	json_error_t jerr;
+	json_t *j;
+	int i, stop;
+
+	for (i = 0; i < 256; i++)
+		all[i] = (char)(255 - i);
+	memcpy(all + 256, "\xf0\x9f\x98\x80\xed\xbf\xbf\xe2\x82\"\\", 11);
+	memcpy(qs, "/p?", 3);
+	memcpy(qs + 3, all, 267);
+	fill(&r);
+	r.target = qs;
+	r.target_len = 270;
+	r.method = all;
+	r.method_len = 267;
+	r.user_agent = all;
+	r.user_agent_len = 267;
+	r.upstream_request_id = all;
+	r.upstream_request_id_len = 267;
+	all[266 + 1] = '\0';
+	r.client_addr = all + 1;	/* NUL-terminated fields too */
+	r.message = all + 1;
+	r.etype = "\"Weird\"\n";
+	r.name = "pr\"o\\xy";
+	r.host = "h\x01\xff";
+	for (stop = 0; stop < 2; stop++) {
+		const char *s = fmt(&r, stop);
+
+		j = json_loads(s, JSON_ALLOW_NUL, &jerr);
+		CHECKF(j != NULL, "%s: %s", jerr.text, s);
+		if (j == NULL)
+			continue;
+		CHECK(json_is_object(json_object_get(j, "info")));
+		CHECK(json_is_string(json_object_get(json_object_get(j,
+		    "info"), "host")));
+		CHECK(strcmp(json_string_value(json_object_get(j, "name")),
+		    stop ? "pr\"o\\xy-stop" : "pr\"o\\xy-start") == 0);
+		if (!stop) {
+			json_t *req = json_object_get(json_object_get(j,
+			    "info"), "request");
+			json_t *uaj = json_object_get(json_object_get(j,
+			    "info"), "user_agent");
+			const char *ua = json_string_value(uaj);
+
+			/* the path part is plain ASCII */
+			CHECK(strcmp(json_string_value(json_object_get(req,
+			    "path")), "/p") == 0);
+			/* latin-1 query: 267 bytes, 267 code points */
+			CHECK(json_string_length(json_object_get(req,
+			    "query")) > 267);
+			/* it holds a NUL (from \u0000): compare bytes */
+			CHECK(ua != NULL && memmem(ua, json_string_length(uaj),
+			    "\xf0\x9f\x98\x80\xef\xbf\xbd", 7) != NULL);
+		} else
+			CHECK(strcmp(json_string_value(json_object_get(
+			    json_object_get(j, "info"), "etype")),
+			    "\"Weird\"\n") == 0);
+		json_decref(j);
+	}
+}
+
+/* ---- connection strings ---- */
+
+static void
+test_url_good(void)
+{
+	struct sink_url u;
+	char err[256];
+
+	CHECK(sink_parse_url("redis://127.0.0.1:6379", &u, err,
+	    sizeof(err)) == 0 && u.kind == SINK_URL_TCP &&
+	    strcmp(u.addr.host, "127.0.0.1") == 0 && u.addr.port == 6379 &&
+	    u.db == 0 && u.password[0] == '\0');
+	CHECK(sink_parse_url("redis://localhost", &u, err, sizeof(err)) == 0 &&
+	    strcmp(u.addr.host, "localhost") == 0 && u.addr.port == 6379);
+	CHECK(sink_parse_url("REDIS://h:1/15", &u, err, sizeof(err)) == 0 &&
+	    u.addr.port == 1 && u.db == 15);
+	CHECK(sink_parse_url("redis://h/", &u, err, sizeof(err)) == 0 &&
+	    u.db == 0);
+	CHECK(sink_parse_url("redis://:s%40cr%3At@h:7000/2", &u, err,
+	    sizeof(err)) == 0 && strcmp(u.password, "s@cr:t") == 0 &&
+	    u.username[0] == '\0' && u.db == 2 && u.addr.port == 7000);
+	CHECK(sink_parse_url("redis://user:p@ss@h", &u, err,
+	    sizeof(err)) == 0 && strcmp(u.username, "user") == 0 &&
+	    strcmp(u.password, "p@ss") == 0 && strcmp(u.addr.host, "h") == 0);
+	CHECK(sink_parse_url("redis://[::1]:6380", &u, err, sizeof(err)) == 0 &&
+	    strcmp(u.addr.host, "::1") == 0 && u.addr.port == 6380);
+	CHECK(sink_parse_url("redis://[::1]", &u, err, sizeof(err)) == 0 &&
+	    u.addr.port == 6379);
+	CHECK(sink_parse_url("redis://h?db=3", &u, err, sizeof(err)) == 0 &&
+	    u.db == 3);
+	CHECK(sink_parse_url("unix:///run/redis/redis.sock", &u, err,
+	    sizeof(err)) == 0 && u.kind == SINK_URL_UNIX &&
+	    strcmp(u.path, "/run/redis/redis.sock") == 0 && u.db == 0);
+	CHECK(sink_parse_url("unix:///tmp/r.sock?db=4", &u, err,
+	    sizeof(err)) == 0 && strcmp(u.path, "/tmp/r.sock") == 0 &&
+	    u.db == 4);
+	CHECK(sink_parse_url("unix://:pw@/tmp/r.sock?db=1", &u, err,
+	    sizeof(err)) == 0 && strcmp(u.password, "pw") == 0 &&
+	    strcmp(u.path, "/tmp/r.sock") == 0 && u.db == 1);
+	CHECK(sink_parse_url("redissentinel://10.0.0.1:26379", &u, err,
+	    sizeof(err)) == 0 && u.kind == SINK_URL_SENTINEL &&
+	    u.n_sentinels == 1 && u.sentinels[0].port == 26379);
+	CHECK(sink_parse_url("redissentinel://:pw@a:1,b,[::1]:3/2", &u, err,
+	    sizeof(err)) == 0 && u.n_sentinels == 3 &&
+	    strcmp(u.sentinels[1].host, "b") == 0 &&
+	    u.sentinels[1].port == 26379 &&
+	    strcmp(u.sentinels[2].host, "::1") == 0 &&
+	    u.sentinels[2].port == 3 && u.db == 2 &&
+	    strcmp(u.password, "pw") == 0);
+}
+
+static void
+test_url_bad(void)
+{
+	static const struct {
+		const char *s, *why;
+	} bad[] = {
+		{ "", "empty" },
+		{ "127.0.0.1:6379", "scheme must be" },
+		{ "http://h", "scheme must be" },
+		{ "mongodb://h", "scheme must be" },
+		{ "rediss://h", "not supported" },
+		{ "redis://", "missing host" },
+		{ "redis://:6379", "missing host" },
+		{ "redis:///0", "missing host" },
+		{ "redis://h:", "port must be" },
+		{ "redis://h:0", "port must be" },
+		{ "redis://h:65536", "port must be" },
+		{ "redis://h:12x", "port must be" },
+		{ "redis://h:-1", "port must be" },
+		{ "redis://h/x", "db number" },
+		{ "redis://h/-1", "db number" },
+		{ "redis://h/1/2", "db number" },
+		{ "redis://h/99999999999", "db number" },
+		{ "redis://h?db=x", "db must be" },
+		{ "redis://h?timeout=1", "only parameter" },
+		{ "redis://h?db=1&x=2", "only parameter" },
+		{ "redis://secret@h", "credentials" },
+		{ "redis://:@h", "empty password" },
+		{ "redis://:%zz@h", "bad user name or password" },
+		{ "redis://:%00@h", "bad user name or password" },
+		{ "redis://:%4@h", "bad user name or password" },
+		{ "redis://h o", "spaces" },
+		{ "redis://h\n", "spaces" },
+		{ "redis://h#frag", "spaces" },
+		{ "redis://a,b", "redissentinel" },
+		{ "redis://h!", "bad character in host" },
+		{ "redis://::1:6379", "missing host" },
+		{ "redis://[::1", "unterminated" },
+		{ "redis://[::1]x", "junk after" },
+		{ "redis://[zz]:1", "bad IPv6" },
+		{ "unix://", "absolute path" },
+		{ "unix://relative.sock", "absolute path" },
+		{ "unix:///tmp/x?db=-1", "db must be" },
+		{ "redissentinel://", "missing host" },
+		{ "redissentinel://a:1,", "missing host" },
+		{ "redissentinel://a:1,,b:2", "missing host" },
+		{ "redissentinel://a:99999", "port must be" },
+		{ "redissentinel://a,b,c,d,e,f,g,h,i", "too many" },
+	};
+	char err[256], longu[600];
+	struct sink_url u;
+	size_t i;
+
+	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		err[0] = '\0';
+		CHECKF(sink_parse_url(bad[i].s, &u, err, sizeof(err)) == -1 &&
+		    strncmp(err, "connection string: ", 19) == 0 &&
+		    strstr(err, bad[i].why) != NULL, "\"%s\" -> \"%s\"",
+		    bad[i].s, err);
+	}
+	/* the password never shows in a message */
+	CHECK(sink_parse_url("redis://:hunter2@h:99999", &u, err,
+	    sizeof(err)) == -1 && strstr(err, "hunter2") == NULL);
+	CHECK(sink_parse_url(NULL, &u, err, sizeof(err)) == -1);
+	memset(longu, 'a', sizeof(longu));
+	memcpy(longu, "redis://", 8);
+	longu[sizeof(longu) - 1] = '\0';
+	CHECK(sink_parse_url(longu, &u, err, sizeof(err)) == -1 &&
+	    strstr(err, "too long") != NULL);
+	memcpy(longu, "unix:///", 8);
+	CHECK(sink_parse_url(longu, &u, err, sizeof(err)) == -1 &&
+	    strstr(err, "too long") != NULL);
+}
+
+int
+main(void)
+{
+	test_timestamp();
+	test_escape();
+	test_format_exact();
+	test_path();
+	test_hostile();
+	test_url_good();
+	test_url_bad();
+	TB_TEST_END();
+}
