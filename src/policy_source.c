@@ -1,0 +1,937 @@
+/*
+ * policy_source.c: the policy's sources (file, Redis key + channel, remote
+ * sampling URL) feeding a struct sampling_hub, all on the control thread's
+ * event_base; see policy_source.h for the behaviour.
+ *
+ * Nothing here runs on a worker: a slow Redis or URL only delays the next
+ * policy, never a request.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <sys/time.h>
+
+#include <event2/buffer.h>
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <hiredis/hiredis.h>
+#include <hiredis/async.h>
+#include <hiredis/adapters/libevent.h>
+
+#include "log.h"
+#include "policy_source.h"
+#include "sampling.h"
+
+#define PS_MAX_DOC		(4 * 1024 * 1024)
+#define PS_BACKOFF_MIN		0.1
+#define PS_BACKOFF_MAX		5.0
+#define PS_CONNECT_TIMEOUT	3.0	/* hiredis 0.14 async has none itself */
+#define PS_HTTP_TIMEOUT_MAX	5
+
+struct policy_source;
+
+struct ps_redis {
+	struct policy_source *ps;
+	const char *what;		/* "command" / "subscribe", for logs */
+	int is_sub;
+	redisAsyncContext *ac;		/* NULL while disconnected */
+	int connected;
+	double backoff;
+	struct event *retry;		/* reconnect after backoff */
+	struct event *watchdog;		/* connect timeout */
+};
+
+struct ps_url_svc {
+	struct policy_source *ps;
+	const char *error;		/* libevent's reason for a failed request */
+	char *service;
+	char *path;			/* request path with ?service= */
+	char *good;			/* last valid answer; NULL = none yet */
+	size_t good_len;
+	struct evhttp_connection *evcon;	/* the last request's; freed by
+						 * the next one or at the end */
+};
+
+struct policy_source {
+	struct event_base *base;
+	struct sampling_hub *hub;
+	double defp;
+	int closing;
+
+	/* file */
+	char *file;
+	char *file_source;		/* "file:PATH" */
+	struct event *file_timer;
+	struct timeval file_tv;
+	struct stat file_st;
+	int file_have_st;
+	int file_missing;		/* logged once per disappearance */
+
+	/* redis */
+	char *host, *password, *key, *channel, *redis_source;
+	int port, db;
+	struct ps_redis cmd, sub;
+	char *redis_last;		/* last accepted text */
+	size_t redis_last_len;
+
+	/* url */
+	char *url, *url_source, *url_host;
+	int url_port;
+	struct evdns_base *dns;
+	int http_timeout;
+	struct event *poll_timer;
+	struct timeval poll_tv;
+	struct ps_url_svc *svcs;
+	size_t n_svcs;
+	size_t pending;			/* answers outstanding in this round */
+	int round_force;
+	char *url_last;			/* signature of the last merged set */
+	size_t url_last_len;
+};
+
+static void
+tv_from(double s, struct timeval *tv)
+{
+	tv->tv_sec = (time_t)s;
+	tv->tv_usec = (suseconds_t)((s - (double)tv->tv_sec) * 1e6);
+}
+
+static void
+ps_err(char *err, size_t errlen, const char *fmt, const char *a, const char *b)
+{
+	if (err != NULL && errlen > 0)
+		snprintf(err, errlen, fmt, a, b);
+}
+
+/* Parse text and put it in force, or log and record why not. 0/-1. */
+static int
+ps_apply(struct policy_source *ps, const char *source, const char *text,
+    size_t len)
+{
+	struct sampling_policy *p;
+	char err[512];
+
+	if (policy_parse(text, len, ps->defp, &p, err, sizeof(err)) == -1) {
+		log_warnx("sampling: policy from %s rejected, previous policy "
+		    "stays: %s", source, err);
+		sampling_hub_rejected(ps->hub, source, err);
+		return -1;
+	}
+	sampling_hub_publish(ps->hub, p, source);
+	log_info("sampling: policy from %s in force", source);
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* file                                                                */
+/* ------------------------------------------------------------------ */
+
+/* Read the whole file (bounded). Returns malloc'd text + *len, or NULL with
+ * errno set. */
+static char *
+read_file(const char *path, size_t *len)
+{
+	FILE *f = fopen(path, "rb");
+	char *buf = NULL, *nb;
+	size_t n = 0, cap = 0, r;
+
+	if (f == NULL)
+		return NULL;
+	for (;;) {
+		if (n == cap) {
+			if (cap >= PS_MAX_DOC) {
+				errno = EFBIG;
+				goto fail;
+			}
+			cap = cap ? cap * 2 : 8192;
+			nb = realloc(buf, cap + 1);
+			if (nb == NULL)
+				goto fail;
+			buf = nb;
+		}
+		r = fread(buf + n, 1, cap - n, f);
+		n += r;
+		if (r == 0) {
+			if (ferror(f))
+				goto fail;
+			break;
+		}
+	}
+	fclose(f);
+	buf[n] = '\0';
+	*len = n;
+	return buf;
+fail:
+	fclose(f);
+	free(buf);
+	return NULL;
+}
+
+/* Load the file now. 0/-1 (reason in err when given, logged otherwise). */
+static int
+file_load(struct policy_source *ps, char *err, size_t errlen)
+{
+	char *text, why[512];
+	size_t len;
+	struct sampling_policy *p;
+
+	text = read_file(ps->file, &len);
+	if (text == NULL) {
+		snprintf(why, sizeof(why), "%s", strerror(errno));
+		goto fail;
+	}
+	if (policy_parse(text, len, ps->defp, &p, why, sizeof(why)) == -1) {
+		free(text);
+		goto fail;
+	}
+	free(text);
+	sampling_hub_publish(ps->hub, p, ps->file_source);
+	log_info("sampling: policy from %s in force", ps->file_source);
+	return 0;
+fail:
+	if (err != NULL) {
+		ps_err(err, errlen, "%s: %s", ps->file_source, why);
+	} else {
+		log_warnx("sampling: policy from %s rejected, previous policy "
+		    "stays: %s", ps->file_source, why);
+	}
+	sampling_hub_rejected(ps->hub, ps->file_source, why);
+	return -1;
+}
+
+static int
+st_changed(const struct stat *a, const struct stat *b)
+{
+	return a->st_ino != b->st_ino || a->st_dev != b->st_dev ||
+	    a->st_size != b->st_size ||
+	    a->st_mtim.tv_sec != b->st_mtim.tv_sec ||
+	    a->st_mtim.tv_nsec != b->st_mtim.tv_nsec;
+}
+
+/* Every check_interval: reload when inode, size or mtime moved. */
+static void
+file_check_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct policy_source *ps = arg;
+	struct stat st;
+
+	if (stat(ps->file, &st) == -1) {
+		if (!ps->file_missing)
+			log_warn("sampling: policy file %s (previous policy stays)",
+			    ps->file);
+		ps->file_missing = 1;
+		ps->file_have_st = 0;
+	} else {
+		ps->file_missing = 0;
+		if (!ps->file_have_st || st_changed(&st, &ps->file_st)) {
+			ps->file_st = st;
+			ps->file_have_st = 1;
+			file_load(ps, NULL, 0);
+		}
+	}
+	evtimer_add(ps->file_timer, &ps->file_tv);
+}
+
+/* ------------------------------------------------------------------ */
+/* redis                                                               */
+/* ------------------------------------------------------------------ */
+
+static void redis_connect(struct ps_redis *r);
+
+static void
+redis_schedule(struct ps_redis *r)
+{
+	struct timeval tv;
+
+	if (r->ps->closing)
+		return;
+	tv_from(r->backoff, &tv);
+	evtimer_add(r->retry, &tv);
+	r->backoff *= 2;
+	if (r->backoff > PS_BACKOFF_MAX)
+		r->backoff = PS_BACKOFF_MAX;
+}
+
+static void
+redis_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	redis_connect(arg);
+}
+
+/* Not connected in time: drop the attempt. No connect or disconnect
+ * callback runs for a context freed before it connected; pending command
+ * callbacks run with a NULL reply, which they ignore. */
+static void
+redis_watchdog_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct ps_redis *r = arg;
+	redisAsyncContext *ac = r->ac;
+
+	if (ac == NULL || r->connected)
+		return;
+	log_warnx("sampling: redis %s:%d (%s connection): connect timed out",
+	    r->ps->host, r->ps->port, r->what);
+	r->ac = NULL;
+	ac->data = NULL;
+	redisAsyncFree(ac);
+	redis_schedule(r);
+}
+
+static void
+redis_apply(struct policy_source *ps, const char *text, size_t len, int force)
+{
+	char *copy;
+
+	if (!force && ps->redis_last != NULL && ps->redis_last_len == len &&
+	    memcmp(ps->redis_last, text, len) == 0)
+		return;		/* re-read after a reconnect: nothing new */
+	if (ps_apply(ps, ps->redis_source, text, len) == -1)
+		return;
+	copy = malloc(len + 1);
+	if (copy == NULL)
+		return;
+	memcpy(copy, text, len);
+	copy[len] = '\0';
+	free(ps->redis_last);
+	ps->redis_last = copy;
+	ps->redis_last_len = len;
+}
+
+/* GET reply; privdata non-NULL = the operator published: apply even if
+ * unchanged, "last loaded wins". */
+static void
+redis_get_cb(redisAsyncContext *ac, void *reply, void *privdata)
+{
+	struct ps_redis *r = ac->data;
+	redisReply *rep = reply;
+	struct policy_source *ps;
+
+	if (rep == NULL || r == NULL || r->ps->closing)
+		return;		/* context going away */
+	ps = r->ps;
+	switch (rep->type) {
+	case REDIS_REPLY_STRING:
+		redis_apply(ps, rep->str, rep->len, privdata != NULL);
+		break;
+	case REDIS_REPLY_NIL:
+		log_debug("sampling: redis key %s not set", ps->key);
+		break;
+	case REDIS_REPLY_ERROR:
+		log_warnx("sampling: redis GET %s: %.200s", ps->key, rep->str);
+		break;
+	default:
+		log_warnx("sampling: redis GET %s: unexpected reply type %d",
+		    ps->key, rep->type);
+		break;
+	}
+}
+
+static void
+redis_get(struct policy_source *ps, int force)
+{
+	if (ps->cmd.ac == NULL)
+		return;		/* it GETs on connect anyway */
+	redisAsyncCommand(ps->cmd.ac, redis_get_cb, force ? (void *)1 : NULL,
+	    "GET %s", ps->key);
+}
+
+/* SUBSCRIBE replies: ["subscribe", ch, n] after every (re)subscribe, then
+ * ["message", ch, payload] per PUBLISH. */
+static void
+redis_sub_cb(redisAsyncContext *ac, void *reply, void *privdata)
+{
+	struct ps_redis *r = ac->data;
+	redisReply *rep = reply;
+
+	if (rep == NULL || r == NULL || r->ps->closing)
+		return;
+	if (rep->type == REDIS_REPLY_ERROR) {
+		log_warnx("sampling: redis SUBSCRIBE %s: %.200s", r->ps->channel,
+		    rep->str);
+		return;
+	}
+	if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 1 ||
+	    rep->element[0]->type != REDIS_REPLY_STRING)
+		return;
+	if (strcmp(rep->element[0]->str, "message") == 0) {
+		log_debug("sampling: policy change announced on %s", r->ps->channel);
+		redis_get(r->ps, 1);
+	} else if (strcmp(rep->element[0]->str, "subscribe") == 0) {
+		/* a PUBLISH may have been missed while we were away */
+		redis_get(r->ps, 0);
+	}
+}
+
+static void
+redis_reply_check_cb(redisAsyncContext *ac, void *reply, void *privdata)
+{
+	redisReply *rep = reply;
+	struct ps_redis *r = ac->data;
+
+	if (rep != NULL && r != NULL && rep->type == REDIS_REPLY_ERROR)
+		log_warnx("sampling: redis %s %s:%d: %s: %.200s", r->what,
+		    r->ps->host, r->ps->port, (const char *)privdata, rep->str);
+}
+
+static void
+redis_connect_cb(const redisAsyncContext *ac, int status)
+{
+	struct ps_redis *r = ac->data;
+
+	if (r == NULL)
+		return;
+	if (status != REDIS_OK) {
+		/* hiredis frees the context after this returns */
+		log_warnx("sampling: redis %s:%d (%s connection): %s", r->ps->host,
+		    r->ps->port, r->what, ac->errstr);
+		r->ac = NULL;
+		evtimer_del(r->watchdog);
+		redis_schedule(r);
+		return;
+	}
+	r->connected = 1;
+	r->backoff = PS_BACKOFF_MIN;
+	evtimer_del(r->watchdog);
+	log_info("sampling: redis %s:%d (%s connection) up", r->ps->host,
+	    r->ps->port, r->what);
+}
+
+static void
+redis_disconnect_cb(const redisAsyncContext *ac, int status)
+{
+	struct ps_redis *r = ac->data;
+
+	if (r == NULL)
+		return;
+	r->ac = NULL;
+	r->connected = 0;
+	if (r->ps->closing)
+		return;
+	log_warnx("sampling: redis %s:%d (%s connection) lost: %s", r->ps->host,
+	    r->ps->port, r->what, status == REDIS_OK ? "closed" : ac->errstr);
+	redis_schedule(r);
+}
+
+/*
+ * Open one connection. Commands are queued at once (hiredis sends them
+ * when the socket connects): AUTH, SELECT, then GET or SUBSCRIBE, so every
+ * (re)connect re-reads the key.
+ */
+static void
+redis_connect(struct ps_redis *r)
+{
+	struct policy_source *ps = r->ps;
+	redisAsyncContext *ac;
+	struct timeval tv;
+
+	if (ps->closing || r->ac != NULL)
+		return;
+	ac = redisAsyncConnect(ps->host, ps->port);
+	if (ac == NULL || ac->err) {
+		log_warnx("sampling: redis %s:%d (%s connection): %s", ps->host,
+		    ps->port, r->what, ac != NULL ? ac->errstr : "out of memory");
+		if (ac != NULL)
+			redisAsyncFree(ac);
+		redis_schedule(r);
+		return;
+	}
+	ac->data = r;
+	if (redisLibeventAttach(ac, ps->base) != REDIS_OK) {
+		redisAsyncFree(ac);
+		redis_schedule(r);
+		return;
+	}
+	redisAsyncSetConnectCallback(ac, redis_connect_cb);
+	redisAsyncSetDisconnectCallback(ac, redis_disconnect_cb);
+	r->ac = ac;
+	r->connected = 0;
+	if (ps->password != NULL)
+		redisAsyncCommand(ac, redis_reply_check_cb, "AUTH", "AUTH %s",
+		    ps->password);
+	if (ps->db > 0)
+		redisAsyncCommand(ac, redis_reply_check_cb, "SELECT", "SELECT %d",
+		    ps->db);
+	if (r->is_sub)
+		redisAsyncCommand(ac, redis_sub_cb, NULL, "SUBSCRIBE %s",
+		    ps->channel);
+	else
+		redisAsyncCommand(ac, redis_get_cb, NULL, "GET %s", ps->key);
+	tv_from(PS_CONNECT_TIMEOUT, &tv);
+	evtimer_add(r->watchdog, &tv);
+}
+
+static int
+redis_init(struct policy_source *ps, struct ps_redis *r, int is_sub)
+{
+	r->ps = ps;
+	r->is_sub = is_sub;
+	r->what = is_sub ? "subscribe" : "command";
+	r->backoff = PS_BACKOFF_MIN;
+	r->retry = evtimer_new(ps->base, redis_retry_cb, r);
+	r->watchdog = evtimer_new(ps->base, redis_watchdog_cb, r);
+	return r->retry != NULL && r->watchdog != NULL ? 0 : -1;
+}
+
+static void
+redis_close(struct ps_redis *r)
+{
+	redisAsyncContext *ac = r->ac;
+
+	if (r->retry != NULL)
+		event_free(r->retry);
+	if (r->watchdog != NULL)
+		event_free(r->watchdog);
+	r->retry = r->watchdog = NULL;
+	r->ac = NULL;
+	if (ac != NULL) {
+		ac->data = NULL;	/* late callbacks see no owner */
+		redisAsyncFree(ac);
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* url                                                                 */
+/* ------------------------------------------------------------------ */
+
+static void url_poll(struct policy_source *ps, int force);
+
+/* All answers of a round are in: merge the last good ones and publish if
+ * the set changed. */
+static void
+url_round_done(struct policy_source *ps)
+{
+	const char **names = NULL, **docs = NULL;
+	size_t *lens = NULL, n = 0, i, siglen = 0;
+	struct sampling_policy *p;
+	char err[512], *sig = NULL, *w;
+
+	names = calloc(ps->n_svcs + 1, sizeof(*names));
+	docs = calloc(ps->n_svcs + 1, sizeof(*docs));
+	lens = calloc(ps->n_svcs + 1, sizeof(*lens));
+	if (names == NULL || docs == NULL || lens == NULL)
+		goto done;
+	for (i = 0; i < ps->n_svcs; i++) {
+		if (ps->svcs[i].good == NULL)
+			continue;
+		names[n] = ps->svcs[i].service;
+		docs[n] = ps->svcs[i].good;
+		lens[n] = ps->svcs[i].good_len;
+		siglen += strlen(names[n]) + 1 + lens[n] + 1;
+		n++;
+	}
+	if (n == 0)
+		goto done;
+	sig = malloc(siglen + 1);
+	if (sig == NULL)
+		goto done;
+	for (w = sig, i = 0; i < n; i++) {
+		size_t l = strlen(names[i]) + 1;
+
+		memcpy(w, names[i], l);
+		w += l;
+		memcpy(w, docs[i], lens[i]);
+		w += lens[i];
+		*w++ = '\0';
+	}
+	if (!ps->round_force && ps->url_last != NULL && ps->url_last_len == siglen &&
+	    memcmp(ps->url_last, sig, siglen) == 0)
+		goto done;
+	if (policy_from_remote(n, names, docs, lens, ps->defp, &p, err,
+	    sizeof(err)) == -1) {
+		/* each answer was checked alone; only a bug gets here */
+		log_warnx("sampling: policy from %s rejected: %s", ps->url_source, err);
+		sampling_hub_rejected(ps->hub, ps->url_source, err);
+		goto done;
+	}
+	sampling_hub_publish(ps->hub, p, ps->url_source);
+	log_info("sampling: policy from %s in force (%zu services)",
+	    ps->url_source, n);
+	free(ps->url_last);
+	ps->url_last = sig;
+	ps->url_last_len = siglen;
+	sig = NULL;
+done:
+	free(sig);
+	free(names);
+	free(docs);
+	free(lens);
+	ps->round_force = 0;
+	evtimer_add(ps->poll_timer, &ps->poll_tv);
+}
+
+static void
+url_error_cb(enum evhttp_request_error e, void *arg)
+{
+	struct ps_url_svc *s = arg;
+
+	switch (e) {
+	case EVREQ_HTTP_TIMEOUT:
+		s->error = "timeout";
+		break;
+	case EVREQ_HTTP_EOF:
+		s->error = "connection closed early";
+		break;
+	case EVREQ_HTTP_INVALID_HEADER:
+		s->error = "invalid response head";
+		break;
+	case EVREQ_HTTP_BUFFER_ERROR:
+		s->error = "connection error";
+		break;
+	case EVREQ_HTTP_DATA_TOO_LONG:
+		s->error = "answer too long";
+		break;
+	default:
+		s->error = "request failed";
+		break;
+	}
+}
+
+static void
+url_answer_cb(struct evhttp_request *req, void *arg)
+{
+	struct ps_url_svc *s = arg;
+	struct policy_source *ps = s->ps;
+	struct evbuffer *body;
+	struct sampling_policy *p;
+	const char *svc = s->service;
+	char err[512], src[600], *text;
+	size_t len;
+	int code = req != NULL ? evhttp_request_get_response_code(req) : 0;
+
+	if (ps->closing)
+		return;
+	snprintf(src, sizeof(src), "%s?service=%s", ps->url_source, s->service);
+	if (code != 200) {
+		if (code == 0)
+			log_warnx("sampling: %s: %s (last good answer stays)", src,
+			    s->error != NULL ? s->error : "no answer");
+		else
+			log_warnx("sampling: %s: HTTP status %d (last good answer "
+			    "stays)", src, code);
+		goto done;
+	}
+	body = evhttp_request_get_input_buffer(req);
+	len = evbuffer_get_length(body);
+	if (len > PS_MAX_DOC) {
+		log_warnx("sampling: %s: answer larger than %d bytes", src, PS_MAX_DOC);
+		goto done;
+	}
+	text = malloc(len + 1);
+	if (text == NULL)
+		goto done;
+	evbuffer_remove(body, text, len);
+	text[len] = '\0';
+	if (policy_from_remote(1, &svc, (const char *const *)&text, &len,
+	    ps->defp, &p, err, sizeof(err)) == -1) {
+		log_warnx("sampling: policy from %s rejected, last good answer "
+		    "stays: %s", src, err);
+		sampling_hub_rejected(ps->hub, src, err);
+		free(text);
+		goto done;
+	}
+	policy_unref(p);
+	free(s->good);
+	s->good = text;
+	s->good_len = len;
+done:
+	if (--ps->pending == 0)
+		url_round_done(ps);
+}
+
+/*
+ * One connection per request ("Connection: close"), freed when the next
+ * poll starts (never inside its own callback) or at the end: a fresh
+ * connection per poll keeps no state to go stale between polls.
+ */
+static int
+url_request(struct policy_source *ps, struct ps_url_svc *s)
+{
+	struct evhttp_request *req;
+
+	if (s->evcon != NULL)
+		evhttp_connection_free(s->evcon);
+	s->evcon = evhttp_connection_base_new(ps->base, ps->dns, ps->url_host,
+	    (unsigned short)ps->url_port);
+	if (s->evcon == NULL)
+		return -1;
+	evhttp_connection_set_timeout(s->evcon, ps->http_timeout);
+	evhttp_connection_set_retries(s->evcon, 0);
+	req = evhttp_request_new(url_answer_cb, s);
+	if (req == NULL)
+		goto fail;
+	s->error = NULL;
+	evhttp_request_set_error_cb(req, url_error_cb);
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Host",
+	    ps->url_host);
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Accept",
+	    "application/json");
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Connection",
+	    "close");
+	if (evhttp_make_request(s->evcon, req, EVHTTP_REQ_GET, s->path) == -1)
+		goto fail;	/* libevent freed req */
+	return 0;
+fail:
+	evhttp_connection_free(s->evcon);
+	s->evcon = NULL;
+	return -1;
+}
+
+static void
+url_poll(struct policy_source *ps, int force)
+{
+	size_t i;
+
+	if (ps->pending > 0)
+		return;		/* a round is running */
+	evtimer_del(ps->poll_timer);
+	ps->round_force = force;
+	ps->pending = ps->n_svcs;
+	for (i = 0; i < ps->n_svcs; i++) {
+		if (url_request(ps, &ps->svcs[i]) == -1) {
+			log_warnx("sampling: %s: cannot send the request for "
+			    "service %s", ps->url_source, ps->svcs[i].service);
+			ps->pending--;
+		}
+	}
+	if (ps->pending == 0)
+		url_round_done(ps);
+}
+
+static void
+url_poll_cb(evutil_socket_t fd, short what, void *arg)
+{
+	url_poll(arg, 0);
+}
+
+/* Parse the URL, build one request path per service. 0/-1 with err. */
+static int
+url_init(struct policy_source *ps, const struct policy_source_conf *conf,
+    char *err, size_t errlen)
+{
+	struct evhttp_uri *u;
+	const char *scheme, *host, *path, *query;
+	size_t i;
+	int port;
+
+	u = evhttp_uri_parse(conf->url);
+	if (u == NULL) {
+		ps_err(err, errlen, "policy_url %s: %s", conf->url, "not a valid URL");
+		return -1;
+	}
+	scheme = evhttp_uri_get_scheme(u);
+	host = evhttp_uri_get_host(u);
+	if (scheme == NULL || strcasecmp(scheme, "http") != 0 || host == NULL ||
+	    host[0] == '\0') {
+		ps_err(err, errlen, "policy_url %s: %s", conf->url,
+		    "only http://host[:port]/path is supported");
+		evhttp_uri_free(u);
+		return -1;
+	}
+	port = evhttp_uri_get_port(u);
+	ps->url_port = port > 0 ? port : 80;
+	ps->url_host = strdup(host);
+	path = evhttp_uri_get_path(u);
+	query = evhttp_uri_get_query(u);
+	if (path == NULL || path[0] == '\0')
+		path = "/";
+	ps->svcs = calloc(conf->n_services + 1, sizeof(*ps->svcs));
+	if (ps->url_host == NULL || ps->svcs == NULL)
+		goto nomem;
+	for (i = 0; i < conf->n_services; i++) {
+		struct ps_url_svc *s = &ps->svcs[ps->n_svcs];
+		char *enc = evhttp_encode_uri(conf->services[i]);
+		size_t n;
+
+		if (enc == NULL)
+			goto nomem;
+		n = strlen(path) + (query ? strlen(query) + 1 : 0) + strlen(enc) + 16;
+		s->ps = ps;
+		s->service = strdup(conf->services[i]);
+		s->path = malloc(n);
+		if (s->service == NULL || s->path == NULL) {
+			free(enc);
+			free(s->service);
+			free(s->path);
+			goto nomem;
+		}
+		snprintf(s->path, n, "%s?%s%sservice=%s", path, query ? query : "",
+		    query ? "&" : "", enc);
+		free(enc);
+		ps->n_svcs++;
+	}
+	evhttp_uri_free(u);
+	ps->dns = evdns_base_new(ps->base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
+	ps->poll_timer = evtimer_new(ps->base, url_poll_cb, ps);
+	if (ps->dns == NULL || ps->poll_timer == NULL) {
+		ps_err(err, errlen, "policy_url %s: %s", conf->url,
+		    "cannot set up the HTTP client");
+		return -1;
+	}
+	tv_from(conf->poll_interval > 0 ? conf->poll_interval : 60.0, &ps->poll_tv);
+	ps->http_timeout = ps->poll_tv.tv_sec >= 1 &&
+	    ps->poll_tv.tv_sec < PS_HTTP_TIMEOUT_MAX ?
+	    (int)ps->poll_tv.tv_sec : PS_HTTP_TIMEOUT_MAX;
+	return 0;
+nomem:
+	evhttp_uri_free(u);
+	ps_err(err, errlen, "policy_url %s: %s", conf->url, "out of memory");
+	return -1;
+}
+
+/* ------------------------------------------------------------------ */
+/* life cycle                                                          */
+/* ------------------------------------------------------------------ */
+
+static char *
+dup_or_null(const char *s)
+{
+	return s != NULL ? strdup(s) : NULL;
+}
+
+static char *
+prefixed(const char *prefix, const char *s)
+{
+	size_t n = strlen(prefix) + strlen(s) + 1;
+	char *r = malloc(n);
+
+	if (r != NULL)
+		snprintf(r, n, "%s%s", prefix, s);
+	return r;
+}
+
+struct policy_source *
+policy_source_new(struct event_base *base, struct sampling_hub *hub,
+    const struct policy_source_conf *conf, char *err, size_t errlen)
+{
+	struct policy_source *ps = calloc(1, sizeof(*ps));
+
+	if (ps == NULL) {
+		ps_err(err, errlen, "%s%s", "out of memory", "");
+		return NULL;
+	}
+	ps->base = base;
+	ps->hub = hub;
+	ps->defp = conf->default_probability;
+
+	if (conf->file != NULL) {
+		ps->file = strdup(conf->file);
+		ps->file_source = prefixed("file:", conf->file);
+		ps->file_timer = evtimer_new(base, file_check_cb, ps);
+		if (ps->file == NULL || ps->file_source == NULL ||
+		    ps->file_timer == NULL) {
+			ps_err(err, errlen, "%s%s", "out of memory", "");
+			goto fail;
+		}
+		tv_from(conf->check_interval > 0 ? conf->check_interval : 1.0,
+		    &ps->file_tv);
+		if (stat(ps->file, &ps->file_st) == 0)
+			ps->file_have_st = 1;
+		if (file_load(ps, err, errlen) == -1)
+			goto fail;
+		evtimer_add(ps->file_timer, &ps->file_tv);
+	}
+
+	if (conf->redis_host != NULL && conf->redis_key != NULL) {
+		ps->host = strdup(conf->redis_host);
+		ps->port = conf->redis_port > 0 ? conf->redis_port : 6379;
+		ps->password = dup_or_null(conf->redis_password);
+		ps->db = conf->redis_db;
+		ps->key = strdup(conf->redis_key);
+		ps->channel = dup_or_null(conf->redis_channel);
+		ps->redis_source = prefixed("redis:", conf->redis_key);
+		if (ps->host == NULL || ps->key == NULL || ps->redis_source == NULL ||
+		    (conf->redis_password != NULL && ps->password == NULL) ||
+		    (conf->redis_channel != NULL && ps->channel == NULL) ||
+		    redis_init(ps, &ps->cmd, 0) == -1 ||
+		    (ps->channel != NULL && redis_init(ps, &ps->sub, 1) == -1)) {
+			ps_err(err, errlen, "%s%s", "out of memory", "");
+			goto fail;
+		}
+		redis_connect(&ps->cmd);
+		if (ps->channel != NULL)
+			redis_connect(&ps->sub);
+	}
+
+	if (conf->url != NULL) {
+		ps->url = strdup(conf->url);
+		ps->url_source = prefixed("url:", conf->url);
+		if (ps->url == NULL || ps->url_source == NULL) {
+			ps_err(err, errlen, "%s%s", "out of memory", "");
+			goto fail;
+		}
+		if (url_init(ps, conf, err, errlen) == -1)
+			goto fail;
+		url_poll(ps, 0);
+	}
+	return ps;
+fail:
+	policy_source_free(ps);
+	return NULL;
+}
+
+void
+policy_source_reload(struct policy_source *ps)
+{
+	if (ps == NULL)
+		return;
+	if (ps->file != NULL) {
+		struct stat st;
+
+		if (stat(ps->file, &st) == 0) {
+			ps->file_st = st;
+			ps->file_have_st = 1;
+		}
+		file_load(ps, NULL, 0);
+	}
+	/* The file is what the operator just edited: it wins. Redis and the
+	 * URL are re-read but publish only if they changed since accepted. */
+	if (ps->key != NULL)
+		redis_get(ps, 0);
+	if (ps->poll_timer != NULL)
+		url_poll(ps, 0);
+}
+
+void
+policy_source_free(struct policy_source *ps)
+{
+	size_t i;
+
+	if (ps == NULL)
+		return;
+	ps->closing = 1;
+	if (ps->file_timer != NULL)
+		event_free(ps->file_timer);
+	redis_close(&ps->cmd);
+	redis_close(&ps->sub);
+	if (ps->poll_timer != NULL)
+		event_free(ps->poll_timer);
+	for (i = 0; i < ps->n_svcs; i++)
+		if (ps->svcs[i].evcon != NULL)	/* drops a pending request */
+			evhttp_connection_free(ps->svcs[i].evcon);
+	if (ps->dns != NULL)
+		evdns_base_free(ps->dns, 0);
+	for (i = 0; i < ps->n_svcs; i++) {
+		free(ps->svcs[i].service);
+		free(ps->svcs[i].path);
+		free(ps->svcs[i].good);
+	}
+	free(ps->svcs);
+	free(ps->file);
+	free(ps->file_source);
+	free(ps->host);
+	free(ps->password);
+	free(ps->key);
+	free(ps->channel);
+	free(ps->redis_source);
+	free(ps->redis_last);
+	free(ps->url);
+	free(ps->url_source);
+	free(ps->url_host);
+	free(ps->url_last);
+	free(ps);
+}

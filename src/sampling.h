@@ -1,0 +1,336 @@
+/*
+ * sampling.h: which requests get traced (GitHub issue 5).
+ *
+ * Three layers, each usable alone:
+ *
+ *   1. Operation naming (pure): METHOD + request-target -> "METHOD /template",
+ *      the name policies and counters are keyed by and spans carry.
+ *   2. The policy (policy.c): a Jaeger sampling-strategies document parsed
+ *      into an immutable, reference-counted struct sampling_policy.
+ *   3. The decision (sampling.c): one struct sampling_hub per process holds
+ *      the policy in force and the per-proxy caps; one struct sampler per
+ *      worker thread decides requests and counts the outcomes.
+ *
+ * Threads: the hub is created, fed and read (status, metrics) on the control
+ * thread; sampling_decide() runs on workers, lock-free except for one short
+ * mutex section the first time a worker sees a newly published policy.
+ */
+#ifndef TB_SAMPLING_H
+#define TB_SAMPLING_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <jansson.h>
+
+/* Longest operation name, NUL included; longer names are cut at a segment
+ * boundary and end in "/..." so they stay recognisable. */
+#define SAMPLING_OP_MAX		128
+/* Longest service name the counters keep (longer ones are cut). */
+#define SAMPLING_SERVICE_MAX	64
+/* Distinct (service, operation) pairs each worker counts; the rest fold into
+ * (service, "other"), and past the hard end into ("other", "other"). */
+#define SAMPLING_COUNTERS_MAX	512
+
+/* ------------------------------------------------------------------ */
+/* 1. Operation names                                                  */
+/* ------------------------------------------------------------------ */
+
+/*
+ * Operator rules from [sampling] operation_rules, one per line:
+ *     prefix:<path-prefix> <name>
+ *     regex:<POSIX ERE> <name>
+ * The first rule whose prefix starts the path (query stripped) or whose
+ * regex matches somewhere in it names the operation "METHOD <name>".
+ * Immutable once built, safe to share between threads (regexec(3) is).
+ */
+struct sampling_rules;
+
+/*
+ * Build rules from n lines (blank lines and lines starting with '#' are
+ * skipped). Returns 0 and *out (caller owns, sampling_rules_free), or -1 with
+ * "rule N: reason" in err. n == 0 gives a valid empty set.
+ */
+int sampling_rules_parse(const char *const *lines, size_t n,
+    struct sampling_rules **out, char *err, size_t errlen);
+/* The same from one string holding the lines separated by '\n'. */
+int sampling_rules_parse_text(const char *text, struct sampling_rules **out,
+    char *err, size_t errlen);
+void sampling_rules_free(struct sampling_rules *r);	/* NULL is fine */
+
+/*
+ * Name the operation of a request. Pure; thread-safe; no allocation.
+ *
+ * method/mlen: the request method as received. target/tlen: the
+ * request-target (origin-form "/p?q", absolute-form "http://h/p?q", or "*").
+ * rules may be NULL. out receives a NUL-terminated name of at most
+ * outlen - 1 bytes; outlen should be SAMPLING_OP_MAX.
+ *
+ * Returns the length written (>= 1), or -1 when outlen < 16.
+ *
+ * The rules, in order (documented for the README and the man page):
+ *   - The query ("?...") and fragment ("#...") are dropped; an absolute-form
+ *     target keeps only its path; an empty path is "/"; "*" stays "*".
+ *   - A configured operation rule that matches wins: "METHOD <name>".
+ *   - Swift: "/v1/AUTH_<account>/<container>/<object...>" becomes
+ *     "/v1/AUTH_{id}/{container}/{object}" (the object may contain '/');
+ *     any other "AUTH_<x>" segment becomes "AUTH_{id}".
+ *   - Any segment that is, or is followed by a ".ext" suffix of up to 8
+ *     letters/digits after (so "x.json" -> "{id}.json"):
+ *       a UUID with dashes (8-4-4-4-12 hex digits),
+ *       a hex string of 16 or more digits (UUID without dashes, Keystone ids,
+ *         Cinder/Nova project ids, SHA-1 or SHA-256 sums),
+ *       a decimal number (flavor ids, legacy integer ids, versions of
+ *         nothing: "v2.1" is not a number),
+ *     becomes "{id}".
+ *   - Bytes outside printable ASCII become '_'; the method is kept as sent
+ *     when it is a token of at most 16 bytes, otherwise "OTHER"; empty
+ *     segments ("//") are kept; more than 32 segments or more than outlen
+ *     bytes end the name with "/...".
+ */
+int sampling_operation_name(const char *method, size_t mlen,
+    const char *target, size_t tlen, const struct sampling_rules *rules,
+    char *out, size_t outlen);
+
+/* ------------------------------------------------------------------ */
+/* 2. Policies (policy.c)                                              */
+/* ------------------------------------------------------------------ */
+
+enum sampling_strategy_type {
+	SAMPLING_PROBABILISTIC = 0,
+	SAMPLING_RATELIMITING = 1,
+};
+
+/* Immutable (but for the rate limiters' atomic state inside), refcounted. */
+struct sampling_policy;
+
+/*
+ * Parse a policy document, in either form:
+ *   - Jaeger's strategies file: {"service_strategies": [...],
+ *     "default_strategy": {...}} with "type" "probabilistic" (param =
+ *     probability in [0,1]) or "ratelimiting" (param = traces per second
+ *     >= 0), "operation_strategies" (probabilistic only) per service and in
+ *     the default, where the default's operations apply to every service
+ *     that does not name the same operation itself (as Jaeger merges them).
+ *   - Jaeger's remote-sampling response for one service ("strategyType",
+ *     "probabilisticSampling", "rateLimitingSampling", "operationSampling"),
+ *     enums as names or numbers; here it becomes the default for every
+ *     service. Fields proto3 omits when zero may be omitted.
+ * A missing default strategy is probabilistic default_probability.
+ * Unknown keys are ignored; a known key of the wrong type is an error.
+ *
+ * Returns 0 and *out (refcount 1, caller owns), or -1 with the reason in err
+ * ("service_strategies[2].param: probability 1.5 outside [0,1]").
+ */
+int policy_parse(const char *json, size_t len, double default_probability,
+    struct sampling_policy **out, char *err, size_t errlen);
+
+/*
+ * Build one policy from remote-sampling responses, one per service
+ * (services[i] answered docs[i]/lens[i]); every other service gets
+ * probabilistic default_probability. Returns 0/-1 like policy_parse, the
+ * reason naming the service.
+ */
+int policy_from_remote(size_t n, const char *const *services,
+    const char *const *docs, const size_t *lens, double default_probability,
+    struct sampling_policy **out, char *err, size_t errlen);
+
+/* Probabilistic p for everything: the built-in policy, and sample_new. */
+struct sampling_policy *policy_new_default(double probability);
+
+struct sampling_policy *policy_ref(struct sampling_policy *p);
+void policy_unref(struct sampling_policy *p);	/* frees at zero; NULL is fine */
+
+/* The policy in Jaeger's strategies-file form (new reference). */
+json_t *policy_to_json(const struct sampling_policy *p);
+
+/*
+ * What the policy says for (service, operation), resolved in Jaeger's order:
+ * the service's operation, the default's operation, the service's strategy,
+ * the default strategy.
+ */
+enum sampling_scope {
+	SAMPLING_SCOPE_OPERATION = 0,
+	SAMPLING_SCOPE_SERVICE,
+	SAMPLING_SCOPE_DEFAULT,
+};
+
+struct sampling_bucket;
+
+struct policy_choice {
+	enum sampling_strategy_type type;
+	enum sampling_scope scope;
+	double param;			/* probability or traces per second */
+	uint64_t threshold;		/* probabilistic: reject below (56 bits) */
+	struct sampling_bucket *bucket;	/* ratelimiting, or the lower bound */
+	double lower_bound;		/* remote form's guaranteed tps, 0 = none */
+};
+
+/* Fill *c for (service, operation); both NUL-terminated. Thread-safe. */
+void policy_lookup(const struct sampling_policy *p, const char *service,
+    const char *operation, struct policy_choice *c);
+
+/* ------------------------------------------------------------------ */
+/* 3. Decisions                                                        */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A rate limiter shared by threads: GCRA over one atomic 64-bit
+ * "theoretical arrival time", so a take is one load and one CAS, no lock.
+ * rate < 0 is unlimited, rate == 0 lets nothing through. Burst is
+ * max(1, rate) (one second's worth, as Jaeger's rate limiting sampler) and
+ * a new bucket starts full.
+ */
+struct sampling_bucket {
+	_Atomic uint64_t tat;		/* ns on the caller's clock */
+	_Atomic uint64_t interval;	/* ns per token; 0 = unlimited */
+	_Atomic uint64_t tolerance;	/* (burst - 1) * interval */
+	_Atomic int closed;		/* rate == 0 */
+};
+
+void sampling_bucket_init(struct sampling_bucket *b, double rate);
+/* Change the rate, keeping the state (config reload). */
+void sampling_bucket_set_rate(struct sampling_bucket *b, double rate);
+/* 1 if a token was taken at now_ns, 0 if none is left. */
+int sampling_bucket_take(struct sampling_bucket *b, uint64_t now_ns);
+
+/* Who started the trace context the request came with. */
+enum sampling_origin {
+	SAMPLING_ORIGIN_NONE = 0,	/* no incoming context: a new trace */
+	SAMPLING_ORIGIN_INCOMING,	/* W3C, B3, Jaeger, X-Ray, ... */
+	SAMPLING_ORIGIN_OSPROFILER,	/* osprofiler headers with a valid HMAC */
+};
+
+/* Why a decision went the way it did; names in sampling_reason_name(). */
+enum sampling_reason {
+	SAMPLING_REASON_FORCED = 0,		/* signed osprofiler request: sampled */
+	SAMPLING_REASON_FORCED_CAPPED,		/* ... over forced_max_per_second: not */
+	SAMPLING_REASON_INCOMING_SAMPLED,	/* trusted caller said sampled */
+	SAMPLING_REASON_INCOMING_DEBUG,		/* trusted caller set debug */
+	SAMPLING_REASON_INCOMING_UNSAMPLED,	/* trusted caller said not sampled */
+	SAMPLING_REASON_INCOMING_CAPPED,	/* over incoming_max_per_second: not */
+	SAMPLING_REASON_PROBABILISTIC,		/* policy ratio on the trace id */
+	SAMPLING_REASON_RATELIMITING,		/* policy token bucket */
+	SAMPLING_REASON_LOWER_BOUND,		/* remote form's guaranteed rate */
+	SAMPLING_REASON_GLOBAL_CAP,		/* over max_traces_per_second: not */
+	SAMPLING_REASON_MAX
+};
+
+const char *sampling_reason_name(enum sampling_reason r);
+const char *sampling_scope_name(enum sampling_scope s);
+
+struct sampling_result {
+	int sampled;			/* 0 or 1 */
+	enum sampling_reason reason;
+	/* The policy rule that applied (reasons probabilistic, ratelimiting,
+	 * lower_bound, and global_cap after either); otherwise scope is
+	 * SAMPLING_SCOPE_DEFAULT and param -1. For the span info. */
+	enum sampling_scope scope;
+	double param;
+};
+
+/* Defaults from the issue (config.c has the same). */
+#define SAMPLING_DEFAULT_PROBABILITY		0.001
+#define SAMPLING_DEFAULT_FORCED_MAX		10.0
+#define SAMPLING_DEFAULT_INCOMING_MAX		100.0
+#define SAMPLING_DEFAULT_MAX_TRACES		0.0	/* unlimited */
+
+/* Per-proxy limits, straight from [sampling]: a rate <= 0 means unlimited,
+ * as in the config file. */
+struct sampling_limits {
+	double forced_max_per_second;	/* default 10 */
+	double incoming_max_per_second;	/* default 100 */
+	double max_traces_per_second;	/* default 0 = unlimited */
+};
+
+struct sampling_hub;
+struct sampler;
+
+/*
+ * The process-wide state: policy in force (initially policy, reference
+ * taken over; NULL = policy_new_default(0.001)) and the caps. The caps are
+ * token buckets shared by all workers (atomic, lock-free), so "per proxy"
+ * holds however unevenly connections spread over workers; splitting the
+ * rate by the number of workers would starve a busy worker while idle ones
+ * sit on their share. Returns NULL on allocation failure.
+ */
+struct sampling_hub *sampling_hub_new(const struct sampling_limits *lim,
+    struct sampling_policy *policy, const char *source);
+/* After every sampler is freed. NULL is fine. */
+void sampling_hub_free(struct sampling_hub *h);
+/* Config reload: new caps take effect at once. */
+void sampling_hub_set_limits(struct sampling_hub *h, const struct sampling_limits *lim);
+
+/*
+ * Put policy in force (the reference is taken over, even on failure).
+ * source says where it came from ("file:/etc/tb/policy.json",
+ * "redis:KEY", "url:...", "builtin", "config:sample_new"); copied. Workers
+ * pick it up at their next decision. Control thread.
+ */
+void sampling_hub_publish(struct sampling_hub *h, struct sampling_policy *policy,
+    const char *source);
+/* Record a rejected policy for GET /sampling (the reason is logged by the
+ * caller). Control thread. */
+void sampling_hub_rejected(struct sampling_hub *h, const char *source,
+    const char *reason);
+/* The policy in force (new reference). Any thread. */
+struct sampling_policy *sampling_hub_policy(struct sampling_hub *h);
+/* How many policies were published so far (tests, "changed?" checks). */
+uint64_t sampling_hub_generation(struct sampling_hub *h);
+
+/* One per worker thread; registers with the hub (for the counters). Freed
+ * by the control thread after the worker stopped. */
+struct sampler *sampling_sampler_new(struct sampling_hub *h);
+void sampling_sampler_free(struct sampler *s);
+
+/*
+ * Decide one request. Worker thread (one sampler per thread). Never blocks.
+ *
+ * service, operation: NUL-terminated (operation from
+ * sampling_operation_name). trace_id: the 16 bytes of the trace id
+ * (64-bit ids right-aligned, zero-padded). origin: enum sampling_origin.
+ * incoming_sampled: -1 deferred/absent, 0 or 1; incoming_debug: 0/1;
+ * trust_incoming: the listener's trust_incoming_sampling. now_ns: a
+ * monotonic clock shared by all workers (CLOCK_MONOTONIC).
+ *
+ * Order: (1) osprofiler-signed -> forced, under forced_max_per_second;
+ * (2) trusted incoming flag -> honoured (debug or sampled under
+ * incoming_max_per_second; unsampled as is); (3) the policy: probabilistic
+ * from the low 56 bits of the trace id (OpenTelemetry TraceIdRatioBased:
+ * sampled iff R >= (1 - p) * 2^56), ratelimiting by the service's token
+ * bucket, plus the remote form's per-operation lower bound; (4) anything
+ * sampled must also pass max_traces_per_second. A cap that refuses turns
+ * the decision into "not sampled" with the cap as the reason.
+ *
+ * Fills *out, counts it, returns out->sampled.
+ */
+int sampling_decide(struct sampler *s, const char *service,
+    const char *operation, const uint8_t trace_id[16], int origin,
+    int incoming_sampled, int incoming_debug, int trust_incoming,
+    uint64_t now_ns, struct sampling_result *out);
+
+/* The ratio rule alone: 1 if trace_id is sampled at threshold (see
+ * sampling_threshold). Pure. */
+int sampling_ratio_sampled(const uint8_t trace_id[16], uint64_t threshold);
+/* (1 - p) * 2^56 rounded as OpenTelemetry does; p outside [0,1] clamps. */
+uint64_t sampling_threshold(double p);
+
+/*
+ * GET /sampling: {"policy": <strategies-file form>, "source": "...",
+ * "loaded_at": "2026-11-24T22:50:01Z", "generation": N,
+ * "last_rejected": {"source","reason","at"} | null,
+ * "limits": {...}, "decisions": {SERVICE: {OPERATION: {REASON:
+ * {"sampled": n, "unsampled": n}}}}}. New reference; control thread.
+ */
+json_t *sampling_status_json(struct sampling_hub *h);
+
+/*
+ * Prometheus text for
+ *   tracebridge_sampling_decisions_total{service,operation,reason,sampled}
+ *   tracebridge_sampling_policy_generation, ..._policy_loaded_timestamp_seconds,
+ *   tracebridge_sampling_policy_rejected_total
+ * with HELP/TYPE lines. Returns a malloc'd NUL-terminated string (caller
+ * frees) or NULL. Control thread.
+ */
+char *sampling_metrics_text(struct sampling_hub *h);
+
+#endif
