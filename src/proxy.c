@@ -487,12 +487,12 @@ req_finish(struct proxy_req *r)
 		strftime(tbuf, sizeof(tbuf), "%d/%b/%Y:%H:%M:%S +0000", &tm);
 		/* combined log format + upstream address, upstream time, total time */
 		n = snprintf(line, sizeof(line),
-		    "%s - - [%s] \"%s %.1024s HTTP/1.%d\" %d %llu \"%s\" \"%s\" %s %.3f %.3f",
+		    "%s - - [%s] \"%s %.1024s HTTP/1.%d\" %d %llu \"%s\" \"%s\" %s %.3f %.3f%s",
 		    c->peer, tbuf, r->method, r->target, r->version_minor, r->status,
 		    (unsigned long long)r->bytes_out, r->referer[0] ? r->referer : "-",
 		    r->user_agent[0] ? r->user_agent : "-", r->upstream_addr,
 		    r->first_byte_us >= 0 ? (double)r->first_byte_us / 1e6 : -1.0,
-		    (double)r->duration_us / 1e6);
+		    (double)r->duration_us / 1e6, r->log_extra);
 		if (n > 0)
 			log_access(line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
 	}

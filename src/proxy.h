@@ -90,6 +90,7 @@ struct proxy_req {
 	char upstream_addr[128];
 
 	void *hook_data;		/* owned by the hooks (freed in on_free) */
+	char log_extra[96];		/* appended to the access log line by hooks */
 };
 
 /* The seam for the trace/span code. Every member may be NULL. */

@@ -14,6 +14,7 @@
 #include "conn.h"
 #include "h1.h"
 #include "listener.h"
+#include "tracing.h"
 #include "log.h"
 #include "upstream.h"
 #include "worker.h"
@@ -60,6 +61,7 @@ apply_config(struct worker *w, struct tb_config *cfg, struct worker_listen *ls, 
 	w->listeners = fresh;
 	config_unref(w->cfg);
 	w->cfg = cfg;
+	tracing_worker_configure(w, cfg);
 	w->max_conns = cfg->max_connections / (unsigned)cfg->workers;
 	if (w->max_conns == 0)
 		w->max_conns = 1;
@@ -255,6 +257,7 @@ worker_free(struct worker *w)
 		event_base_loop(w->base, EVLOOP_NONBLOCK);	/* runs the deferred frees */
 	}
 	upstream_pool_free(w->pool);
+	tracing_worker_free(w);
 	if (w->msg_ev != NULL)
 		event_free(w->msg_ev);
 	config_unref(w->msg_cfg);

@@ -36,6 +36,7 @@ struct worker {
 	unsigned n_conns;
 	unsigned max_conns;		/* this worker's share of max_connections */
 	struct listener *listeners;	/* singly linked */
+	void *tracing;			/* struct tracing_worker (tracing.c) */
 	int draining;
 
 	/* messages from the control thread, under lock */

@@ -316,3 +316,27 @@ def test_access_log_line(proxy, conn_to):
     assert '"GET /logged?q=1 HTTP/1.1" 200' in line
     assert '"ua/1"' in line
     assert "127.0.0.1:%s" % proxy.fmt["upstream"].rsplit(":", 1)[1] in line
+
+
+def _metric(proxy, name):
+    m = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % proxy.admin).read().decode()
+    for line in m.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
+def test_reused_connection_failure_is_retried_once(make_proxy, upstream, conn_to):
+    conf = BASIC_CONF.replace("workers = 2", "workers = 1")
+    p = make_proxy(conf, upstream=upstream.url)
+    c = conn_to(p.port)
+    first = c.request("GET", "/arm-drop")
+    assert first.status == 200
+    r = c.request("GET", "/after-drop")
+    assert r.status == 200
+    assert r.header("X-Conn-Id") != first.header("X-Conn-Id")
+    assert _metric(p, 'tracebridge_upstream_errors_total{kind="retried"}') == 1
+    # a non-idempotent request is not retried: it gets a 502
+    c.request("GET", "/arm-drop")
+    r = c.request("POST", "/post-after-drop", body=b"x")
+    assert r.status == 502

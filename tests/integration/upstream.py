@@ -97,6 +97,7 @@ def send(sock, status, body=b"", headers=(), reason="OK"):
 
 def handle(sock, cid):
     f = sock.makefile("rb", buffering=1 << 16)
+    drop_next = False
     while True:
         try:
             method, target, version, headers = read_head(f)
@@ -106,6 +107,13 @@ def handle(sock, cid):
         q = dict(urllib.parse.parse_qsl(url.query))
         path = url.path
         base = [("X-Conn-Id", str(cid)), ("X-OpenStack-Request-ID", "req-%d" % cid)]
+        if drop_next:
+            # a keep-alive connection the server closes as the next request
+            # arrives: what a proxy's reused connection meets in real life
+            sock.close()
+            return
+        if path == "/arm-drop":
+            drop_next = True
         if path == "/reset":
             sock.shutdown(socket.SHUT_RDWR)
             sock.close()

@@ -1,0 +1,510 @@
+/*
+ * tracing.c: trace context in, sampling decision, osprofiler headers out,
+ * edge span into Redis (see tracing.h). The request path only calls pure
+ * functions and enqueues one span; nothing here waits on I/O.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <jansson.h>
+
+#include "admin.h"
+#include "conn.h"
+#include "log.h"
+#include "policy_source.h"
+#include "proxy.h"
+#include "sampling.h"
+#include "sink_redis.h"
+#include "span.h"
+#include "trace.h"
+#include "tracing.h"
+#include "worker.h"
+
+struct tracing_conf {
+	int enabled;			/* [profiler] enabled */
+	struct trace_conf *trace;
+	struct sampling_rules *rules;
+	struct sink_conf sink;		/* strings point into the tb_config */
+};
+
+/* Per worker (w->tracing). */
+struct tracing_worker {
+	struct sampler *sampler;
+	struct sink_redis *sink;
+	char sink_key[1024];		/* what the sink was built from */
+};
+
+/* Per request (r->hook_data). */
+struct tracing_req {
+	struct trace_req tr;
+	struct sampling_result sres;
+	char operation[SAMPLING_OP_MAX];
+};
+
+static struct {
+	struct sampling_hub *hub;
+	struct policy_source *ps;
+	struct event_base *base;
+	char sources_key[4096];		/* the settings g.ps was built from */
+} g;
+
+static void sources_key(const struct tb_config *cfg, char *out, size_t len);
+
+static uint64_t
+mono_ns(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
+static void
+tracing_conf_free(void *arg)
+{
+	struct tracing_conf *tc = arg;
+
+	if (tc == NULL)
+		return;
+	trace_conf_free(tc->trace);
+	sampling_rules_free(tc->rules);
+	free(tc);
+}
+
+int
+tracing_conf_attach(struct tb_config *cfg, char *err, size_t errlen)
+{
+	struct tracing_conf *tc;
+	const struct tb_tracing_conf *t = &cfg->tracing;
+	const struct tb_profiler_conf *p = &cfg->profiler;
+	struct sink_url url;
+
+	if ((tc = calloc(1, sizeof(*tc))) == NULL) {
+		snprintf(err, errlen, "out of memory");
+		return -1;
+	}
+	tc->enabled = p->enabled;
+	cfg->ext = tc;
+	cfg->ext_free = tracing_conf_free;
+	if (!p->enabled)
+		return 0;	/* a plain proxy: trace headers pass untouched */
+	tc->trace = trace_conf_new((const char *const *)t->extract, t->n_extract,
+	    (const char *const *)t->inject, t->n_inject,
+	    (const char *const *)p->hmac_keys, p->n_hmac_keys,
+	    t->keep_foreign_headers, t->server_timing, t->response_trace_id,
+	    t->request_id_from_trace, err, errlen);
+	if (tc->trace == NULL)
+		goto fail;
+	if (sampling_rules_parse((const char *const *)cfg->sampling.operation_rules,
+	    cfg->sampling.n_operation_rules, &tc->rules, err, errlen) < 0)
+		goto fail;
+	if (p->enabled && sink_parse_url(p->connection_string, &url, err, errlen) < 0)
+		goto fail;
+	tc->sink.connection_string = p->connection_string;
+	tc->sink.sentinel_service_name = p->sentinel_service_name;
+	tc->sink.socket_timeout = p->socket_timeout;
+	tc->sink.filter_error_trace = p->filter_error_trace;
+	tc->sink.span_ttl = (long)t->span_ttl;
+	tc->sink.span_buffer_bytes = t->span_buffer_bytes;
+	return 0;
+fail:
+	/* cfg->ext stays set: config_unref frees it with the config. */
+	return -1;
+}
+
+/* --- per request: the proxy hooks -------------------------------------- */
+
+static int
+origin_of(const struct trace_req *tr)
+{
+	if (tr->from == NULL)
+		return SAMPLING_ORIGIN_NONE;
+	if (tr->from == &trace_codec_osprofiler)
+		return SAMPLING_ORIGIN_OSPROFILER;
+	return SAMPLING_ORIGIN_INCOMING;
+}
+
+static void
+on_request(struct proxy_req *r, const struct h1_msg *m, uint8_t *drop,
+    struct tb_hdr_sink *add)
+{
+	const struct tracing_conf *tc = r->c->cfg->ext;
+	struct tracing_worker *tw = r->c->w->tracing;
+	const struct tb_listener_conf *lc = r->c->lc;
+	struct tracing_req *t;
+	size_t i;
+
+	if (tc == NULL || !tc->enabled || tw == NULL)
+		return;
+	if ((t = malloc(sizeof(*t))) == NULL)
+		return;		/* untraced, never failed, for want of memory */
+	r->hook_data = t;
+	trace_extract(tc->trace, m->hdrs, m->n_hdrs, &t->tr);
+	sampling_operation_name(m->method, m->method_len, m->target, m->target_len,
+	    tc->rules, t->operation, sizeof(t->operation));
+	sampling_decide(tw->sampler, lc->service, t->operation, t->tr.ctx.trace_id,
+	    origin_of(&t->tr), t->tr.ctx.sampled, t->tr.ctx.debug,
+	    lc->trust_incoming_sampling, mono_ns(), &t->sres);
+	t->tr.sampled = t->sres.sampled;
+	t->tr.debug = t->sres.sampled && t->tr.ctx.debug;
+	for (i = 0; i < m->n_hdrs; i++)
+		if (trace_req_drops(&t->tr, i))
+			drop[i / 8] |= (uint8_t)(1u << (i % 8));
+	trace_inject(tc->trace, &t->tr, add);
+	snprintf(r->log_extra, sizeof(r->log_extra), " trace=%s sampled=%d",
+	    t->tr.base_id, t->tr.sampled);
+}
+
+static void
+on_response(struct proxy_req *r, const struct h1_msg *m, struct tb_hdr_sink *add)
+{
+	const struct tracing_conf *tc = r->c->cfg->ext;
+	struct tracing_req *t = r->hook_data;
+
+	if (t != NULL && tc != NULL && tc->trace != NULL)
+		trace_response_headers(tc->trace, &t->tr, add);
+}
+
+/* The caller's span id as its own format writes it, for the span info. */
+static void
+native_span_id(const struct trace_req *tr, char *out, size_t len)
+{
+	out[0] = '\0';
+	if (tr->from == NULL || !tr->ctx.has_span_id)
+		return;
+	if (tr->from == &trace_codec_osprofiler)
+		snprintf(out, len, "%s", tr->ctx.osp_parent_id);
+	else if (tr->from == &trace_codec_datadog || tr->from == &trace_codec_gcp)
+		snprintf(out, len, "%llu", (unsigned long long)tr->ctx.span_id);
+	else
+		snprintf(out, len, "%016llx", (unsigned long long)tr->ctx.span_id);
+}
+
+static void
+on_complete(struct proxy_req *r)
+{
+	const struct tb_config *cfg = r->c->cfg;
+	struct tracing_worker *tw = r->c->w->tracing;
+	struct tracing_req *t = r->hook_data;
+	struct span_rec s;
+	char client[80], native[64], msg[64];
+
+	if (t == NULL || !t->tr.sampled || tw == NULL || tw->sink == NULL)
+		return;
+	memset(&s, 0, sizeof(s));
+	s.base_id = t->tr.base_id;
+	s.trace_id = t->tr.span_uuid;
+	s.parent_id = t->tr.parent_uuid;
+	s.name = cfg->tracing.span_name;
+	s.project = cfg->tracing.project;
+	s.service = r->c->lc->service;
+	s.host = cfg->tracing.host;
+	s.start_us = (int64_t)r->t_start_wall.tv_sec * 1000000 + r->t_start_wall.tv_nsec / 1000;
+	s.stop_us = (int64_t)r->t_end_wall.tv_sec * 1000000 + r->t_end_wall.tv_nsec / 1000;
+	s.method = r->method;
+	s.method_len = strlen(r->method);
+	s.target = r->target;
+	s.target_len = strlen(r->target);
+	s.scheme = "http";
+	snprintf(client, sizeof(client), "%s:%u", r->c->peer, (unsigned)r->c->peer_port);
+	s.client_addr = client;
+	s.listener = r->c->lc->name;
+	s.http_version = r->version_minor ? "HTTP/1.1" : "HTTP/1.0";
+	s.user_agent = r->user_agent[0] ? r->user_agent : NULL;
+	s.user_agent_len = strlen(r->user_agent);
+	s.trace_format = t->tr.from != NULL ? t->tr.from->name : NULL;
+	native_span_id(&t->tr, native, sizeof(native));
+	s.caller_span_id = native[0] ? native : NULL;
+	s.upstream_addr = r->upstream_addr;
+	s.operation = t->operation;
+	s.sampling_reason = sampling_reason_name(t->sres.reason);
+	s.status_code = r->status;
+	s.bytes_to_client = r->bytes_out;
+	s.bytes_from_client = r->bytes_in;
+	s.upstream_connect_ms = r->connect_us >= 0 ? (double)r->connect_us / 1000.0 : -1;
+	s.upstream_first_byte_ms = r->first_byte_us >= 0 ? (double)r->first_byte_us / 1000.0 : -1;
+	s.upstream_request_id = r->request_id[0] ? r->request_id : NULL;
+	s.upstream_request_id_len = strlen(r->request_id);
+	switch (r->err) {
+	case PROXY_ERR_UPSTREAM_UNAVAILABLE:
+	case PROXY_ERR_UPSTREAM_BAD:
+		s.etype = SPAN_ETYPE_UPSTREAM_UNAVAILABLE;
+		s.message = r->err == PROXY_ERR_UPSTREAM_BAD ? "bad response from upstream" :
+		    "upstream refused, reset or closed the connection";
+		break;
+	case PROXY_ERR_UPSTREAM_ABORTED:
+		s.etype = SPAN_ETYPE_UPSTREAM_UNAVAILABLE;
+		s.message = "upstream failed during the response";
+		break;
+	case PROXY_ERR_UPSTREAM_TIMEOUT:
+		s.etype = SPAN_ETYPE_UPSTREAM_TIMEOUT;
+		s.message = "no answer from upstream in time";
+		break;
+	case PROXY_ERR_CLIENT_GONE:
+		s.etype = SPAN_ETYPE_CLIENT_DISCONNECTED;
+		s.message = "client closed the connection before the response was sent";
+		break;
+	case PROXY_ERR_BAD_REQUEST_BODY:
+	case PROXY_OK:
+		if (r->status >= 500) {
+			s.etype = SPAN_ETYPE_HTTP_SERVER_ERROR;
+			snprintf(msg, sizeof(msg), "HTTP %d", r->status);
+			s.message = msg;
+		}
+		break;
+	}
+	(void)sink_redis_record(tw->sink, &s);	/* dropped spans are counted there */
+}
+
+static void
+on_free(struct proxy_req *r)
+{
+	free(r->hook_data);
+	r->hook_data = NULL;
+}
+
+static const struct proxy_hooks hooks = {
+	on_request, on_response, on_complete, on_free,
+};
+
+/* --- worker ------------------------------------------------------------ */
+
+static void
+sink_key(const struct tracing_conf *tc, char *out, size_t len)
+{
+	const struct sink_conf *s = &tc->sink;
+
+	snprintf(out, len, "%s|%s|%g|%d|%ld|%zu", s->connection_string,
+	    s->sentinel_service_name, s->socket_timeout, s->filter_error_trace,
+	    s->span_ttl, s->span_buffer_bytes);
+}
+
+void
+tracing_worker_configure(struct worker *w, const struct tb_config *cfg)
+{
+	const struct tracing_conf *tc = cfg->ext;
+	struct tracing_worker *tw = w->tracing;
+	char key[sizeof(tw->sink_key)], err[256];
+
+	if (tw == NULL) {
+		if ((tw = calloc(1, sizeof(*tw))) == NULL)
+			return;
+		w->tracing = tw;
+	}
+	if (tw->sampler == NULL && g.hub != NULL)
+		tw->sampler = sampling_sampler_new(g.hub);
+	if (tc == NULL || !tc->enabled) {
+		sink_redis_free(tw->sink);
+		tw->sink = NULL;
+		tw->sink_key[0] = '\0';
+		return;
+	}
+	sink_key(tc, key, sizeof(key));
+	if (tw->sink != NULL && strcmp(key, tw->sink_key) == 0)
+		return;		/* unchanged: keep the buffered spans */
+	sink_redis_free(tw->sink);
+	tw->sink = sink_redis_new(w->base, &tc->sink, err, sizeof(err));
+	if (tw->sink == NULL)
+		log_warnx("worker %d: span sink: %s", w->id, err);
+	memcpy(tw->sink_key, key, sizeof(key));
+}
+
+void
+tracing_worker_free(struct worker *w)
+{
+	struct tracing_worker *tw = w->tracing;
+
+	if (tw == NULL)
+		return;
+	sink_redis_free(tw->sink);
+	sampling_sampler_free(tw->sampler);
+	free(tw);
+	w->tracing = NULL;
+}
+
+/* --- control thread ---------------------------------------------------- */
+
+static void
+limits_of(const struct tb_config *cfg, struct sampling_limits *lim)
+{
+	lim->forced_max_per_second = cfg->sampling.forced_max_per_second;
+	lim->incoming_max_per_second = cfg->sampling.incoming_max_per_second;
+	lim->max_traces_per_second = cfg->sampling.max_traces_per_second;
+}
+
+/* The built-in policy: [tracing] sample_new is shorthand for 1.0 / 0.0. */
+static double
+default_probability(const struct tb_config *cfg)
+{
+	if (cfg->tracing.sample_new >= 0)
+		return cfg->tracing.sample_new ? 1.0 : 0.0;
+	return cfg->sampling.default_probability;
+}
+
+static void
+metrics_trace(struct evbuffer *out)
+{
+	char buf[8192];
+	size_t n = trace_metrics_format(buf, sizeof(buf));
+
+	evbuffer_add(out, buf, n < sizeof(buf) ? n : sizeof(buf) - 1);
+}
+
+static void
+metrics_sampling(struct evbuffer *out)
+{
+	char *text;
+
+	if (g.hub == NULL || (text = sampling_metrics_text(g.hub)) == NULL)
+		return;
+	evbuffer_add(out, text, strlen(text));
+	free(text);
+}
+
+static int
+route_sampling(struct evbuffer *body, const char **ctype)
+{
+	json_t *j;
+	char *s;
+
+	if (g.hub == NULL || (j = sampling_status_json(g.hub)) == NULL)
+		return 500;
+	s = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
+	json_decref(j);
+	if (s == NULL)
+		return 500;
+	evbuffer_add(body, s, strlen(s));
+	evbuffer_add(body, "\n", 1);
+	free(s);
+	*ctype = "application/json";
+	return 200;
+}
+
+/* Start the configured policy sources; 0, or -1 (logged) when one can't
+ * start, e.g. a missing or invalid policy file. */
+static int
+sources_start(const struct tb_config *cfg)
+{
+	struct policy_source_conf pc;
+	const char **services;
+	struct sink_url url;
+	size_t i, j, n = 0;
+	char err[256];
+
+	memset(&pc, 0, sizeof(pc));
+	pc.file = cfg->sampling.policy_file;
+	pc.url = cfg->sampling.policy_url;
+	pc.poll_interval = cfg->sampling.policy_poll_interval;
+	pc.default_probability = default_probability(cfg);
+	if (cfg->sampling.policy_redis_key != NULL) {
+		if (sink_parse_url(cfg->profiler.connection_string, &url, err, sizeof(err)) == 0 &&
+		    url.kind == SINK_URL_TCP) {
+			pc.redis_host = url.addr.host;
+			pc.redis_port = url.addr.port;
+			pc.redis_password = url.password[0] ? url.password : NULL;
+			pc.redis_db = url.db;
+			pc.redis_key = cfg->sampling.policy_redis_key;
+			pc.redis_channel = cfg->sampling.policy_channel;
+		} else {
+			log_warnx("[sampling] policy_redis_key needs a redis:// connection_string; ignored");
+		}
+	}
+	if (pc.file == NULL && pc.url == NULL && pc.redis_key == NULL)
+		return 0;
+	services = calloc(cfg->n_listeners + 1, sizeof(*services));
+	for (i = 0; services != NULL && i < cfg->n_listeners; i++) {
+		for (j = 0; j < n; j++)
+			if (strcmp(services[j], cfg->listeners[i].service) == 0)
+				break;
+		if (j == n)
+			services[n++] = cfg->listeners[i].service;
+	}
+	pc.services = services;
+	pc.n_services = n;
+	g.ps = policy_source_new(g.base, g.hub, &pc, err, sizeof(err));
+	free(services);
+	if (g.ps == NULL) {
+		log_errx("sampling policy: %s", err);
+		return -1;
+	}
+	return 0;
+}
+
+int
+tracing_start(struct event_base *base, const struct tb_config *cfg)
+{
+	struct sampling_limits lim;
+	struct sampling_policy *p;
+
+	g.base = base;
+	limits_of(cfg, &lim);
+	p = policy_new_default(default_probability(cfg));
+	g.hub = sampling_hub_new(&lim, p, "built-in default");
+	policy_unref(p);
+	if (g.hub == NULL)
+		return -1;
+	proxy_set_hooks(&hooks);
+	admin_add_metrics(metrics_trace);
+	admin_add_metrics(sink_metrics_write);
+	admin_add_metrics(metrics_sampling);
+	admin_add_route("/sampling", route_sampling);
+	sources_key(cfg, g.sources_key, sizeof(g.sources_key));
+	return sources_start(cfg);
+}
+
+/* Everything the policy sources are built from, to tell if a reload changed it. */
+static void
+sources_key(const struct tb_config *cfg, char *out, size_t len)
+{
+	const struct tb_sampling_conf *s = &cfg->sampling;
+	size_t i, off;
+
+	off = (size_t)snprintf(out, len, "%s|%s|%g|%s|%s|%s|%g",
+	    s->policy_file ? s->policy_file : "", s->policy_url ? s->policy_url : "",
+	    s->policy_poll_interval, s->policy_redis_key ? s->policy_redis_key : "",
+	    s->policy_channel ? s->policy_channel : "", cfg->profiler.connection_string,
+	    default_probability(cfg));
+	for (i = 0; i < cfg->n_listeners && off < len; i++)
+		off += (size_t)snprintf(out + off, len - off, "|%s", cfg->listeners[i].service);
+}
+
+void
+tracing_reload(const struct tb_config *cfg)
+{
+	struct sampling_limits lim;
+	struct sampling_policy *p;
+	char key[sizeof(g.sources_key)];
+
+	limits_of(cfg, &lim);
+	sampling_hub_set_limits(g.hub, &lim);
+	sources_key(cfg, key, sizeof(key));
+	if (strcmp(key, g.sources_key) == 0) {
+		/* Same sources: SIGHUP just re-reads the policy file. */
+		if (g.ps != NULL)
+			policy_source_reload(g.ps);
+		return;
+	}
+	memcpy(g.sources_key, key, sizeof(key));
+	policy_source_free(g.ps);
+	g.ps = NULL;
+	if (cfg->sampling.policy_file == NULL && cfg->sampling.policy_url == NULL &&
+	    cfg->sampling.policy_redis_key == NULL) {
+		p = policy_new_default(default_probability(cfg));
+		sampling_hub_publish(g.hub, p, "built-in default");
+		policy_unref(p);
+	}
+	if (sources_start(cfg) < 0)
+		log_warnx("reload: sampling policy sources not started; the policy in force stays");
+}
+
+void
+tracing_stop(void)
+{
+	policy_source_free(g.ps);
+	g.ps = NULL;
+	sampling_hub_free(g.hub);
+	g.hub = NULL;
+}
