@@ -312,6 +312,20 @@ tracing_worker_configure(struct worker *w, const struct tb_config *cfg)
 	memcpy(tw->sink_key, key, sizeof(key));
 }
 
+int
+tracing_worker_flushed(struct worker *w)
+{
+	struct tracing_worker *tw = w->tracing;
+	struct sink_stats st;
+
+	if (tw == NULL || tw->sink == NULL)
+		return 1;
+	sink_redis_stats(tw->sink, &st);
+	/* Nothing to wait for either when Redis is away: those spans are
+	 * counted as dropped at shutdown. */
+	return (st.buffered_spans == 0 && st.inflight_spans == 0) || !st.connected;
+}
+
 void
 tracing_worker_free(struct worker *w)
 {

@@ -31,5 +31,7 @@ void tracing_stop(void);
 /* Worker thread: (re)configure the worker's sampler and sink for cfg. */
 void tracing_worker_configure(struct worker *w, const struct tb_config *cfg);
 void tracing_worker_free(struct worker *w);
+/* 1 when the worker's sink has no span left to write (drain waits for it). */
+int tracing_worker_flushed(struct worker *w);
 
 #endif

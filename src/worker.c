@@ -69,11 +69,28 @@ apply_config(struct worker *w, struct tb_config *cfg, struct worker_listen *ls, 
 	 * in-flight requests finish with the upstream they started with. */
 }
 
+static void maybe_exit(struct worker *w);
+
+static void
+flush_wait_cb(evutil_socket_t fd, short what, void *arg)
+{
+	maybe_exit(arg);
+}
+
+/* Draining and no connection left: exit once the spans are written too
+ * (the control thread's drain_timeout still bounds the wait). */
 static void
 maybe_exit(struct worker *w)
 {
-	if (w->draining && w->n_conns == 0)
-		event_base_loopexit(w->base, NULL);
+	struct timeval tick = { 0, 20000 };
+
+	if (!w->draining || w->n_conns != 0)
+		return;
+	if (!tracing_worker_flushed(w)) {
+		event_base_once(w->base, -1, EV_TIMEOUT, flush_wait_cb, w, &tick);
+		return;
+	}
+	event_base_loopexit(w->base, NULL);
 }
 
 static void
