@@ -325,6 +325,10 @@ proxy_req_free(struct proxy_req *r)
 {
 	if (r == NULL)
 		return;
+	/* Every request is logged, counted and traced once, however it ended
+	 * (an error reply followed by a close, a drain timeout...). */
+	if (!r->reported)
+		req_finish(r);
 	if (r->uc != NULL) {
 		upstream_close(r->uc);	/* mid-exchange: never reused */
 		r->uc = NULL;
@@ -476,6 +480,9 @@ req_finish(struct proxy_req *r)
 	struct tm tm;
 	int n;
 
+	if (r->reported)
+		return;
+	r->reported = 1;
 	r->duration_us = (now_ns() - r->t_start_ns) / 1000;
 	clock_gettime(CLOCK_REALTIME, &now);
 	r->t_end_wall = now;

@@ -87,6 +87,7 @@ struct proxy_req {
 	uint64_t duration_us;		/* set when done */
 	struct timespec t_end_wall;
 	enum proxy_err err;
+	int reported;			/* completion reported (exactly once) */
 	char upstream_addr[128];
 
 	void *hook_data;		/* owned by the hooks (freed in on_free) */
