@@ -5,14 +5,6 @@
 #include "hdr.h"
 
 int
-hdr_name_is(const struct tb_hdr *h, const char *name)
-{
-	size_t len = strlen(name);
-
-	return h->name_len == len && strncasecmp(h->name, name, len) == 0;
-}
-
-int
 hdr_find(const struct tb_hdr *hdrs, size_t n, size_t from, const char *name)
 {
 	size_t i;

@@ -9,6 +9,8 @@
 #define TB_HDR_H
 
 #include <stddef.h>
+#include <string.h>
+#include <strings.h>
 
 struct tb_hdr {
 	const char *name;
@@ -29,8 +31,15 @@ struct tb_hdr_sink {
 	void *arg;
 };
 
-/* 1 if the header's name equals name (NUL-terminated, any case). */
-int hdr_name_is(const struct tb_hdr *h, const char *name);
+/* 1 if the header's name equals name (NUL-terminated, any case). Inline:
+ * the proxy asks this for every field of every head. */
+static inline int
+hdr_name_is(const struct tb_hdr *h, const char *name)
+{
+	size_t len = strlen(name);
+
+	return h->name_len == len && strncasecmp(h->name, name, len) == 0;
+}
 
 /* Index of the first header named name at or after from, or -1. */
 int hdr_find(const struct tb_hdr *hdrs, size_t n, size_t from, const char *name);
