@@ -40,6 +40,7 @@
 
 #include "config.h"
 #include "h1.h"
+#include "sink_redis.h"
 
 enum sect_kind {
 	SECT_DEFAULT = 0,	/* [DEFAULT] and the options before any section */
@@ -563,22 +564,36 @@ chk_group(void *field, char *why, size_t wl)
 	return -1;
 }
 
-/* Only the scheme: the Redis sink parses the rest (it owns the format). */
+/* The scheme here; the rest by the Redis sink's parser (it owns the
+ * format), so a bad host, port or db is reported with file, line and
+ * option. Its messages never quote the password. */
 static int
 chk_connection_string(void *field, char *why, size_t wl)
 {
 	const char *s = *(char **)field;
+	struct sink_url url;
+	char err[256];
+	const char *msg = err;
+	int rc;
 
 	if (s != NULL && strncmp(s, "rediss://", 9) == 0) {
 		snprintf(why, wl, "rediss:// (TLS) is not supported");
 		return -1;
 	}
-	if (s != NULL && ((strncmp(s, "redis://", 8) == 0 && s[8] != '\0') ||
+	if (!(s != NULL && ((strncmp(s, "redis://", 8) == 0 && s[8] != '\0') ||
 	    (strncmp(s, "unix://", 7) == 0 && s[7] != '\0') ||
-	    (strncmp(s, "redissentinel://", 16) == 0 && s[16] != '\0')))
+	    (strncmp(s, "redissentinel://", 16) == 0 && s[16] != '\0')))) {
+		snprintf(why, wl,
+		    "expected a redis://, unix:// or redissentinel:// URL");
+		return -1;
+	}
+	rc = sink_parse_url(s, &url, err, sizeof(err));
+	explicit_bzero(&url, sizeof(url));	/* it holds the password */
+	if (rc == 0)
 		return 0;
-	snprintf(why, wl,
-	    "expected a redis://, unix:// or redissentinel:// URL");
+	if (strncmp(msg, "connection string: ", 19) == 0)
+		msg += 19;
+	snprintf(why, wl, "%s", msg);
 	return -1;
 }
 
@@ -632,7 +647,7 @@ split_list(const char *v, int by_line, char ***outv, size_t *outn,
     char *why, size_t wl)
 {
 	char **vec = NULL, **nv;
-	size_t n = 0;
+	size_t n = 0, cap = 0;
 	const char *p = v, *s, *e;
 	char left = ',', right;
 
@@ -655,10 +670,12 @@ split_list(const char *v, int by_line, char ***outv, size_t *outn,
 				goto fail;
 			}
 		} else {
-			nv = realloc(vec, (n + 2) * sizeof(*vec));
-			if (nv == NULL)
-				goto oom;
-			vec = nv;
+			if (n + 2 > cap) {	/* doubling: linear in members */
+				cap = cap ? cap * 2 : 8;
+				if ((nv = realloc(vec, cap * sizeof(*vec))) == NULL)
+					goto oom;
+				vec = nv;
+			}
 			vec[n] = strndup(s, (size_t)(e - s));
 			if (vec[n] == NULL)
 				goto oom;

@@ -67,17 +67,6 @@ usage(FILE *f)
 	    "  -h, --help          this help\n", TB_SYSCONFDIR);
 }
 
-static void
-libevent_log_cb(int severity, const char *msg)
-{
-	if (severity >= EVENT_LOG_ERR)
-		log_warnx("libevent: %s", msg);
-	else if (severity >= EVENT_LOG_WARN)
-		log_info("libevent: %s", msg);
-	else
-		log_debug("libevent: %s", msg);
-}
-
 static struct lsock *
 lsock_find(const char *addr)
 {
@@ -458,7 +447,7 @@ main(int argc, char **argv)
 		log_err("daemonize");
 		return 1;
 	}
-	event_set_log_callback(libevent_log_cb);
+	event_set_log_callback(log_libevent);
 	if (evthread_use_pthreads() < 0) {
 		log_errx("libevent has no pthreads support");
 		return 1;

@@ -330,6 +330,7 @@ static const struct bad bads[] = {
 	{ LST "[profiler]\nhmac_keys = a,\n", "FILE:5: hmac_keys: empty member in list" },
 	{ LST "[profiler]\nconnection_string = rediss://h:6379\n", "FILE:5: connection_string: rediss:// (TLS) is not supported" },
 	{ LST "[profiler]\nconnection_string = mysql://h\n", "FILE:5: connection_string: expected a redis://, unix:// or redissentinel:// URL" },
+	{ LST "[profiler]\nconnection_string = redis://h:0\n", "FILE:5: connection_string: port must be a number in 1..65535" },
 	{ LST "[profiler]\nsentinel_service_name =\n", "FILE:5: sentinel_service_name: must not be empty" },
 	{ LST "[tracing]\nextract = w3c, zipkin\n", "FILE:5: extract: unknown format 'zipkin' (expected osprofiler, w3c, b3, jaeger, xray, datadog, gcp, ot)" },
 	{ LST "[tracing]\ninject = w3c, W3C\n", "FILE:5: inject: format 'w3c' listed twice" },
@@ -507,6 +508,11 @@ test_secrets(void)
 		LST "[profiler]\nconnection_string = redis://:TOPSECRET1@h\n"
 		    "socket_timeout = TOPSECRET2\n",
 		"[listener:a]\nlisten = 127.0.0.1:1\nupstream = http://TOPSECRET1@h/\n",
+		/* errors found by the Redis sink's parser (sink_parse_url) */
+		LST "[profiler]\nconnection_string = redis://:TOPSECRET1@h:notaport\n",
+		LST "[profiler]\nconnection_string = redis://u:TOPSECRET1@\n",
+		LST "[profiler]\nconnection_string = redis://:TOP%zzSECRET1@h\n",
+		LST "[profiler]\nconnection_string = unix://:TOPSECRET1@relative\n",
 	};
 	struct tb_config *c;
 	char err[512];
