@@ -175,22 +175,31 @@ conn_free_cb(evutil_socket_t fd, short what, void *arg)
 void
 conn_send_error(struct conn *c, int status, int close_after)
 {
+	conn_send_error_hdrs(c, status, close_after, NULL);
+}
+
+void
+conn_send_error_hdrs(struct conn *c, int status, int close_after,
+    struct evbuffer *extra)
+{
 	struct evbuffer *out = bufferevent_get_output(c->bev);
 	const char *reason = h1_reason(status);
+	size_t before = evbuffer_get_length(out);
 	int n;
 
 	n = evbuffer_add_printf(out,
 	    "HTTP/1.1 %d %s\r\n"
 	    "Content-Type: text/plain\r\n"
 	    "Content-Length: %zu\r\n"
-	    "%s"
-	    "\r\n"
-	    "%d %s\n",
+	    "%s",
 	    status, reason, strlen(reason) + 5,
-	    close_after ? "Connection: close\r\n" : "",
-	    status, reason);
+	    close_after ? "Connection: close\r\n" : "");
+	if (n > 0 && extra != NULL)
+		evbuffer_add_buffer(out, extra);
+	if (n > 0)
+		n = evbuffer_add_printf(out, "\r\n%d %s\n", status, reason);
 	if (n > 0 && c->req != NULL)
-		c->req->bytes_out += (uint64_t)n;
+		c->req->bytes_out += (uint64_t)(evbuffer_get_length(out) - before);
 	if (close_after)
 		conn_set_state(c, CONN_CLOSING);
 }

@@ -18,6 +18,7 @@
 
 struct bufferevent;
 struct event;
+struct evbuffer;
 struct worker;
 struct proxy_req;
 struct stats_listener;
@@ -67,6 +68,10 @@ void conn_request_done(struct conn *c, int keepalive);
  * close_after (the client's framing may be lost). Used before any response
  * byte went out. */
 void conn_send_error(struct conn *c, int status, int close_after);
+/* The same with extra header lines ("Name: value\r\n" each) from extra,
+ * which may be NULL; extra is drained, the caller still owns it. */
+void conn_send_error_hdrs(struct conn *c, int status, int close_after,
+    struct evbuffer *extra);
 
 /* Close now (deferred free). */
 void conn_close(struct conn *c);

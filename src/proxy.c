@@ -33,6 +33,7 @@ static void up_event_cb(struct bufferevent *bev, short what, void *arg);
 static void pump_request(struct proxy_req *r);
 static void pump_response(struct proxy_req *r);
 static void req_finish(struct proxy_req *r);
+static void send_error_reply(struct proxy_req *r, int status, int close_after);
 
 void
 proxy_set_hooks(const struct proxy_hooks *h)
@@ -280,7 +281,7 @@ proxy_start(struct conn *c, const struct h1_msg *m, size_t head_len)
 		r->err = PROXY_ERR_UPSTREAM_UNAVAILABLE;
 		r->status = 502;
 		r->resp_state = PROXY_RESP_DONE;
-		conn_send_error(c, 502, r->req_state != PROXY_BODY_DONE);
+		send_error_reply(r, 502, r->req_state != PROXY_BODY_DONE);
 		r->keepalive = r->req_state == PROXY_BODY_DONE && !r->client_close;
 		return r;
 	}
@@ -505,6 +506,24 @@ req_finish(struct proxy_req *r)
 	}
 }
 
+/* An error reply the proxy makes for r, with the hooks' response headers
+ * (the trace id), so the client can find the failed request's trace. */
+static void
+send_error_reply(struct proxy_req *r, int status, int close_after)
+{
+	struct evbuffer *b = NULL;
+	struct tb_hdr_sink sink;
+
+	if (hooks->on_response != NULL && (b = evbuffer_new()) != NULL) {
+		sink.add = sink_add_evbuffer;
+		sink.arg = b;
+		hooks->on_response(r, NULL, &sink);
+	}
+	conn_send_error_hdrs(r->c, status, close_after, b);
+	if (b != NULL)
+		evbuffer_free(b);
+}
+
 /* The request failed before any response byte reached the client. */
 static void
 fail_before_response(struct proxy_req *r, int status, enum proxy_err err)
@@ -519,7 +538,7 @@ fail_before_response(struct proxy_req *r, int status, enum proxy_err err)
 	/* The client's body framing is only known if we read all of it. */
 	r->keepalive = r->req_state == PROXY_BODY_DONE && !r->client_close;
 	bufferevent_enable(r->c->bev, EV_WRITE);
-	conn_send_error(r->c, status, !r->keepalive);
+	send_error_reply(r, status, !r->keepalive);
 	if (r->keepalive) {
 		/* conn_write_cb -> proxy_client_drained finishes it. */
 		return;

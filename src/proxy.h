@@ -103,7 +103,8 @@ struct proxy_hooks {
 	 */
 	void (*on_request)(struct proxy_req *r, const struct h1_msg *m,
 	    uint8_t *drop, struct tb_hdr_sink *add);
-	/* Before the response head goes to the client: add headers. */
+	/* Before the response head goes to the client: add headers. m is
+	 * NULL for an error reply the proxy makes itself (502, 504). */
 	void (*on_response)(struct proxy_req *r, const struct h1_msg *m,
 	    struct tb_hdr_sink *add);
 	/* After the last response byte was written, or the request failed. */

@@ -455,9 +455,9 @@ tracing_start(struct event_base *base, const struct tb_config *cfg)
 
 	g.base = base;
 	limits_of(cfg, &lim);
+	/* The hub takes over the reference (and drops it if it fails). */
 	p = policy_new_default(default_probability(cfg));
 	g.hub = sampling_hub_new(&lim, p, "built-in default");
-	policy_unref(p);
 	if (g.hub == NULL)
 		return -1;
 	proxy_set_hooks(&hooks);
@@ -506,9 +506,9 @@ tracing_reload(const struct tb_config *cfg)
 	g.ps = NULL;
 	if (cfg->sampling.policy_file == NULL && cfg->sampling.policy_url == NULL &&
 	    cfg->sampling.policy_redis_key == NULL) {
+		/* publish takes over the reference */
 		p = policy_new_default(default_probability(cfg));
 		sampling_hub_publish(g.hub, p, "built-in default");
-		policy_unref(p);
 	}
 	if (sources_start(cfg) < 0)
 		log_warnx("reload: sampling policy sources not started; the policy in force stays");
