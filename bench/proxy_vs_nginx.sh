@@ -15,7 +15,8 @@ trap 'kill $(jobs -p) 2>/dev/null; sleep 0.2; rm -rf "$work"' EXIT
 
 port() { /usr/bin/python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 UP=$(port); NG=$(port); TB=$(port); ADM=$(port)
-mkdir -p "$work/www"; printf '{"version": {"id": "v3.14", "status": "stable"}}\n' > "$work/www/v3"
+# nginx workers run as nobody when started as root: let them read the files.
+mkdir -p "$work/www"; chmod 755 "$work" "$work/www"; printf '{"version": {"id": "v3.14", "status": "stable"}}\n' > "$work/www/v3"
 
 nginx_conf() {	# $1 name, $2 server block
 	cat > "$work/$1.conf" <<NGX
