@@ -865,8 +865,9 @@ trace_response_headers(const struct trace_conf *conf,
 		    (uint8_t)(tr->span_id >> 8), (uint8_t)tr->span_id }, 8, p);
 		p += 16;
 		*p++ = '-';
+		/* the same flags as the traceparent sent downstream (random bit too) */
 		*p++ = '0';
-		*p++ = tr->sampled == 1 ? '1' : '0';
+		*p++ = "0123"[(tr->sampled == 1 ? 1 : 0) | (tr->ctx.random ? 2 : 0)];
 		if (trace_emit(out, "Server-Timing", st, (size_t)(p - st)) == -1)
 			return -1;
 	}
