@@ -9,7 +9,9 @@
  * FIFO and returns. The FIFO is written to Redis pipelined through hiredis'
  * async API on the same loop; a span leaves the FIFO only when Redis has
  * answered every one of its commands, so after a connection loss exactly
- * the unacknowledged spans are sent again, in order. Accounting is exact:
+ * the unacknowledged spans are sent again, in order. Spans are written in
+ * batches (64 KiB gathered, or 10 ms after the first), so a busy worker
+ * pays one write per batch, not one per span. Accounting is exact:
  * every submitted span ends up counted once, as recorded or as dropped
  * (by reason), or is still buffered.
  *
