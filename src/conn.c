@@ -78,7 +78,7 @@ conn_set_state(struct conn *c, enum conn_state s)
 
 struct conn *
 conn_new(struct worker *w, int fd, const struct sockaddr *sa, socklen_t salen,
-    const struct tb_listener_conf *lc)
+    const struct tb_listener_conf *lc, struct stats_listener *stats)
 {
 	struct conn *c;
 	int one = 1;
@@ -90,7 +90,7 @@ conn_new(struct worker *w, int fd, const struct sockaddr *sa, socklen_t salen,
 	c->w = w;
 	c->cfg = config_ref(w->cfg);
 	c->lc = lc;
-	c->stats = stats_listener_get(lc->name);
+	c->stats = stats;
 	if (sa->sa_family == AF_INET) {
 		const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
 		inet_ntop(AF_INET, &in->sin_addr, c->peer, sizeof(c->peer));

@@ -56,7 +56,7 @@ struct conn {
 
 /* Take over an accepted socket (fd ownership passes, even on failure). */
 struct conn *conn_new(struct worker *w, int fd, const struct sockaddr *sa,
-    socklen_t salen, const struct tb_listener_conf *lc);
+    socklen_t salen, const struct tb_listener_conf *lc, struct stats_listener *stats);
 
 void conn_set_state(struct conn *c, enum conn_state s);
 

@@ -17,6 +17,7 @@
 #include "conn.h"
 #include "listener.h"
 #include "log.h"
+#include "stats.h"
 #include "worker.h"
 
 #define LISTEN_BACKLOG 1024
@@ -56,7 +57,7 @@ accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
 		close(fd);
 		return;
 	}
-	(void)conn_new(w, fd, sa, (socklen_t)salen, l->lc);
+	(void)conn_new(w, fd, sa, (socklen_t)salen, l->lc, l->stats);
 	if (w->n_conns >= w->max_conns) {
 		/* At the limit: leave new connections in the kernel backlog. */
 		struct listener *it;
@@ -110,7 +111,7 @@ listener_new(struct worker *w, const struct tb_listener_conf *lc, int fd)
 		return NULL;
 	}
 	l->w = w;
-	l->lc = lc;
+	listener_set_conf(l, lc);
 	snprintf(l->addr, sizeof(l->addr), "%s", lc->listen.text);
 	l->evl = evconnlistener_new(w->base, accept_cb, l, LEV_OPT_CLOSE_ON_FREE, -1, fd);
 	l->resume_ev = evtimer_new(w->base, resume_cb, l);
@@ -122,6 +123,15 @@ listener_new(struct worker *w, const struct tb_listener_conf *lc, int fd)
 	}
 	evconnlistener_set_error_cb(l->evl, accept_error_cb);
 	return l;
+}
+
+void
+listener_set_conf(struct listener *l, const struct tb_listener_conf *lc)
+{
+	l->lc = lc;
+	/* A lookup under a lock: once per listener and reload, never per
+	 * connection. */
+	l->stats = stats_listener_get(lc->name);
 }
 
 void

@@ -8,16 +8,21 @@
 #include "config.h"
 
 struct worker;
+struct stats_listener;
 
 struct listener {
 	struct worker *w;
 	struct evconnlistener *evl;
 	const struct tb_listener_conf *lc;	/* updated on reload */
+	struct stats_listener *stats;	/* counters of lc->name, looked up once */
 	char addr[128];			/* listen address text: identity across reloads */
 	struct event *resume_ev;	/* re-enable after EMFILE */
 	int paused;
 	struct listener *next;
 };
+
+/* Point l at lc after a reload (same address, maybe another name). */
+void listener_set_conf(struct listener *l, const struct tb_listener_conf *lc);
 
 /* Listen on fd (ownership passes, even on failure). NULL on error. */
 struct listener *listener_new(struct worker *w, const struct tb_listener_conf *lc, int fd);

@@ -41,7 +41,7 @@ apply_config(struct worker *w, struct tb_config *cfg, struct worker_listen *ls, 
 		if (*pp != NULL) {
 			l = *pp;
 			*pp = l->next;
-			l->lc = ls[i].lc;
+			listener_set_conf(l, ls[i].lc);
 			close(ls[i].fd);	/* we already listen on a dup of it */
 		} else {
 			l = listener_new(w, ls[i].lc, ls[i].fd);
