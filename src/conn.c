@@ -113,6 +113,15 @@ conn_new(struct worker *w, int fd, const struct sockaddr *sa, socklen_t salen,
 	}
 	bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
 	bufferevent_setwatermark(c->bev, EV_READ, 0, CONN_READ_HIGH);
+	/* A client that stops reading its response is cut off after
+	 * client_idle_timeout; set once, it only counts while output waits. */
+	{
+		struct timeval wt;
+
+		wt.tv_sec = (time_t)lc->client_idle_timeout;
+		wt.tv_usec = (suseconds_t)((lc->client_idle_timeout - (double)wt.tv_sec) * 1e6);
+		bufferevent_set_timeouts(c->bev, NULL, &wt);
+	}
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
 	TAILQ_INSERT_TAIL(&w->conns, c, link);
 	w->n_conns++;
@@ -221,7 +230,8 @@ conn_request_done(struct conn *c, int keepalive)
 	}
 	conn_set_state(c, CONN_READ_HEAD);
 	bufferevent_enable(c->bev, EV_READ);
-	bufferevent_set_timeouts(c->bev, NULL, NULL);
+	/* Timeouts stay as set: the write timeout always, the read timeout was
+	 * cleared when the request body ended (pump_request). */
 	/* A pipelined request may already be waiting. */
 	if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
 		conn_try_head(c);

@@ -18,7 +18,6 @@
 #include <unistd.h>
 
 #include <event2/event.h>
-#include <event2/thread.h>
 
 #include "tb_build.h"
 
@@ -448,10 +447,11 @@ main(int argc, char **argv)
 		return 1;
 	}
 	event_set_log_callback(log_libevent);
-	if (evthread_use_pthreads() < 0) {
-		log_errx("libevent has no pthreads support");
-		return 1;
-	}
+	/*
+	 * No evthread_use_pthreads(): each event_base is only ever touched by
+	 * its own thread (workers are woken through a pipe), so libevent's
+	 * locks would be pure cost on every event operation.
+	 */
 	if ((g.base = event_base_new()) == NULL) {
 		log_errx("event_base_new failed");
 		return 1;

@@ -80,6 +80,122 @@ sink_add_evbuffer(void *arg, const char *name, size_t name_len,
 	return 0;
 }
 
+/*
+ * A head is built in one flat buffer (on the stack unless it is large) and
+ * handed to the output in one evbuffer_add: per-field evbuffer_add and
+ * printf calls were a visible share of the per-request cost.
+ */
+struct hbuf {
+	char *p;
+	size_t len, cap;
+	int heap;		/* p was malloc'd */
+	int failed;		/* out of memory: the head is unusable */
+	char stack[4096];
+};
+
+static void
+hb_init(struct hbuf *b)
+{
+	b->p = b->stack;
+	b->len = 0;
+	b->cap = sizeof(b->stack);
+	b->heap = 0;
+	b->failed = 0;
+}
+
+static void
+hb_free(struct hbuf *b)
+{
+	if (b->heap)
+		free(b->p);
+	b->p = NULL;
+}
+
+static int
+hb_reserve(struct hbuf *b, size_t n)
+{
+	size_t cap;
+	char *np;
+
+	if (b->len + n <= b->cap)
+		return 0;
+	if (b->failed)
+		return -1;
+	for (cap = b->cap * 2; cap < b->len + n; cap *= 2)
+		;
+	if (b->heap)
+		np = realloc(b->p, cap);
+	else if ((np = malloc(cap)) != NULL)
+		memcpy(np, b->p, b->len);
+	if (np == NULL) {
+		b->failed = 1;
+		return -1;
+	}
+	b->p = np;
+	b->cap = cap;
+	b->heap = 1;
+	return 0;
+}
+
+static void
+hb_add(struct hbuf *b, const void *data, size_t n)
+{
+	if (hb_reserve(b, n) == 0) {
+		memcpy(b->p + b->len, data, n);
+		b->len += n;
+	}
+}
+
+#define HB_LIT(b, lit)	hb_add((b), (lit), sizeof(lit) - 1)
+
+static void
+hb_str(struct hbuf *b, const char *s)
+{
+	hb_add(b, s, strlen(s));
+}
+
+static void
+hb_u64(struct hbuf *b, uint64_t v)
+{
+	char tmp[24], *q = tmp + sizeof(tmp);
+
+	do
+		*--q = (char)('0' + v % 10);
+	while ((v /= 10) != 0);
+	hb_add(b, q, (size_t)(tmp + sizeof(tmp) - q));
+}
+
+/* "name: value\r\n" with one reservation. */
+static void
+hb_field(struct hbuf *b, const char *name, size_t nlen, const char *value, size_t vlen)
+{
+	char *q;
+
+	if (hb_reserve(b, nlen + vlen + 4) < 0)
+		return;
+	q = b->p + b->len;
+	memcpy(q, name, nlen);
+	q += nlen;
+	*q++ = ':';
+	*q++ = ' ';
+	memcpy(q, value, vlen);
+	q += vlen;
+	*q++ = '\r';
+	*q++ = '\n';
+	b->len = (size_t)(q - b->p);
+}
+
+/* The sink the hooks add headers through. */
+static int
+sink_add_hbuf(void *arg, const char *name, size_t name_len,
+    const char *value, size_t value_len)
+{
+	struct hbuf *b = arg;
+
+	hb_field(b, name, name_len, value, value_len);
+	return b->failed ? -1 : 0;
+}
+
 static int
 method_is(const struct proxy_req *r, const char *m)
 {
@@ -92,17 +208,20 @@ method_is(const struct proxy_req *r, const char *m)
  * recomputed, X-Forwarded-* added for OpenStack's HTTPProxyToWSGI.
  */
 static int
-build_forward_head(struct proxy_req *r, const struct h1_msg *m, struct evbuffer *b)
+build_forward_head(struct proxy_req *r, const struct h1_msg *m, struct hbuf *b)
 {
 	const struct tb_listener_conf *lc = r->c->lc;
 	uint8_t drop[H1_MAX_HEADERS_CAP / 8];
-	struct tb_hdr_sink sink = { sink_add_evbuffer, b };
+	struct tb_hdr_sink sink = { sink_add_hbuf, b };
 	const struct tb_hdr *h;
 	int xff = -1;
 	size_t i;
 
 	memset(drop, 0, sizeof(drop));
-	evbuffer_add_printf(b, "%s %s HTTP/1.1\r\n", r->method, r->target);
+	hb_str(b, r->method);
+	HB_LIT(b, " ");
+	hb_str(b, r->target);
+	HB_LIT(b, " HTTP/1.1\r\n");
 	for (i = 0; i < m->n_hdrs; i++) {
 		h = &m->hdrs[i];
 		if (h1_is_hop_by_hop(m, h) || hdr_name_is(h, "Content-Length") ||
@@ -122,42 +241,50 @@ build_forward_head(struct proxy_req *r, const struct h1_msg *m, struct evbuffer 
 		if (drop[i / 8] & (1u << (i % 8)))
 			continue;
 		h = &m->hdrs[i];
-		evbuffer_add(b, h->name, h->name_len);
-		evbuffer_add(b, ": ", 2);
-		evbuffer_add(b, h->value, h->value_len);
-		evbuffer_add(b, "\r\n", 2);
+		hb_field(b, h->name, h->name_len, h->value, h->value_len);
 	}
-	if (!(m->flags & H1_F_HAS_HOST))	/* HTTP/1.0 without Host */
-		evbuffer_add_printf(b, "Host: %s:%u\r\n", lc->upstream_host,
-		    (unsigned)lc->upstream_port);
-	if (r->req_body == H1_BODY_LENGTH)
-		evbuffer_add_printf(b, "Content-Length: %llu\r\n",
-		    (unsigned long long)r->req_remaining);
-	else if (r->req_body == H1_BODY_CHUNKED)
-		evbuffer_add(b, "Transfer-Encoding: chunked\r\n", 28);
+	if (!(m->flags & H1_F_HAS_HOST)) {	/* HTTP/1.0 without Host */
+		HB_LIT(b, "Host: ");
+		hb_str(b, lc->upstream_host);
+		HB_LIT(b, ":");
+		hb_u64(b, lc->upstream_port);
+		HB_LIT(b, "\r\n");
+	}
+	if (r->req_body == H1_BODY_LENGTH) {
+		HB_LIT(b, "Content-Length: ");
+		hb_u64(b, r->req_remaining);
+		HB_LIT(b, "\r\n");
+	} else if (r->req_body == H1_BODY_CHUNKED) {
+		HB_LIT(b, "Transfer-Encoding: chunked\r\n");
+	}
 	if (lc->x_forwarded) {
 		/* Append to every X-Forwarded-For value received, in order. */
-		evbuffer_add(b, "X-Forwarded-For: ", 17);
+		HB_LIT(b, "X-Forwarded-For: ");
 		if (xff >= 0) {
 			for (i = (size_t)xff; i < m->n_hdrs; i++) {
 				h = &m->hdrs[i];
 				if (!hdr_name_is(h, "X-Forwarded-For"))
 					continue;
-				evbuffer_add(b, h->value, h->value_len);
-				evbuffer_add(b, ", ", 2);
+				hb_add(b, h->value, h->value_len);
+				HB_LIT(b, ", ");
 			}
 		}
-		evbuffer_add_printf(b, "%s\r\nX-Forwarded-Proto: http\r\n", r->c->peer);
-		if (r->host[0] != '\0')
-			evbuffer_add_printf(b, "X-Forwarded-Host: %s\r\n", r->host);
+		hb_str(b, r->c->peer);
+		HB_LIT(b, "\r\nX-Forwarded-Proto: http\r\n");
+		if (r->host[0] != '\0') {
+			HB_LIT(b, "X-Forwarded-Host: ");
+			hb_str(b, r->host);
+			HB_LIT(b, "\r\n");
+		}
 	} else if (xff >= 0) {
 		/* Not ours to change: pass the received values through. */
 		for (i = (size_t)xff; i < m->n_hdrs; i++)
 			if (hdr_name_is(&m->hdrs[i], "X-Forwarded-For"))
-				sink_add_evbuffer(b, m->hdrs[i].name, m->hdrs[i].name_len,
+				hb_field(b, m->hdrs[i].name, m->hdrs[i].name_len,
 				    m->hdrs[i].value, m->hdrs[i].value_len);
 	}
-	return evbuffer_add(b, "\r\n", 2);
+	HB_LIT(b, "\r\n");
+	return b->failed ? -1 : 0;
 }
 
 /*
@@ -209,7 +336,7 @@ struct proxy_req *
 proxy_start(struct conn *c, const struct h1_msg *m, size_t head_len)
 {
 	struct evbuffer *in = bufferevent_get_input(c->bev);
-	struct evbuffer *b = NULL;
+	struct hbuf hb, *b = NULL;
 	struct proxy_req *r;
 	struct timeval tv;
 	int i;
@@ -263,15 +390,21 @@ proxy_start(struct conn *c, const struct h1_msg *m, size_t head_len)
 		return r;
 	}
 
-	if ((b = evbuffer_new()) == NULL)
-		goto fail_nomem;
+	/* The forwarded head is kept (for one retry): copied off the stack,
+	 * or taken over when it outgrew the stack buffer. */
+	b = &hb;
+	hb_init(b);
 	if (build_forward_head(r, m, b) < 0)
 		goto fail_nomem;
-	r->fwd_head_len = evbuffer_get_length(b);
-	if ((r->fwd_head = malloc(r->fwd_head_len)) == NULL)
-		goto fail_nomem;
-	evbuffer_remove(b, r->fwd_head, r->fwd_head_len);
-	evbuffer_free(b);
+	r->fwd_head_len = b->len;
+	if (b->heap) {
+		r->fwd_head = b->p;	/* take it over */
+		b->heap = 0;
+	} else {
+		if ((r->fwd_head = malloc(r->fwd_head_len)) == NULL)
+			goto fail_nomem;
+		memcpy(r->fwd_head, b->p, r->fwd_head_len);
+	}
 	b = NULL;
 	evbuffer_drain(in, head_len);
 	c->req = r;
@@ -291,20 +424,18 @@ proxy_start(struct conn *c, const struct h1_msg *m, size_t head_len)
 		evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
 	}
 	if (r->req_state == PROXY_BODY_PENDING) {
-		/* A client that stops sending its body is cut off after idle timeout. */
+		/* A client that stops sending its body is cut off after idle
+		 * timeout (the write timeout is set for the connection's life). */
 		set_timeval(&tv, c->lc->client_idle_timeout);
 		bufferevent_set_timeouts(c->bev, &tv, &tv);
 		pump_request(r);
-	} else {
-		set_timeval(&tv, c->lc->client_idle_timeout);
-		bufferevent_set_timeouts(c->bev, NULL, &tv);
 	}
 	return r;
 
 fail_nomem:
 	log_warnx("%s: out of memory starting a request", c->lc->name);
 	if (b != NULL)
-		evbuffer_free(b);
+		hb_free(b);
 	if (r != NULL) {
 		free(r->target);
 		free(r->fwd_head);
@@ -554,8 +685,8 @@ send_response_head(struct proxy_req *r, const struct h1_msg *m)
 {
 	struct conn *c = r->c;
 	struct evbuffer *out = bufferevent_get_output(c->bev);
-	struct evbuffer *b = evbuffer_new();
-	struct tb_hdr_sink sink = { sink_add_evbuffer, b };
+	struct hbuf hb, *b = &hb;
+	struct tb_hdr_sink sink = { sink_add_hbuf, b };
 	const struct tb_hdr *h;
 	int pass_cl = m->body == H1_BODY_NONE;	/* HEAD/304: CL describes the entity */
 	size_t i;
@@ -574,33 +705,42 @@ send_response_head(struct proxy_req *r, const struct h1_msg *m)
 		copy_field(r->request_id, sizeof(r->request_id), m->hdrs[i_rid].value,
 		    m->hdrs[i_rid].value_len);
 
-	evbuffer_add_printf(b, "HTTP/1.1 %d %.*s\r\n", m->status, (int)m->reason_len, m->reason);
+	hb_init(b);
+	HB_LIT(b, "HTTP/1.1 ");
+	hb_u64(b, (uint64_t)m->status);
+	HB_LIT(b, " ");
+	hb_add(b, m->reason, m->reason_len);
+	HB_LIT(b, "\r\n");
 	for (i = 0; i < m->n_hdrs; i++) {
 		h = &m->hdrs[i];
 		if (h1_is_hop_by_hop(m, h))
 			continue;
 		if (hdr_name_is(h, "Content-Length") && !pass_cl)
 			continue;
-		evbuffer_add(b, h->name, h->name_len);
-		evbuffer_add(b, ": ", 2);
-		evbuffer_add(b, h->value, h->value_len);
-		evbuffer_add(b, "\r\n", 2);
+		hb_field(b, h->name, h->name_len, h->value, h->value_len);
 	}
-	if (m->body == H1_BODY_LENGTH)
-		evbuffer_add_printf(b, "Content-Length: %llu\r\n",
-		    (unsigned long long)m->content_length);
-	else if (m->body == H1_BODY_CHUNKED && !r->dechunk)
-		evbuffer_add(b, "Transfer-Encoding: chunked\r\n", 28);
+	if (m->body == H1_BODY_LENGTH) {
+		HB_LIT(b, "Content-Length: ");
+		hb_u64(b, m->content_length);
+		HB_LIT(b, "\r\n");
+	} else if (m->body == H1_BODY_CHUNKED && !r->dechunk) {
+		HB_LIT(b, "Transfer-Encoding: chunked\r\n");
+	}
 	if (hooks->on_response != NULL)
 		hooks->on_response(r, m, &sink);
 	if (!r->keepalive)
-		evbuffer_add(b, "Connection: close\r\n", 19);
+		HB_LIT(b, "Connection: close\r\n");
 	else if (r->version_minor == 0)
-		evbuffer_add(b, "Connection: keep-alive\r\n", 24);
-	evbuffer_add(b, "\r\n", 2);
-	r->bytes_out += evbuffer_get_length(b);
-	evbuffer_add_buffer(out, b);
-	evbuffer_free(b);
+		HB_LIT(b, "Connection: keep-alive\r\n");
+	HB_LIT(b, "\r\n");
+	if (!b->failed) {
+		r->bytes_out += b->len;
+		evbuffer_add(out, b->p, b->len);
+	} else {
+		log_warnx("%s: out of memory building a response head", c->lc->name);
+		r->keepalive = 0;	/* the client gets nothing; close it */
+	}
+	hb_free(b);
 }
 
 /* Upstream delivered everything: give the connection back to the pool. */

@@ -100,8 +100,8 @@ upstream_get(struct upstream_pool *p, const struct tb_addr *addr, int allow_reus
 				continue;
 			TAILQ_REMOVE(&p->idle, uc, link);
 			p->n_idle--;
+			/* The borrower sets its callbacks and timeouts. */
 			bufferevent_setcb(uc->bev, NULL, NULL, NULL, NULL);
-			bufferevent_set_timeouts(uc->bev, NULL, NULL);
 			uc->reused = 1;
 			STATS_INC(tb_stats.upstream_pool_reused);
 			return uc;

@@ -4,12 +4,12 @@
  * on its own loop, so connection and listener state is never shared.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include <event2/event.h>
-#include <event2/thread.h>
 
 #include "conn.h"
 #include "h1.h"
@@ -104,6 +104,12 @@ msg_cb(evutil_socket_t fd, short what, void *arg)
 	struct conn *c, *next;
 	struct listener *l, *lnext;
 
+	{
+		char buf[64];
+
+		while (read(w->msg_pipe[0], buf, sizeof(buf)) > 0)
+			;	/* the messages themselves are under w->lock */
+	}
 	pthread_mutex_lock(&w->lock);
 	cfg = w->msg_cfg;
 	ls = w->msg_listen;
@@ -157,6 +163,7 @@ worker_init(struct worker *w, int id, struct tb_config *cfg)
 {
 	memset(w, 0, sizeof(*w));
 	w->id = id;
+	w->msg_pipe[0] = w->msg_pipe[1] = -1;
 	TAILQ_INIT(&w->conns);
 	pthread_mutex_init(&w->lock, NULL);
 	w->cfg = config_ref(cfg);
@@ -169,7 +176,10 @@ worker_init(struct worker *w, int id, struct tb_config *cfg)
 		return -1;
 	if ((w->scratch = malloc(sizeof(*w->scratch))) == NULL)
 		return -1;
-	if ((w->msg_ev = event_new(w->base, -1, 0, msg_cb, w)) == NULL)
+	if (pipe2(w->msg_pipe, O_NONBLOCK | O_CLOEXEC) < 0)
+		return -1;
+	w->msg_ev = event_new(w->base, w->msg_pipe[0], EV_READ | EV_PERSIST, msg_cb, w);
+	if (w->msg_ev == NULL || event_add(w->msg_ev, NULL) < 0)
 		return -1;
 	return 0;
 }
@@ -199,8 +209,13 @@ worker_start(struct worker *w)
 static void
 post(struct worker *w)
 {
-	/* Safe across threads: evthread_use_pthreads() was called at start. */
-	event_active(w->msg_ev, EV_READ, 0);
+	/*
+	 * A byte on the worker's pipe, not event_active(): that would need
+	 * libevent's locking (evthread_use_pthreads), which costs a mutex on
+	 * every event operation of every loop. A full pipe already means a
+	 * wake-up is pending, so EAGAIN is fine.
+	 */
+	(void)!write(w->msg_pipe[1], "m", 1);
 }
 
 void
@@ -277,6 +292,10 @@ worker_free(struct worker *w)
 	tracing_worker_free(w);
 	if (w->msg_ev != NULL)
 		event_free(w->msg_ev);
+	if (w->msg_pipe[0] >= 0)
+		close(w->msg_pipe[0]);
+	if (w->msg_pipe[1] >= 0)
+		close(w->msg_pipe[1]);
 	config_unref(w->msg_cfg);
 	for (i = 0; i < w->msg_n_listen; i++)
 		close(w->msg_listen[i].fd);

@@ -41,6 +41,7 @@ struct worker {
 
 	/* messages from the control thread, under lock */
 	pthread_mutex_t lock;
+	int msg_pipe[2];		/* the control thread writes a byte to wake us */
 	struct event *msg_ev;
 	struct tb_config *msg_cfg;	/* pending config (ref) or NULL */
 	struct worker_listen *msg_listen;	/* pending listeners (owned) */
