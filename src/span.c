@@ -1,16 +1,37 @@
 /*
  * span.c: the edge span as osprofiler notifications (see span.h for the
  * format contract and where each rule comes from).
+ *
+ * This runs for every sampled request, so each formatter works in two
+ * steps: it checks the record and measures its strings, reserves the worst
+ * case for the whole notification once, then writes through a plain char
+ * pointer with no further checks (fixed text with memcpy of compile-time
+ * lengths, numbers and timestamps by hand, plain-ASCII runs of strings
+ * eight bytes at a time). The SPAN_*_MAX bounds below are what makes the
+ * unchecked writes safe; every writer's comment says how much it may write.
+ * tests/unit/test_span.c holds the byte-exact expectations.
  */
-#include <stdarg.h>
+#include <assert.h>
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <time.h>
 
 #include "span.h"
+
+/* Output bytes per input byte of span_json_w at most: a control, latin-1
+ * or invalid UTF-8 byte becomes a 6-byte \u00XX or \ufffd; valid UTF-8
+ * needs at most 3 per byte (a 4-byte sequence is a 12-byte surrogate
+ * pair). */
+#define SPAN_JSON_MAX	6
+/* Output bytes per input byte of span_path_w at most: "%XX". */
+#define SPAN_PATH_MAX	3
+/* Everything else in one notification: keys, punctuation, the timestamp,
+ * the numbers (a %.3f value is capped at 63 bytes) and quotes: about 540
+ * bytes at most (stop with every member, both durations 63 bytes long). */
+#define SPAN_FIXED_MAX	1024
 
 void
 span_buf_free(struct span_buf *b)
@@ -52,30 +73,114 @@ span_buf_add(struct span_buf *b, const void *data, size_t n)
 	return 0;
 }
 
-static int
-span_buf_str(struct span_buf *b, const char *s)
+/* ---- unchecked writers: the caller has reserved room ---- */
+
+/* Copy n bytes to w; returns the end. */
+static inline char *
+span_put(char *w, const void *s, size_t n)
 {
-	return span_buf_add(b, s, strlen(s));
+	memcpy(w, s, n);
+	return w + n;
 }
 
-static int
-span_buf_printf(struct span_buf *b, const char *fmt, ...)
-    __attribute__((format(printf, 2, 3)));
+/* A string literal, its length known at compile time. */
+#define SPAN_LIT(w, lit)	span_put((w), (lit), sizeof(lit) - 1)
+/* A ", \"key\": " literal, without its ", " when first is set. */
+#define SPAN_KEY(w, lit, first) \
+	span_put((w), (lit) + ((first) ? 2 : 0), sizeof(lit) - 1 - \
+	    ((first) ? 2 : 0))
 
-static int
-span_buf_printf(struct span_buf *b, const char *fmt, ...)
+/* Byte classes: SPAN_C_PLAIN needs no JSON escaping (printable ASCII but
+ * '"' and '\\'); SPAN_C_PATH is in webob's PATH_SAFE plus urllib's
+ * always-safe set (alphanumerics and "_.-~/!$&'()*+,;=:@"). */
+#define SPAN_C_PLAIN	0x01
+#define SPAN_C_PATH	0x02
+static const unsigned char span_cls[256] = {
+	0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,	/* 00 */
+	0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,	/* 10 */
+	1, 3, 0, 1, 3, 1, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3,	/* 20 */
+	3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 1, 3, 1, 1,	/* 30 */
+	3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3,	/* 40 */
+	3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 1, 0, 1, 1, 3,	/* 50 */
+	1, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3,	/* 60 */
+	3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 1, 1, 1, 3, 0,	/* 70 */
+	/* 80..ff: never plain, never path-safe */
+};
+
+/* v (at most 20 digits) in decimal. */
+static char *
+span_u64_w(char *w, uint64_t v)
+{
+	char tmp[20], *t = tmp + sizeof(tmp);
+
+	do {
+		*--t = (char)('0' + v % 10);
+		v /= 10;
+	} while (v != 0);
+	return span_put(w, t, (size_t)(tmp + sizeof(tmp) - t));
+}
+
+/* v as printf's "%d" (at most 11 bytes). */
+static char *
+span_int_w(char *w, int v)
+{
+	if (v < 0) {
+		*w++ = '-';
+		/* through int64_t: INT_MIN has no positive int */
+		return span_u64_w(w, (uint64_t)-(int64_t)v);
+	}
+	return span_u64_w(w, (uint64_t)v);
+}
+
+/*
+ * ms as printf's "%.3f" (at most 63 bytes), or NULL when that takes 64 or
+ * more (the limit the formatter has always had). The common case is exact
+ * without printf: for 0 <= ms < 1e12 the product ms * 1000 is p + e with p
+ * the rounded double (< 2^52, so its fraction and fraction - 0.5 are exact)
+ * and e the rounding error from fma (|e| <= ulp(p) / 2). Rounding the exact
+ * value to an integer then only depends on the sign of (frac - 0.5) + e,
+ * and a non-zero frac - 0.5 is a multiple of ulp(p), larger than |e|. An
+ * exact tie, -0.0, NaN, infinities and huge values go to snprintf, which
+ * knows its own rounding mode.
+ */
+static char *
+span_ms_w(char *w, double ms)
 {
 	char tmp[64];
-	va_list ap;
+	double p, e, d;
+	uint64_t k;
 	int n;
 
-	va_start(ap, fmt);
-	n = vsnprintf(tmp, sizeof(tmp), fmt, ap);
-	va_end(ap);
-	/* only used for numbers: 64 bytes always suffice */
+	if (ms >= 0 && ms < 1e12 && !signbit(ms)) {
+		p = ms * 1000.0;
+		e = fma(ms, 1000.0, -p);
+		k = (uint64_t)p;	/* floor: p >= 0 */
+		d = (p - (double)k) - 0.5;
+		if (d != 0 || e != 0) {
+			if (d > 0 || (d == 0 && e > 0))
+				k++;
+			w = span_u64_w(w, k / 1000);
+			k %= 1000;
+			w[0] = '.';
+			w[1] = (char)('0' + k / 100);
+			w[2] = (char)('0' + k / 10 % 10);
+			w[3] = (char)('0' + k % 10);
+			return w + 4;
+		}
+	}
+	n = snprintf(tmp, sizeof(tmp), "%.3f", ms);
 	if (n < 0 || (size_t)n >= sizeof(tmp))
-		return -1;
-	return span_buf_add(b, tmp, (size_t)n);
+		return NULL;
+	return span_put(w, tmp, (size_t)n);
+}
+
+/* Two decimal digits of v < 100. */
+static char *
+span_2d_w(char *w, unsigned v)
+{
+	w[0] = (char)('0' + v / 10);
+	w[1] = (char)('0' + v % 10);
+	return w + 2;
 }
 
 int64_t
@@ -87,39 +192,88 @@ span_now_us(void)
 	return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
 }
 
+/* Days from 0001-01-01 to January 1st of year y >= 1 (proleptic
+ * Gregorian, as Python's date.toordinal() - 1). */
+static int64_t
+span_days_before_year(int64_t y)
+{
+	y -= 1;
+	return y * 365 + y / 4 - y / 100 + y / 400;
+}
+
+/*
+ * Done by hand rather than gmtime_r + strftime + snprintf: those took a
+ * tenth of all formatting time. The year is estimated from the 400-year
+ * cycle (146097 days) and corrected by at most one either way; the test
+ * compares the result with gmtime_r over the whole range.
+ */
 int
 span_timestamp(int64_t us, char out[27])
 {
-	struct tm tm;
-	time_t sec;
+	static const unsigned short before_month[2][13] = {
+		{ 0, 31, 59, 90, 120, 151, 181, 212, 243, 273, 304, 334, 365 },
+		{ 0, 31, 60, 91, 121, 152, 182, 213, 244, 274, 305, 335, 366 },
+	};
+	int64_t sec, day, y, doy;
+	unsigned sod, usec, m;
+	int leap;
+	char *w = out;
 
 	/* datetime.strftime("%Y") with 4 digits: years 1970..9999 only */
 	if (us < 0 || us / 1000000 > 253402300799LL)
 		return -1;
-	sec = (time_t)(us / 1000000);
-	if (gmtime_r(&sec, &tm) == NULL)
-		return -1;
-	if (strftime(out, 27, "%Y-%m-%dT%H:%M:%S", &tm) != 19)
-		return -1;
-	snprintf(out + 19, 8, ".%06u", (unsigned)(us % 1000000));
+	sec = us / 1000000;
+	usec = (unsigned)(us % 1000000);
+	sod = (unsigned)(sec % 86400);
+	day = sec / 86400 + 719162;	/* days since 0001-01-01 */
+	y = day * 400 / 146097 + 1;
+	while (span_days_before_year(y + 1) <= day)
+		y++;
+	while (span_days_before_year(y) > day)
+		y--;
+	doy = day - span_days_before_year(y);
+	leap = (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+	for (m = (unsigned)(doy / 32); before_month[leap][m + 1] <= doy; m++)
+		;
+	w = span_2d_w(w, (unsigned)(y / 100));
+	w = span_2d_w(w, (unsigned)(y % 100));
+	*w++ = '-';
+	w = span_2d_w(w, m + 1);
+	*w++ = '-';
+	w = span_2d_w(w, (unsigned)(doy - before_month[leap][m]) + 1);
+	*w++ = 'T';
+	w = span_2d_w(w, sod / 3600);
+	*w++ = ':';
+	w = span_2d_w(w, sod / 60 % 60);
+	*w++ = ':';
+	w = span_2d_w(w, sod % 60);
+	*w++ = '.';
+	w = span_2d_w(w, usec / 10000);
+	w = span_2d_w(w, usec / 100 % 100);
+	w = span_2d_w(w, usec % 100);
+	*w = '\0';
 	return 0;
 }
 
-/* Append one code point as Python's ensure_ascii escape (\uXXXX, lowercase
- * hex, a surrogate pair above U+FFFF). */
-static int
-span_json_cp(struct span_buf *out, unsigned cp)
+/* One code point as Python's ensure_ascii escape (\uXXXX, lowercase hex, a
+ * surrogate pair above U+FFFF): 6 or 12 bytes. */
+static char *
+span_cp_w(char *w, unsigned cp)
 {
-	char tmp[16];
-	int n;
+	static const char hex[] = "0123456789abcdef";
 
 	if (cp >= 0x10000) {
 		cp -= 0x10000;
-		n = snprintf(tmp, sizeof(tmp), "\\u%04x\\u%04x",
-		    0xd800 + (cp >> 10), 0xdc00 + (cp & 0x3ff));
-	} else
-		n = snprintf(tmp, sizeof(tmp), "\\u%04x", cp);
-	return span_buf_add(out, tmp, (size_t)n);
+		w = span_cp_w(w, 0xd800 + (cp >> 10));
+		cp = 0xdc00 + (cp & 0x3ff);
+	}
+	w[0] = '\\';
+	w[1] = 'u';
+	w[2] = hex[cp >> 12 & 15];
+	w[3] = hex[cp >> 8 & 15];
+	w[4] = hex[cp >> 4 & 15];
+	w[5] = hex[cp & 15];
+	return w + 6;
 }
 
 /*
@@ -155,85 +309,92 @@ span_utf8_decode(const unsigned char *s, size_t n, unsigned *cp)
 	return len;
 }
 
-/* The inside of a JSON string literal (see span_json_str). */
-static int
-span_json_body(struct span_buf *out, const char *s, size_t n, int latin1)
+/*
+ * Non-zero when one of the 8 bytes in x needs escaping. Any byte >= 0x80
+ * sets its top bit directly; for the others (all < 0x80, so no sum below
+ * carries into the next byte) b + 0x60 lacks the top bit when b < 0x20,
+ * b + 0x01 has it when b == 0x7f, and the classic zero-byte test finds '"'
+ * and '\\' after xor. Byte order does not matter.
+ */
+static inline uint64_t
+span_word_special(uint64_t x)
 {
-	const unsigned char *p = (const unsigned char *)s;
-	size_t i = 0, run, k;
-	unsigned cp;
-	const char *esc;
+	const uint64_t ones = 0x0101010101010101ULL, high = ones * 0x80;
+	uint64_t q = x ^ (ones * '"'), s = x ^ (ones * '\\');
 
-	while (i < n) {
-		/* copy the longest run that needs no escaping in one go */
-		for (run = i; run < n && p[run] >= 0x20 && p[run] < 0x7f &&
-		    p[run] != '"' && p[run] != '\\'; run++)
-			;
-		if (run > i && span_buf_add(out, p + i, run - i) == -1)
-			return -1;
-		if ((i = run) >= n)
+	return (x | ~(x + ones * 0x60) | (x + ones) |
+	    ((q - ones) & ~q) | ((s - ones) & ~s)) & high;
+}
+
+/* The inside of a JSON string literal (see span_json_str): at most
+ * SPAN_JSON_MAX * n bytes. */
+static char *
+span_json_w(char *w, const char *s, size_t n, int latin1)
+{
+	const unsigned char *p = (const unsigned char *)s, *end = p + n;
+	uint64_t x;
+	unsigned cp;
+	size_t k;
+
+	while (p < end) {
+		/* the plain run: eight bytes at a time, then byte by byte */
+		while (end - p >= 8) {
+			memcpy(&x, p, 8);
+			if (span_word_special(x))
+				break;
+			memcpy(w, &x, 8);
+			w += 8;
+			p += 8;
+		}
+		while (p < end && (span_cls[*p] & SPAN_C_PLAIN))
+			*w++ = (char)*p++;
+		if (p == end)
 			break;
-		esc = NULL;
-		switch (p[i]) {
-		case '"': esc = "\\\""; break;
-		case '\\': esc = "\\\\"; break;
-		case '\n': esc = "\\n"; break;
-		case '\r': esc = "\\r"; break;
-		case '\t': esc = "\\t"; break;
-		case '\b': esc = "\\b"; break;
-		case '\f': esc = "\\f"; break;
+		switch (*p) {
+		case '"': w = SPAN_LIT(w, "\\\""); p++; continue;
+		case '\\': w = SPAN_LIT(w, "\\\\"); p++; continue;
+		case '\n': w = SPAN_LIT(w, "\\n"); p++; continue;
+		case '\r': w = SPAN_LIT(w, "\\r"); p++; continue;
+		case '\t': w = SPAN_LIT(w, "\\t"); p++; continue;
+		case '\b': w = SPAN_LIT(w, "\\b"); p++; continue;
+		case '\f': w = SPAN_LIT(w, "\\f"); p++; continue;
 		}
-		if (esc != NULL) {
-			if (span_buf_str(out, esc) == -1)
-				return -1;
-			i++;
-			continue;
-		}
-		if (p[i] < 0x80 || latin1) {
+		if (*p < 0x80 || latin1) {
 			/* other controls, DEL, and latin-1 bytes */
-			if (span_json_cp(out, p[i]) == -1)
-				return -1;
-			i++;
+			w = span_cp_w(w, *p++);
 			continue;
 		}
-		if ((k = span_utf8_decode(p + i, n - i, &cp)) == 0) {
+		if ((k = span_utf8_decode(p, (size_t)(end - p), &cp)) == 0) {
 			cp = 0xfffd;	/* like bytes.decode(errors="replace") */
 			k = 1;
 		}
-		if (span_json_cp(out, cp) == -1)
-			return -1;
-		i += k;
+		w = span_cp_w(w, cp);
+		p += k;
 	}
-	return 0;
+	return w;
+}
+
+/* A quoted JSON string: at most 2 + SPAN_JSON_MAX * n bytes. */
+static char *
+span_str_w(char *w, const char *s, size_t n, int latin1)
+{
+	*w++ = '"';
+	w = span_json_w(w, s, n, latin1);
+	*w++ = '"';
+	return w;
 }
 
 int
 span_json_str(struct span_buf *out, const char *s, size_t n, int latin1)
 {
-	if (span_buf_add(out, "\"", 1) == -1 ||
-	    span_json_body(out, s, n, latin1) == -1)
-		return -1;
-	return span_buf_add(out, "\"", 1);
-}
+	char *w;
 
-/* A NUL-terminated string or JSON null. */
-static int
-span_json_cstr(struct span_buf *out, const char *s)
-{
-	if (s == NULL)
-		return span_buf_str(out, "null");
-	return span_json_str(out, s, strlen(s), 0);
-}
-
-/* ", \"key\": " : every key here is a plain ASCII literal. */
-static int
-span_key(struct span_buf *out, const char *key, int first)
-{
-	if (!first && span_buf_add(out, ", ", 2) == -1)
+	if (n > (SIZE_MAX - 2) / SPAN_JSON_MAX ||
+	    span_buf_reserve(out, 2 + SPAN_JSON_MAX * n) == -1)
 		return -1;
-	if (span_buf_add(out, "\"", 1) == -1 || span_buf_str(out, key) == -1)
-		return -1;
-	return span_buf_add(out, "\": ", 3);
+	w = span_str_w(out->p + out->len, s, n, latin1);
+	out->len = (size_t)(w - out->p);
+	return 0;
 }
 
 static int
@@ -248,35 +409,24 @@ span_hexval(unsigned char c)
 	return -1;
 }
 
-/* Python's urllib.parse.quote always-safe set plus webob's PATH_SAFE. */
-static int
-span_path_safe(unsigned char c)
-{
-	if ((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-	    (c >= '0' && c <= '9'))
-		return 1;
-	return c != '\0' && strchr("_.-~/!$&'()*+,;=:@", c) != NULL;
-}
-
 /*
- * webob's request.path for a raw path: the WSGI server percent-decodes the
- * request path into PATH_INFO (unquote: a '%' not followed by two hex digits
- * stays as it is), webob re-quotes the bytes with PATH_SAFE (uppercase hex).
- * The result is always printable ASCII, so no JSON escaping beyond '"' and
- * '\\' is needed, and neither can appear.
+ * webob's request.path for a raw path, quoted: the WSGI server
+ * percent-decodes the request path into PATH_INFO (unquote: a '%' not
+ * followed by two hex digits stays as it is), webob re-quotes the bytes
+ * with PATH_SAFE (uppercase hex). The result is always printable ASCII, so
+ * no JSON escaping beyond '"' and '\\' is needed, and neither can appear.
+ * At most 2 + SPAN_PATH_MAX * n bytes.
  */
-static int
-span_webob_path(struct span_buf *out, const char *s, size_t n)
+static char *
+span_path_w(char *w, const char *s, size_t n)
 {
 	static const char hex[] = "0123456789ABCDEF";
 	const unsigned char *p = (const unsigned char *)s;
 	unsigned char c;
-	char enc[3];
 	size_t i;
 	int hi, lo;
 
-	if (span_buf_add(out, "\"", 1) == -1)
-		return -1;
+	*w++ = '"';
 	for (i = 0; i < n; i++) {
 		c = p[i];
 		if (c == '%' && i + 2 < n &&
@@ -285,18 +435,17 @@ span_webob_path(struct span_buf *out, const char *s, size_t n)
 			c = (unsigned char)(hi << 4 | lo);
 			i += 2;
 		}
-		if (span_path_safe(c)) {
-			if (span_buf_add(out, &c, 1) == -1)
-				return -1;
+		if (span_cls[c] & SPAN_C_PATH) {
+			*w++ = (char)c;
 			continue;
 		}
-		enc[0] = '%';
-		enc[1] = hex[c >> 4];
-		enc[2] = hex[c & 15];
-		if (span_buf_add(out, enc, 3) == -1)
-			return -1;
+		w[0] = '%';
+		w[1] = hex[c >> 4];
+		w[2] = hex[c & 15];
+		w += 3;
 	}
-	return span_buf_add(out, "\"", 1);
+	*w++ = '"';
+	return w;
 }
 
 /*
@@ -327,121 +476,200 @@ span_split_target(const char *t, size_t n, const char **path, size_t *plen,
 	}
 }
 
-/* Common head: {"name": "<name>-<kind>", "base_id": .., "trace_id": ..,
- * "parent_id": .., "timestamp": .., "info": { */
-static int
-span_head(const struct span_rec *r, struct span_buf *out, const char *kind,
-    int64_t us)
-{
-	char ts[27];
+/* ---- the notifications ---- */
 
+/*
+ * The strings both notifications carry, measured once. The sum of all
+ * lengths of one record cannot overflow: they are sizes of objects in
+ * memory, a few dozen of them.
+ */
+struct span_common {
+	size_t name, base_id, trace_id, parent_id, host, project, service;
+	char ts[27];
+};
+
+/* Check the required members, measure them and format the timestamp;
+ * returns the worst-case bytes of their JSON, or 0 when the record cannot
+ * be written. */
+static size_t
+span_common_init(const struct span_rec *r, int64_t us, struct span_common *c)
+{
 	if (r->base_id == NULL || r->trace_id == NULL || r->parent_id == NULL ||
 	    r->name == NULL || r->host == NULL || r->project == NULL)
-		return -1;
-	if (span_timestamp(us, ts) == -1)
-		return -1;
-	if (span_buf_add(out, "{", 1) == -1 || span_key(out, "name", 1) == -1)
-		return -1;
-	/* name and kind as one string: "proxy-start" */
-	if (span_buf_add(out, "\"", 1) == -1 ||
-	    span_json_body(out, r->name, strlen(r->name), 0) == -1 ||
-	    span_buf_str(out, kind) == -1 || span_buf_add(out, "\"", 1) == -1)
-		return -1;
-	if (span_key(out, "base_id", 0) == -1 ||
-	    span_json_cstr(out, r->base_id) == -1 ||
-	    span_key(out, "trace_id", 0) == -1 ||
-	    span_json_cstr(out, r->trace_id) == -1 ||
-	    span_key(out, "parent_id", 0) == -1 ||
-	    span_json_cstr(out, r->parent_id) == -1 ||
-	    span_key(out, "timestamp", 0) == -1 ||
-	    span_json_cstr(out, ts) == -1 ||
-	    span_key(out, "info", 0) == -1 ||
-	    span_buf_add(out, "{", 1) == -1)
-		return -1;
-	return 0;
+		return 0;
+	if (span_timestamp(us, c->ts) == -1)
+		return 0;
+	c->name = strlen(r->name);
+	c->base_id = strlen(r->base_id);
+	c->trace_id = strlen(r->trace_id);
+	c->parent_id = strlen(r->parent_id);
+	c->host = strlen(r->host);
+	c->project = strlen(r->project);
+	c->service = r->service != NULL ? strlen(r->service) : 0;
+	return SPAN_FIXED_MAX + SPAN_JSON_MAX * (c->name + c->base_id +
+	    c->trace_id + c->parent_id + c->host + c->project + c->service);
 }
 
-/* Close info with "host" (osprofiler adds it last), then project, service. */
-static int
-span_tail(const struct span_rec *r, struct span_buf *out, int first)
+/* Common head: {"name": "<name><kind>", "base_id": .., "trace_id": ..,
+ * "parent_id": .., "timestamp": .., "info": { */
+static char *
+span_head_w(char *w, const struct span_rec *r, const struct span_common *c,
+    const char *kind, size_t kind_len)
 {
-	if (span_key(out, "host", first) == -1 ||
-	    span_json_cstr(out, r->host) == -1 ||
-	    span_buf_add(out, "}", 1) == -1 ||
-	    span_key(out, "project", 0) == -1 ||
-	    span_json_cstr(out, r->project) == -1 ||
-	    span_key(out, "service", 0) == -1 ||
-	    span_json_cstr(out, r->service) == -1)
-		return -1;
-	return span_buf_add(out, "}", 1);
+	/* name and kind as one string: "proxy-start" */
+	w = SPAN_LIT(w, "{\"name\": \"");
+	w = span_json_w(w, r->name, c->name, 0);
+	w = span_put(w, kind, kind_len);
+	w = SPAN_LIT(w, "\", \"base_id\": ");
+	w = span_str_w(w, r->base_id, c->base_id, 0);
+	w = SPAN_LIT(w, ", \"trace_id\": ");
+	w = span_str_w(w, r->trace_id, c->trace_id, 0);
+	w = SPAN_LIT(w, ", \"parent_id\": ");
+	w = span_str_w(w, r->parent_id, c->parent_id, 0);
+	w = SPAN_LIT(w, ", \"timestamp\": \"");
+	w = span_put(w, c->ts, 26);
+	return SPAN_LIT(w, "\", \"info\": {");
 }
 
-/* Optional string member: nothing when s is NULL. */
-static int
-span_opt(struct span_buf *out, const char *key, const char *s, int *first)
+/* Close info with "host" (osprofiler adds it last), then project, service
+ * (null when absent). */
+static char *
+span_tail_w(char *w, const struct span_rec *r, const struct span_common *c)
+{
+	w = SPAN_LIT(w, ", \"host\": ");
+	w = span_str_w(w, r->host, c->host, 0);
+	w = SPAN_LIT(w, "}, \"project\": ");
+	w = span_str_w(w, r->project, c->project, 0);
+	w = SPAN_LIT(w, ", \"service\": ");
+	if (r->service == NULL)
+		w = SPAN_LIT(w, "null");
+	else
+		w = span_str_w(w, r->service, c->service, 0);
+	return SPAN_LIT(w, "}");
+}
+
+/* Optional string members of info.request's siblings and info.tls, in the
+ * order they are written; NULL ones are left out. */
+enum span_opt_id {
+	SPAN_O_CLIENT = 0,
+	SPAN_O_LISTENER,
+	SPAN_O_HTTP_VERSION,
+	SPAN_O_TRACE_FORMAT,
+	SPAN_O_CALLER,
+	SPAN_O_UPSTREAM,
+	SPAN_O_TLS_PROTOCOL,
+	SPAN_O_TLS_CIPHER,
+	SPAN_O_TLS_SNI,
+	SPAN_O_OPERATION,
+	SPAN_O_SAMPLING,
+	SPAN_O_COUNT
+};
+
+/* An optional string member: nothing when s is NULL, else key (a ", "
+ * literal, written without its ", " when *first) and value. */
+static char *
+span_opt_w(char *w, const char *key, size_t key_len, const char *s,
+    size_t n, int *first)
 {
 	if (s == NULL)
-		return 0;
-	if (span_key(out, key, *first) == -1 || span_json_cstr(out, s) == -1)
-		return -1;
+		return w;
+	if (*first) {
+		key += 2;
+		key_len -= 2;
+	}
+	w = span_put(w, key, key_len);
 	*first = 0;
-	return 0;
+	return span_str_w(w, s, n, 0);
 }
+
+#define SPAN_OPT(w, lit, s, n, first) \
+	span_opt_w((w), (lit), sizeof(lit) - 1, (s), (n), (first))
 
 int
 span_format_start(const struct span_rec *r, struct span_buf *out)
 {
+	const char *opt[SPAN_O_COUNT];
+	size_t olen[SPAN_O_COUNT];
+	struct span_common c;
 	const char *path, *query;
-	size_t plen, qlen;
-	int first = 0;
+	size_t plen, qlen, scheme, need, i;
+	char *w, *start;
+	int first = 0, tfirst = 1;
 
 	if (r->method == NULL || r->target == NULL || r->scheme == NULL)
 		return -1;
-	if (span_head(r, out, "-start", r->start_us) == -1)
+	if ((need = span_common_init(r, r->start_us, &c)) == 0)
 		return -1;
+	opt[SPAN_O_CLIENT] = r->client_addr;
+	opt[SPAN_O_LISTENER] = r->listener;
+	opt[SPAN_O_HTTP_VERSION] = r->http_version;
+	opt[SPAN_O_TRACE_FORMAT] = r->trace_format;
+	opt[SPAN_O_CALLER] = r->caller_span_id;
+	opt[SPAN_O_UPSTREAM] = r->upstream_addr;
+	opt[SPAN_O_TLS_PROTOCOL] = r->tls_protocol;
+	opt[SPAN_O_TLS_CIPHER] = r->tls_cipher;
+	opt[SPAN_O_TLS_SNI] = r->tls_sni;
+	opt[SPAN_O_OPERATION] = r->operation;
+	opt[SPAN_O_SAMPLING] = r->sampling_reason;
+	for (i = 0; i < SPAN_O_COUNT; i++) {
+		olen[i] = opt[i] != NULL ? strlen(opt[i]) : 0;
+		need += SPAN_JSON_MAX * olen[i];
+	}
 	span_split_target(r->target, r->target_len, &path, &plen, &query,
 	    &qlen);
+	scheme = strlen(r->scheme);
+	need += SPAN_PATH_MAX * plen + SPAN_JSON_MAX * (qlen + r->method_len +
+	    scheme + (r->user_agent != NULL ? r->user_agent_len : 0));
+	if (span_buf_reserve(out, need) == -1)
+		return -1;
+
+	w = start = out->p + out->len;
+	w = span_head_w(w, r, &c, "-start", 6);
 	/* WsgiMiddleware's info["request"], keys in its order */
-	if (span_key(out, "request", 1) == -1 ||
-	    span_buf_add(out, "{", 1) == -1 ||
-	    span_key(out, "path", 1) == -1 ||
-	    span_webob_path(out, path, plen) == -1 ||
-	    span_key(out, "query", 0) == -1 ||
-	    span_json_str(out, query, qlen, 1) == -1 ||
-	    span_key(out, "method", 0) == -1 ||
-	    span_json_str(out, r->method, r->method_len, 1) == -1 ||
-	    span_key(out, "scheme", 0) == -1 ||
-	    span_json_cstr(out, r->scheme) == -1 ||
-	    span_buf_add(out, "}", 1) == -1)
-		return -1;
-	if (span_opt(out, "client", r->client_addr, &first) == -1 ||
-	    span_opt(out, "listener", r->listener, &first) == -1 ||
-	    span_opt(out, "http_version", r->http_version, &first) == -1)
-		return -1;
-	if (r->user_agent != NULL &&
-	    (span_key(out, "user_agent", 0) == -1 ||
-	    span_json_str(out, r->user_agent, r->user_agent_len, 0) == -1))
-		return -1;
-	if (span_opt(out, "trace_format", r->trace_format, &first) == -1 ||
-	    span_opt(out, "caller_span_id", r->caller_span_id, &first) == -1 ||
-	    span_opt(out, "upstream", r->upstream_addr, &first) == -1)
-		return -1;
+	w = SPAN_LIT(w, "\"request\": {\"path\": ");
+	w = span_path_w(w, path, plen);
+	w = SPAN_LIT(w, ", \"query\": ");
+	w = span_str_w(w, query, qlen, 1);
+	w = SPAN_LIT(w, ", \"method\": ");
+	w = span_str_w(w, r->method, r->method_len, 1);
+	w = SPAN_LIT(w, ", \"scheme\": ");
+	w = span_str_w(w, r->scheme, scheme, 0);
+	w = SPAN_LIT(w, "}");
+	w = SPAN_OPT(w, ", \"client\": ", opt[SPAN_O_CLIENT],
+	    olen[SPAN_O_CLIENT], &first);
+	w = SPAN_OPT(w, ", \"listener\": ", opt[SPAN_O_LISTENER],
+	    olen[SPAN_O_LISTENER], &first);
+	w = SPAN_OPT(w, ", \"http_version\": ", opt[SPAN_O_HTTP_VERSION],
+	    olen[SPAN_O_HTTP_VERSION], &first);
+	if (r->user_agent != NULL) {
+		w = SPAN_LIT(w, ", \"user_agent\": ");
+		w = span_str_w(w, r->user_agent, r->user_agent_len, 0);
+	}
+	w = SPAN_OPT(w, ", \"trace_format\": ", opt[SPAN_O_TRACE_FORMAT],
+	    olen[SPAN_O_TRACE_FORMAT], &first);
+	w = SPAN_OPT(w, ", \"caller_span_id\": ", opt[SPAN_O_CALLER],
+	    olen[SPAN_O_CALLER], &first);
+	w = SPAN_OPT(w, ", \"upstream\": ", opt[SPAN_O_UPSTREAM],
+	    olen[SPAN_O_UPSTREAM], &first);
 	if (r->tls_protocol != NULL || r->tls_cipher != NULL ||
 	    r->tls_sni != NULL) {
-		int tfirst = 1;
-
-		if (span_key(out, "tls", 0) == -1 ||
-		    span_buf_add(out, "{", 1) == -1 ||
-		    span_opt(out, "protocol", r->tls_protocol, &tfirst) == -1 ||
-		    span_opt(out, "cipher", r->tls_cipher, &tfirst) == -1 ||
-		    span_opt(out, "sni", r->tls_sni, &tfirst) == -1 ||
-		    span_buf_add(out, "}", 1) == -1)
-			return -1;
+		w = SPAN_LIT(w, ", \"tls\": {");
+		w = SPAN_OPT(w, ", \"protocol\": ", opt[SPAN_O_TLS_PROTOCOL],
+		    olen[SPAN_O_TLS_PROTOCOL], &tfirst);
+		w = SPAN_OPT(w, ", \"cipher\": ", opt[SPAN_O_TLS_CIPHER],
+		    olen[SPAN_O_TLS_CIPHER], &tfirst);
+		w = SPAN_OPT(w, ", \"sni\": ", opt[SPAN_O_TLS_SNI],
+		    olen[SPAN_O_TLS_SNI], &tfirst);
+		w = SPAN_LIT(w, "}");
 	}
-	if (span_opt(out, "operation", r->operation, &first) == -1 ||
-	    span_opt(out, "sampling", r->sampling_reason, &first) == -1)
-		return -1;
-	return span_tail(r, out, 0);
+	w = SPAN_OPT(w, ", \"operation\": ", opt[SPAN_O_OPERATION],
+	    olen[SPAN_O_OPERATION], &first);
+	w = SPAN_OPT(w, ", \"sampling\": ", opt[SPAN_O_SAMPLING],
+	    olen[SPAN_O_SAMPLING], &first);
+	w = span_tail_w(w, r, &c);
+	assert((size_t)(w - start) <= need);
+	out->len += (size_t)(w - start);
+	return 0;
 }
 
 int
@@ -450,84 +678,109 @@ span_is_error(const struct span_rec *r)
 	return r->etype != NULL || r->status_code >= 500;
 }
 
-/* A duration in ms as a JSON number (microsecond resolution). */
-static int
-span_ms(struct span_buf *out, const char *key, double ms, int *first)
+/* A duration in ms as a JSON number (microsecond resolution), nothing when
+ * ms < 0 (NaN is written, as it always was); NULL when it does not fit. */
+static char *
+span_dur_w(char *w, const char *key, size_t key_len, double ms, int *first)
 {
 	if (ms < 0)
-		return 0;
-	if (span_key(out, key, *first) == -1 ||
-	    span_buf_printf(out, "%.3f", ms) == -1)
-		return -1;
+		return w;
+	if (*first) {
+		key += 2;
+		key_len -= 2;
+	}
+	w = span_put(w, key, key_len);
 	*first = 0;
-	return 0;
+	return span_ms_w(w, ms);
 }
+
+#define SPAN_DUR(w, lit, ms, first) \
+	span_dur_w((w), (lit), sizeof(lit) - 1, (ms), (first))
 
 int
 span_format_stop(const struct span_rec *r, struct span_buf *out)
 {
-	char msg[32];
+	struct span_common c;
 	const char *etype = r->etype, *message = r->message;
+	char msg[32], *w, *start;
+	size_t need, etype_len = 0, message_len = 0, rid_len = 0;
 	int ufirst = 1;
 
-	if (span_head(r, out, "-stop", r->stop_us) == -1)
+	if ((need = span_common_init(r, r->stop_us, &c)) == 0)
 		return -1;
-	if (span_key(out, "response", 1) == -1 ||
-	    span_buf_add(out, "{", 1) == -1 ||
-	    span_key(out, "status_code", 1) == -1 ||
-	    span_buf_printf(out, "%d", r->status_code) == -1 ||
-	    span_key(out, "bytes_to_client", 0) == -1 ||
-	    span_buf_printf(out, "%llu",
-	    (unsigned long long)r->bytes_to_client) == -1 ||
-	    span_key(out, "bytes_from_client", 0) == -1 ||
-	    span_buf_printf(out, "%llu",
-	    (unsigned long long)r->bytes_from_client) == -1 ||
-	    span_buf_add(out, "}", 1) == -1)
-		return -1;
-	if (r->upstream_connect_ms >= 0 || r->upstream_first_byte_ms >= 0 ||
-	    r->upstream_request_id != NULL) {
-		if (span_key(out, "upstream", 0) == -1 ||
-		    span_buf_add(out, "{", 1) == -1 ||
-		    span_ms(out, "connect_ms", r->upstream_connect_ms,
-		    &ufirst) == -1 ||
-		    span_ms(out, "first_byte_ms", r->upstream_first_byte_ms,
-		    &ufirst) == -1)
-			return -1;
-		if (r->upstream_request_id != NULL &&
-		    (span_key(out, "request_id", ufirst) == -1 ||
-		    span_json_str(out, r->upstream_request_id,
-		    r->upstream_request_id_len, 0) == -1))
-			return -1;
-		if (span_buf_add(out, "}", 1) == -1)
-			return -1;
-	}
 	if (etype == NULL && r->status_code >= 500) {
 		etype = SPAN_ETYPE_HTTP_SERVER_ERROR;
-		snprintf(msg, sizeof(msg), "HTTP %d", r->status_code);
+		w = SPAN_LIT(msg, "HTTP ");
+		w = span_int_w(w, r->status_code);
+		*w = '\0';
 		message = msg;
 	}
-	/* profiler.Trace.__exit__ writes etype then message */
-	if (etype != NULL &&
-	    (span_key(out, "etype", 0) == -1 ||
-	    span_json_cstr(out, etype) == -1 ||
-	    span_key(out, "message", 0) == -1 ||
-	    span_json_cstr(out, message) == -1))
+	if (etype != NULL) {
+		etype_len = strlen(etype);
+		message_len = message != NULL ? strlen(message) : 0;
+	}
+	if (r->upstream_request_id != NULL)
+		rid_len = r->upstream_request_id_len;
+	need += SPAN_JSON_MAX * (etype_len + message_len + rid_len);
+	if (span_buf_reserve(out, need) == -1)
 		return -1;
-	return span_tail(r, out, 0);
+
+	w = start = out->p + out->len;
+	w = span_head_w(w, r, &c, "-stop", 5);
+	w = SPAN_LIT(w, "\"response\": {\"status_code\": ");
+	w = span_int_w(w, r->status_code);
+	w = SPAN_LIT(w, ", \"bytes_to_client\": ");
+	w = span_u64_w(w, r->bytes_to_client);
+	w = SPAN_LIT(w, ", \"bytes_from_client\": ");
+	w = span_u64_w(w, r->bytes_from_client);
+	w = SPAN_LIT(w, "}");
+	if (r->upstream_connect_ms >= 0 || r->upstream_first_byte_ms >= 0 ||
+	    r->upstream_request_id != NULL) {
+		w = SPAN_LIT(w, ", \"upstream\": {");
+		if ((w = SPAN_DUR(w, ", \"connect_ms\": ",
+		    r->upstream_connect_ms, &ufirst)) == NULL ||
+		    (w = SPAN_DUR(w, ", \"first_byte_ms\": ",
+		    r->upstream_first_byte_ms, &ufirst)) == NULL)
+			return -1;
+		if (r->upstream_request_id != NULL) {
+			w = SPAN_KEY(w, ", \"request_id\": ", ufirst);
+			w = span_str_w(w, r->upstream_request_id, rid_len, 0);
+		}
+		w = SPAN_LIT(w, "}");
+	}
+	/* profiler.Trace.__exit__ writes etype then message */
+	if (etype != NULL) {
+		w = SPAN_LIT(w, ", \"etype\": ");
+		w = span_str_w(w, etype, etype_len, 0);
+		w = SPAN_LIT(w, ", \"message\": ");
+		if (message == NULL)
+			w = SPAN_LIT(w, "null");
+		else
+			w = span_str_w(w, message, message_len, 0);
+	}
+	w = span_tail_w(w, r, &c);
+	assert((size_t)(w - start) <= need);
+	out->len += (size_t)(w - start);
+	return 0;
 }
 
 int
 span_format_error_marker(const struct span_rec *r, struct span_buf *out)
 {
-	char ts[27];
+	char ts[27], *w;
+	size_t n;
 
 	if (r->base_id == NULL || span_timestamp(r->stop_us, ts) == -1)
 		return -1;
-	if (span_buf_add(out, "{", 1) == -1 ||
-	    span_key(out, "base_id", 1) == -1 ||
-	    span_json_cstr(out, r->base_id) == -1 ||
-	    span_key(out, "timestamp", 0) == -1 ||
-	    span_json_cstr(out, ts) == -1)
+	n = strlen(r->base_id);
+	if (span_buf_reserve(out, 64 + SPAN_JSON_MAX * n) == -1)
 		return -1;
-	return span_buf_add(out, "}", 1);
+	w = out->p + out->len;
+	w = SPAN_LIT(w, "{\"base_id\": ");
+	w = span_str_w(w, r->base_id, n, 0);
+	w = SPAN_LIT(w, ", \"timestamp\": \"");
+	w = span_put(w, ts, 26);
+	w = SPAN_LIT(w, "\"}");
+	out->len = (size_t)(w - out->p);
+	return 0;
 }
