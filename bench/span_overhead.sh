@@ -17,69 +17,36 @@
 # REDIS_CPU=0 puts redis-server on tracebridge's CPU instead.
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
-build=${1:-$top/_build}
-rounds=${2:-5}
-secs=${3:-10}
-conns=${CONNS:-32}
-work=$(mktemp -d /tmp/tb-span-bench.XXXXXX)
-trap 'kill $(jobs -p) 2>/dev/null; sleep 0.2; rm -rf "$work"' EXIT
+. "$top/bench/lib.sh"
+bench_init tb-span-bench 5 "$@"
 
-port() { /usr/bin/python3 -c 'import socket;s=socket.socket();s.bind(("127.0.0.1",0));print(s.getsockname()[1])'; }
 UP=$(port); RP=$(port); TT=$(port); TA=$(port); PT=$(port); PA=$(port)
-mkdir -p "$work/www"; printf '{"version": {"id": "v3.14", "status": "stable"}}\n' > "$work/www/v3"
-
-cat > "$work/upstream.conf" <<NGX
-daemon off; worker_processes 1; pid $work/up.pid; error_log $work/up.err;
-events { worker_connections 4096; }
-http { access_log off; keepalive_requests 1000000;
-  client_body_temp_path $work/b; proxy_temp_path $work/p;
-  fastcgi_temp_path $work/f; uwsgi_temp_path $work/u; scgi_temp_path $work/s;
-  server { listen 127.0.0.1:$UP; root $work/www; default_type application/json; } }
-NGX
-
-tb_conf() {	# $1 file, $2 listen port, $3 admin port, $4 enabled
-	cat > "$1" <<CONF
-[DEFAULT]
-workers = 1
-log_level = warning
-[admin]
-listen = 127.0.0.1:$3
-[listener:bench]
-listen = 127.0.0.1:$2
-upstream = http://127.0.0.1:$UP
-service = bench
-[profiler]
-enabled = $4
-hmac_keys = SECRET_KEY
-connection_string = redis://127.0.0.1:$RP
-[tracing]
+span_conf() {	# $1 file, $2 listen port, $3 admin port, $4 enabled
+	tb_conf "$1" "$2" "$3" "$4" "[tracing]
 sample_new = true
 project = bench
 host = bench-host
 [sampling]
-max_traces_per_second = 0
-CONF
+max_traces_per_second = 0"
 }
-tb_conf "$work/traced.conf" "$TT" "$TA" true
-tb_conf "$work/plain.conf" "$PT" "$PA" false
+span_conf "$work/traced.conf" "$TT" "$TA" true
+span_conf "$work/plain.conf" "$PT" "$PA" false
 
-taskset -c "${REDIS_CPU:-1}" redis-server --port "$RP" --bind 127.0.0.1 --dir "$work" \
-	--save '' --appendonly no --daemonize no --loglevel warning > "$work/redis.log" 2>&1 &
-taskset -c 1 /usr/sbin/nginx -c "$work/upstream.conf" -p "$work" &
-taskset -c 0 "$build/tracebridge" -f -c "$work/traced.conf" 2> "$work/traced.log" &
+start_redis "${REDIS_CPU:-1}" "$RP" "$work" --daemonize no --loglevel warning
+start_upstream "$UP"
+start_tb "$work/traced.conf" "$work/traced.log"
 TPID=$!
-taskset -c 0 "$build/tracebridge" -f -c "$work/plain.conf" 2> "$work/plain.log" &
+start_tb "$work/plain.conf" "$work/plain.log"
 PPID_=$!
 sleep 1
-cputicks() { awk '{print $14 + $15}' "/proc/$1/stat"; }
+# not the traced instance: a span of its own would upset the accounting below
+check_200 upstream "$UP"
+check_200 plain "$PT"
 
 run() {	# $1 port, $2 pid -> "rps p99_ms requests cpu_ticks"
-	c0=$(cputicks "$2")
-	taskset -c 1 wrk -t1 -c"$conns" -d"${secs}s" --latency "http://127.0.0.1:$1/v3" > "$work/wrk.out"
-	rps=$(awk '/Requests\/sec/ {print $2}' "$work/wrk.out")
-	n=$(awk '/requests in/ {print $1}' "$work/wrk.out")
-	p99=$(awk '$1 == "99%" {v=$2; if (v ~ /ms$/) {sub("ms","",v)} else if (v ~ /us$/) {sub("us","",v); v=v/1000} else if (v ~ /s$/) {sub("s","",v); v=v*1000}; print v}' "$work/wrk.out")
-	echo "$rps $p99 $n $(( $(cputicks "$2") - c0 ))"
+	c0=$(cpu_ticks "$2")
+	wrk_run "$1"
+	echo "$rps $p99 $nreq $(( $(cpu_ticks "$2") - c0 ))"
 }
 for i in $(seq "$rounds"); do
 	echo "plain $(run "$PT" "$PPID_")" >> "$work/results"
@@ -89,20 +56,16 @@ cat "$work/results"
 sleep 1	# let the traced instance's span buffer drain
 curl -s "http://127.0.0.1:$TA/metrics" | grep -E '^tracebridge_(spans_|span_buffer|redis_connected)' > "$work/metrics" || true
 keys=$(redis-cli -p "$RP" dbsize)
-/usr/bin/python3 - "$work/results" "$work/metrics" "$keys" <<'PY'
-import statistics, sys
-rows = [l.split() for l in open(sys.argv[1])]
-med, cpu = {}, {}
+summarize "$work/results" "$work/metrics" "$keys" <<'PY'
+rps, cpu = {}, {}
 hz = 100.0
 for name in ("plain", "traced"):
-    r = [float(x[1]) for x in rows if x[0] == name]
-    p = [float(x[2]) for x in rows if x[0] == name]
     c = [float(x[4]) / hz * 1e6 / float(x[3]) for x in rows if x[0] == name]
-    med[name], cpu[name] = statistics.median(r), statistics.median(c)
+    rps[name], cpu[name] = med(name, 1), statistics.median(c)
     print("%-7s median %10.0f req/s   p99 %7.3f ms   tracebridge CPU %5.1f us/req"
-          % (name, med[name], statistics.median(p), cpu[name]))
+          % (name, rps[name], med(name, 2), cpu[name]))
 print("ratio traced/plain: %.3f req/s (target >= 0.85); %.3f by tracebridge CPU per request"
-      % (med["traced"] / med["plain"], cpu["plain"] / cpu["traced"]))
+      % (rps["traced"] / rps["plain"], cpu["plain"] / cpu["traced"]))
 m = dict(l.rsplit(" ", 1) for l in open(sys.argv[2]).read().splitlines())
 sent = sum(int(x[3]) for x in rows if x[0] == "traced")
 rec = int(m.get("tracebridge_spans_recorded_total", "0"))

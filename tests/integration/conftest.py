@@ -1,6 +1,7 @@
 """Fixtures for tracebridge integration tests: real binary, real upstreams,
 free loopback ports, everything torn down after the test."""
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -48,9 +49,14 @@ class Upstream:
         self.url = "http://127.0.0.1:%d" % self.port
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
+        kill(self.proc)
+
+
+def kill(proc):
+    """SIGKILL proc unless it has exited; reap it."""
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
 
 
 @pytest.fixture
@@ -280,3 +286,201 @@ def conn_to():
     yield make
     for c in made:
         c.close()
+
+
+# --- reading a proxy's admin listener ---------------------------------------
+
+def admin_get(proxy, path):
+    """GET path from the proxy's admin listener; asserts a 200."""
+    c = Conn(proxy.admin)
+    try:
+        r = c.request("GET", path)
+    finally:
+        c.close()
+    assert r.status == 200
+    return r
+
+
+def metrics_text(proxy):
+    """The proxy's /metrics page as text."""
+    return admin_get(proxy, "/metrics").body.decode()
+
+
+def metrics(proxy):
+    """The proxy's /metrics as {name with labels: float value}."""
+    out = {}
+    for line in metrics_text(proxy).splitlines():
+        if line and not line.startswith("#"):
+            k, _, v = line.rpartition(" ")
+            out[k] = float(v)
+    return out
+
+
+def wait_for(cond, timeout, what):
+    """cond()'s first true value within timeout seconds (exceptions count as
+    false: a server may be in the middle of restarting), else fail."""
+    end = time.time() + timeout
+    last = None
+    while time.time() < end:
+        try:
+            last = cond()
+            if last:
+                return last
+        except Exception as e:
+            last = e
+        time.sleep(0.05)
+    raise AssertionError("timed out waiting for %s (last: %r)" % (what, last))
+
+
+# --- real redis-server / redis-sentinel, osprofiler's WSGI app and CLI ------
+
+class RedisServer:
+    """redis-server (or redis-sentinel, given sentinel_conf) on a free or
+    given loopback port, in its own directory: SHUTDOWN SAVE and start()
+    again keep the data. Output goes to DIR/log."""
+
+    def __init__(self, dir, extra=(), sentinel_conf=None, port=None):
+        self.dir = str(dir)
+        os.makedirs(self.dir, exist_ok=True)
+        self.port = port or free_port()
+        self.extra = list(extra)
+        self.sentinel_conf = sentinel_conf
+        self.proc = None
+        self._db = None
+        self.start()
+
+    def start(self):
+        if self.sentinel_conf is not None:
+            conf = os.path.join(self.dir, "sentinel.conf")
+            if not os.path.exists(conf):
+                with open(conf, "w") as f:
+                    f.write("port %d\nbind 127.0.0.1\ndir %s\n%s" % (
+                        self.port, self.dir, self.sentinel_conf))
+            args = ["redis-sentinel", conf]
+        else:
+            args = ["redis-server", "--port", str(self.port),
+                    "--bind", "127.0.0.1", "--dir", self.dir,
+                    "--save", "", "--appendonly", "no",
+                    "--daemonize", "no"] + self.extra
+        with open(os.path.join(self.dir, "log"), "ab") as log:
+            self.proc = subprocess.Popen(args, stdout=log, stderr=log)
+        wait_port(self.port, proc=self.proc)
+
+    @property
+    def url(self):
+        return "redis://127.0.0.1:%d" % self.port
+
+    def client(self, db=0, **kw):
+        """A new redis-py client."""
+        import redis
+        return redis.Redis(host="127.0.0.1", port=self.port, db=db, **kw)
+
+    @property
+    def db(self):
+        """One shared redis-py client (db 0), closed by stop()."""
+        if self._db is None:
+            self._db = self.client()
+        return self._db
+
+    def cli(self, *args):
+        return subprocess.run(["redis-cli", "-p", str(self.port)] + list(args),
+                              check=True, capture_output=True).stdout
+
+    def shutdown_save(self):
+        subprocess.run(["redis-cli", "-p", str(self.port), "SHUTDOWN", "SAVE"],
+                       capture_output=True)
+        self.proc.wait(timeout=10)
+
+    def stop(self, sig=signal.SIGTERM):
+        if self._db is not None:
+            self._db.close()
+            self._db = None
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            self.proc.wait(10)
+        self.proc = None
+
+
+@pytest.fixture
+def servers(tmp_path):
+    """servers(name, extra=(), sentinel_conf=None, port=None): a RedisServer
+    in tmp_path/name; all killed after the test."""
+    made = []
+
+    def make(name, *a, **kw):
+        s = RedisServer(tmp_path / name, *a, **kw)
+        made.append(s)
+        return s
+    yield make
+    for s in made:
+        s.stop(signal.SIGKILL)
+
+
+@pytest.fixture
+def redis_server(servers):
+    """One redis-server in tmp_path/redis."""
+    return servers("redis")
+
+
+def sentinel_conf(master_port):
+    return ("sentinel monitor mymaster 127.0.0.1 %d 1\n"
+            "sentinel down-after-milliseconds mymaster 500\n"
+            "sentinel failover-timeout mymaster 3000\n"
+            "sentinel parallel-syncs mymaster 1\n" % master_port)
+
+
+def sentinel_setup(servers):
+    """master + replica + one sentinel watching them as "mymaster"."""
+    if shutil.which("redis-sentinel") is None:
+        pytest.skip("redis-sentinel not installed")
+    m = servers("master")
+    rep = servers("replica", extra=["--replicaof", "127.0.0.1", str(m.port)])
+    wait_for(lambda: m.client().info("replication")["connected_slaves"] == 1,
+             10, "replica to attach")
+    s = servers("sentinel", sentinel_conf=sentinel_conf(m.port))
+    sc = s.client()
+    wait_for(lambda: len(sc.execute_command("SENTINEL", "REPLICAS",
+                                            "mymaster")) == 1,
+             10, "sentinel to see the replica")
+    return m, rep, s
+
+
+class WsgiApp:
+    """tests/integration/wsgi_app.py: osprofiler's WsgiMiddleware and redis
+    notifier (host "app-host") around a small JSON app (answers 500 under
+    /fail)."""
+
+    def __init__(self, redis_url, keys="SECRET_KEY", service="api",
+                 project="demo"):
+        self.port = free_port()
+        self.proc = subprocess.Popen(
+            [PY, os.path.join(HERE, "wsgi_app.py"), str(self.port), redis_url,
+             keys, project, service, "app-host"])
+        wait_port(self.port, timeout=20, proc=self.proc)
+        self.url = "http://127.0.0.1:%d" % self.port
+
+    def stop(self):
+        kill(self.proc)
+
+
+@pytest.fixture
+def wsgi():
+    """wsgi(redis_url, keys="SECRET_KEY", service="api", project="demo"): a
+    WsgiApp, killed after the test."""
+    made = []
+
+    def make(*a, **kw):
+        a = WsgiApp(*a, **kw)
+        made.append(a)
+        return a
+    yield make
+    for a in made:
+        a.stop()
+
+
+def osprofiler(*args):
+    """Run osprofiler's CLI; its stdout."""
+    p = subprocess.run(["osprofiler"] + [str(a) for a in args],
+                       capture_output=True, text=True, timeout=30)
+    assert p.returncode == 0, p.stderr
+    return p.stdout

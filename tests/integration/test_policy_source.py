@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import BUILDDIR, free_port, wait_port
+from conftest import BUILDDIR, free_port
 
 DRIVER = os.path.join(BUILDDIR, "tests", "unit", "tb_policy_driver")
 
@@ -30,39 +30,6 @@ def prob(p, **extra):
     d = {"default_strategy": {"type": "probabilistic", "param": p}}
     d.update(extra)
     return json.dumps(d)
-
-
-class RedisServer:
-    """redis-server on a free port, in its own directory so SHUTDOWN SAVE +
-    restart keeps the data."""
-
-    def __init__(self, tmpdir):
-        self.dir = tmpdir
-        self.port = free_port()
-        self.proc = None
-        self.start()
-
-    def start(self):
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-             "--dir", self.dir, "--dbfilename", "dump.rdb", "--save", "",
-             "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_port(self.port, proc=self.proc)
-
-    def cli(self, *args):
-        return subprocess.run(["redis-cli", "-p", str(self.port)] + list(args),
-                              check=True, capture_output=True).stdout
-
-    def shutdown_save(self):
-        subprocess.run(["redis-cli", "-p", str(self.port), "SHUTDOWN", "SAVE"],
-                       capture_output=True)
-        self.proc.wait(timeout=10)
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
 
 
 class Driver:
@@ -141,15 +108,6 @@ def is_policy(source=None, param=None):
                 and (source is None or ev["source"] == source)
                 and (param is None or default_param(ev) == param))
     return pred
-
-
-@pytest.fixture
-def redis_server(tmp_path):
-    d = tmp_path / "redis"
-    d.mkdir()
-    r = RedisServer(str(d))
-    yield r
-    r.stop()
 
 
 @pytest.fixture
@@ -232,22 +190,18 @@ def test_redis_restart_then_reread(redis_server, drivers):
     d.wait_for(is_policy("redis:tb:policy", 0.6), 8)
 
 
-def test_redis_absent_at_start_then_up(tmp_path, drivers):
+def test_redis_absent_at_start_then_up(servers, drivers):
     port = free_port()
     d = drivers("--redis", "127.0.0.1:%d" % port, "--key", "tb:policy",
                 "--channel", "tb:policy")
     d.wait_for(is_policy("builtin"), 2)
-    rd = tmp_path / "late"
-    rd.mkdir()
-    r = RedisServer.__new__(RedisServer)
-    r.dir, r.port, r.proc = str(rd), port, None
+    r = servers("late", port=port)
     try:
-        r.start()
         r.cli("SET", "tb:policy", prob(0.4))
         r.cli("PUBLISH", "tb:policy", "x")
         d.wait_for(is_policy("redis:tb:policy", 0.4), 8)
     finally:
-        r.stop()
+        r.stop(signal.SIGKILL)     # killed before the driver is stopped
 
 
 def write_atomic(path, text):

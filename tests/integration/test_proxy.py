@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from conftest import BINARY, BASIC_CONF, Conn, free_port, wait_port
+from conftest import BINARY, BASIC_CONF, Conn, free_port, metrics_text, wait_port
 
 
 def test_get_forwarded_headers(proxy, conn_to):
@@ -324,8 +324,7 @@ def test_access_log_line(proxy, conn_to):
 
 
 def _metric(proxy, name):
-    m = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % proxy.admin).read().decode()
-    for line in m.splitlines():
+    for line in metrics_text(proxy).splitlines():
         if line.startswith(name + " "):
             return float(line.split()[1])
     return None

@@ -25,7 +25,7 @@ import uuid
 
 import pytest
 
-from conftest import HERE, PY, Conn, free_port, wait_port
+from conftest import Conn, admin_get, metrics_text
 
 if shutil.which("redis-server") is None:
     pytest.skip("redis-server not installed", allow_module_level=True)
@@ -39,35 +39,9 @@ KEY = "SECRET_KEY"
 
 # --- fixtures ---------------------------------------------------------------
 
-class RedisServer:
-    def __init__(self, tmpdir):
-        self.port = free_port()
-        self.dir = tmpdir
-        self.start()
-        self.client = redis_py.Redis(host="127.0.0.1", port=self.port)
-        self.url = "redis://127.0.0.1:%d" % self.port
-
-    def start(self):
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-             "--dir", self.dir, "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_port(self.port, proc=self.proc)
-
-    def stop(self):
-        self.client.close()
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-
 @pytest.fixture
-def redis(tmp_path):
-    d = tmp_path / "redis"
-    d.mkdir()
-    r = RedisServer(str(d))
-    yield r
-    r.stop()
+def redis(redis_server):
+    return redis_server
 
 
 CONF = """
@@ -197,23 +171,7 @@ def one(port, method="GET", path="/v2.1/servers", headers=()):
 
 
 def status(p):
-    c = Conn(p.admin)
-    try:
-        r = c.request("GET", "/sampling")
-        assert r.status == 200
-        return r.json()
-    finally:
-        c.close()
-
-
-def metrics(p):
-    c = Conn(p.admin)
-    try:
-        r = c.request("GET", "/metrics")
-        assert r.status == 200
-        return r.body.decode()
-    finally:
-        c.close()
+    return admin_get(p, "/sampling").json()
 
 
 def counts(p, service, op):
@@ -269,8 +227,8 @@ def test_probabilistic_quarter_same_ids_on_two_proxies(tb, tmp_path, redis):
     want = set("osprofiler_opt:%s" % uuid.UUID(t) for t in sa)
 
     def stored():
-        keys = set(k.decode() for k in redis.client.scan_iter("osprofiler_opt:*", count=1000))
-        return keys == want and all(redis.client.llen(k) == 4 for k in want)
+        keys = set(k.decode() for k in redis.db.scan_iter("osprofiler_opt:*", count=1000))
+        return keys == want and all(redis.db.llen(k) == 4 for k in want)
     assert wait_for(stored, 5, 0.1)
 
 
@@ -325,12 +283,12 @@ policy_channel = tb:policy:changed"""
 
 
 def publish(redis, doc):
-    redis.client.set("tb:policy", doc if isinstance(doc, str) else json.dumps(doc))
-    redis.client.publish("tb:policy:changed", "x")
+    redis.db.set("tb:policy", doc if isinstance(doc, str) else json.dumps(doc))
+    redis.db.publish("tb:policy:changed", "x")
 
 
 def test_redis_published_policy_applies_within_1s(tb, redis):
-    redis.client.set("tb:policy", json.dumps(prob(0.0)))
+    redis.db.set("tb:policy", json.dumps(prob(0.0)))
     p = tb(sampling=REDIS_SAMPLING)
     assert wait_for(lambda: status(p)["source"] == "redis:tb:policy", 5)
     assert status(p)["policy"]["default_strategy"]["param"] == 0.0
@@ -363,7 +321,7 @@ BROKEN = [
 
 
 def test_broken_policy_rejected_old_stays(tb, redis):
-    redis.client.set("tb:policy", json.dumps(prob(1.0)))
+    redis.db.set("tb:policy", json.dumps(prob(1.0)))
     p = tb(sampling=REDIS_SAMPLING)
     assert wait_for(lambda: status(p)["source"] == "redis:tb:policy", 5)
     before = status(p)
@@ -372,7 +330,7 @@ def test_broken_policy_rejected_old_stays(tb, redis):
     for n, (doc, why) in enumerate(BROKEN, 1):
         publish(redis, doc)
         assert wait_for(lambda: "tracebridge_sampling_policy_rejected_total %d\n" % n
-                        in metrics(p), 2), "rejection %d not seen" % n
+                        in metrics_text(p), 2), "rejection %d not seen" % n
         st = status(p)
         rej = st["last_rejected"]
         assert rej["source"] == "redis:tb:policy"
@@ -388,7 +346,7 @@ def test_broken_policy_rejected_old_stays(tb, redis):
         assert rej["reason"] in p.logtext()
         # decisions unchanged
         assert all(one(p.port) for _ in range(10))
-    assert "tracebridge_sampling_policy_rejected_total 3" in metrics(p)
+    assert "tracebridge_sampling_policy_rejected_total 3" in metrics_text(p)
 
 
 # --- 5. reload of policy_file: SIGHUP and file change ------------------------
@@ -473,8 +431,8 @@ def test_forced_osprofiler_passes_zero_policy_and_is_capped(tb, tmp_path, redis)
     assert info["base_id"] == base
     assert seen["x-trace-info"] != hs[0][1]       # re-signed with our span
     assert osp_utils.signed_unpack(seen["x-trace-info"], seen["x-trace-hmac"], [KEY])
-    assert wait_for(lambda: redis.client.llen("osprofiler_opt:%s" % base) == 2, 3)
-    start = [json.loads(x) for x in redis.client.lrange("osprofiler_opt:%s" % base, 0, -1)
+    assert wait_for(lambda: redis.db.llen("osprofiler_opt:%s" % base) == 2, 3)
+    start = [json.loads(x) for x in redis.db.lrange("osprofiler_opt:%s" % base, 0, -1)
              if json.loads(x)["name"] == "proxy-start"][0]
     assert start["info"]["sampling"] == "forced"
     assert start["info"]["operation"] == "GET /v3/projects"
@@ -500,7 +458,7 @@ def test_forced_osprofiler_passes_zero_policy_and_is_capped(tb, tmp_path, redis)
     c = counts(p, "api", "GET /v3/projects")
     assert c["forced"]["sampled"] == 1 + n
     assert c["forced_capped"] == {"sampled": 0, "unsampled": 40 - n}
-    assert 'reason="forced_capped",sampled="false"} %d' % (40 - n) in metrics(p)
+    assert 'reason="forced_capped",sampled="false"} %d' % (40 - n) in metrics_text(p)
 
 
 # --- 7. per-operation strategies, counters, operation rules ------------------
@@ -532,7 +490,7 @@ def test_operation_strategies_counters_and_rules(tb, tmp_path):
         "GET /v2.1/servers/{id}": {"probabilistic": {"sampled": 0, "unsampled": 30}},
         "GET healthcheck": {"probabilistic": {"sampled": 30, "unsampled": 0}},
         "GET /v2.1/flavors/{id}": {"probabilistic": {"sampled": 0, "unsampled": 30}}}}
-    m = metrics(p)
+    m = metrics_text(p)
     for line in (
             '# TYPE tracebridge_sampling_decisions_total counter',
             'tracebridge_sampling_decisions_total{service="nova",operation="POST /v2.1/servers",'
@@ -658,7 +616,7 @@ def test_operation_counters_are_bounded(tb):
 
 
 def test_redis_restart_resubscribes_requests_never_wait(tb, redis):
-    redis.client.set("tb:policy", json.dumps(prob(0.0)))
+    redis.db.set("tb:policy", json.dumps(prob(0.0)))
     p = tb(sampling=REDIS_SAMPLING)
     assert wait_for(lambda: status(p)["source"] == "redis:tb:policy", 5)
     redis.proc.kill()
@@ -672,15 +630,15 @@ def test_redis_restart_resubscribes_requests_never_wait(tb, redis):
     # the new server has no key yet: the policy in force stays; a policy
     # published after the restart is picked up once the source reconnected
     # (backoff 0.1 s doubling, at most 5 s)
-    redis.client.set("tb:policy", json.dumps(prob(1.0)))
+    redis.db.set("tb:policy", json.dumps(prob(1.0)))
 
     def applied():
-        redis.client.publish("tb:policy:changed", "x")
+        redis.db.publish("tb:policy:changed", "x")
         return status(p)["policy"]["default_strategy"]["param"] == 1.0
     assert wait_for(applied, 8, 0.2)
     assert all(one(p.port) for _ in range(10))
     # and the span sink reconnected too: the sampled spans are stored
-    assert wait_for(lambda: sum(1 for _ in redis.client.scan_iter("osprofiler_opt:*")) >= 10, 5, 0.1)
+    assert wait_for(lambda: sum(1 for _ in redis.db.scan_iter("osprofiler_opt:*")) >= 10, 5, 0.1)
 
 
 # --- a Jaeger remote-sampling endpoint (policy_url) ---------------------------
@@ -784,16 +742,8 @@ def test_pipelined_requests_are_decided_one_by_one(tb, tmp_path):
 # --- with osprofiler's own middleware behind the proxy ------------------------
 
 @pytest.fixture
-def wsgi_app(redis):
-    port = free_port()
-    proc = subprocess.Popen([PY, os.path.join(HERE, "wsgi_app.py"), str(port),
-                             redis.url, KEY, "nova", "osapi_compute", "app-host"])
-    try:
-        wait_port(port, proc=proc)
-        yield "http://127.0.0.1:%d" % port
-    finally:
-        proc.kill()
-        proc.wait()
+def wsgi_app(wsgi, redis):
+    return wsgi(redis.url, KEY, service="osapi_compute", project="nova").url
 
 
 def test_osprofiler_service_traces_only_what_the_proxy_sampled(tb, tmp_path, redis, wsgi_app):
@@ -822,9 +772,9 @@ def test_osprofiler_service_traces_only_what_the_proxy_sampled(tb, tmp_path, red
     assert int(get.header("Server-Timing")[-2:], 16) & 1 == 0
 
     def trace_complete():
-        return redis.client.llen("osprofiler_opt:%s" % base) == 4
+        return redis.db.llen("osprofiler_opt:%s" % base) == 4
     assert wait_for(trace_complete, 5, 0.05)
-    notes = [json.loads(x) for x in redis.client.lrange("osprofiler_opt:%s" % base, 0, -1)]
+    notes = [json.loads(x) for x in redis.db.lrange("osprofiler_opt:%s" % base, 0, -1)]
     names = sorted(n["name"] for n in notes)
     assert names == ["proxy-start", "proxy-stop", "wsgi-start", "wsgi-stop"]
     proxy_span = [n for n in notes if n["name"] == "proxy-start"][0]
@@ -832,7 +782,7 @@ def test_osprofiler_service_traces_only_what_the_proxy_sampled(tb, tmp_path, red
     assert wsgi_span["parent_id"] == proxy_span["trace_id"]
     assert proxy_span["info"]["sampling"] == "probabilistic"
     # the unsampled request left nothing in Redis at all
-    keys = set(k.decode() for k in redis.client.scan_iter("osprofiler_opt:*"))
+    keys = set(k.decode() for k in redis.db.scan_iter("osprofiler_opt:*"))
     assert keys == {"osprofiler_opt:%s" % base}
     # and osprofiler's own report draws one tree: proxy above wsgi
     out = subprocess.run(["osprofiler", "trace", "show", "--connection-string",
@@ -848,7 +798,7 @@ def test_policy_swaps_and_reloads_under_load(tb, redis):
     four clients keep requests flowing: no request fails, every response
     agrees with itself (outcome()), the proxy survives (run this under a
     sanitizer build too)."""
-    redis.client.set("tb:policy", json.dumps(prob(0.0)))
+    redis.db.set("tb:policy", json.dumps(prob(0.0)))
     p = tb(sampling=REDIS_SAMPLING)
     assert wait_for(lambda: status(p)["source"] == "redis:tb:policy", 5)
     gen0 = status(p)["generation"]

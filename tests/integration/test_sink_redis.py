@@ -15,9 +15,8 @@ from urllib.parse import unquote_to_bytes
 
 import pytest
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-SRCDIR = os.path.dirname(os.path.dirname(HERE))
-BUILDDIR = os.environ.get("TB_BUILDDIR", SRCDIR)
+from conftest import BUILDDIR, free_port, osprofiler, sentinel_setup, wait_for
+
 DRIVER = os.path.join(BUILDDIR, "tests", "unit", "tb_sink_driver")
 
 redis = pytest.importorskip("redis")
@@ -25,80 +24,6 @@ if not os.access(DRIVER, os.X_OK):
     pytest.skip("driver not built: %s" % DRIVER, allow_module_level=True)
 if shutil.which("redis-server") is None:
     pytest.skip("redis-server not installed", allow_module_level=True)
-
-
-def free_port():
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
-def wait_port(port, timeout=10.0):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return
-        except OSError:
-            time.sleep(0.02)
-    raise RuntimeError("port %d not listening" % port)
-
-
-class Server:
-    """redis-server or redis-sentinel in its own directory on a free port."""
-
-    def __init__(self, tmp_path, name, extra=(), sentinel_conf=None,
-                 port=None):
-        self.dir = tmp_path / name
-        self.dir.mkdir(exist_ok=True)
-        self.port = port or free_port()
-        self.extra = list(extra)
-        self.sentinel_conf = sentinel_conf
-        self.proc = None
-        self.start()
-
-    def start(self):
-        log = open(self.dir / "log", "ab")
-        if self.sentinel_conf is not None:
-            conf = self.dir / "sentinel.conf"
-            if not conf.exists():
-                conf.write_text("port %d\nbind 127.0.0.1\ndir %s\n%s" % (
-                    self.port, self.dir, self.sentinel_conf))
-            args = ["redis-sentinel", str(conf)]
-        else:
-            args = ["redis-server", "--port", str(self.port),
-                    "--bind", "127.0.0.1", "--dir", str(self.dir),
-                    "--save", "", "--daemonize", "no"] + self.extra
-        self.proc = subprocess.Popen(args, stdout=log, stderr=log)
-        wait_port(self.port)
-
-    def client(self, db=0, **kw):
-        return redis.Redis(host="127.0.0.1", port=self.port, db=db, **kw)
-
-    def stop(self, sig=signal.SIGTERM):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(10)
-        self.proc = None
-
-    @property
-    def url(self):
-        return "redis://127.0.0.1:%d" % self.port
-
-
-@pytest.fixture
-def servers(tmp_path):
-    made = []
-
-    def make(*a, **kw):
-        s = Server(tmp_path, *a, **kw)
-        made.append(s)
-        return s
-    yield make
-    for s in made:
-        s.stop(signal.SIGKILL)
 
 
 def driver(*args, timeout=60, check=True):
@@ -129,13 +54,6 @@ def accounted(st):
     return (st["recorded"] + st["dropped_buffer_full"] + st["dropped_format"]
             + st["dropped_redis_error"] + st["dropped_shutdown"]
             + st["buffered"])
-
-
-def osprofiler(*args):
-    p = subprocess.run(["osprofiler"] + list(args), capture_output=True,
-                       text=True, timeout=30)
-    assert p.returncode == 0, p.stderr
-    return p.stdout
 
 
 def trace_ids(client, base_id):
@@ -438,41 +356,6 @@ def test_metrics(servers):
     assert "tracebridge_span_buffer_bytes 0" in text
     assert "tracebridge_redis_connected 1" in text
     assert "tracebridge_redis_reconnects_total 0" in text
-
-
-def sentinel_conf(master_port):
-    return ("sentinel monitor mymaster 127.0.0.1 %d 1\n"
-            "sentinel down-after-milliseconds mymaster 500\n"
-            "sentinel failover-timeout mymaster 3000\n"
-            "sentinel parallel-syncs mymaster 1\n" % master_port)
-
-
-def wait_for(cond, timeout, what):
-    end = time.time() + timeout
-    while time.time() < end:
-        try:
-            if cond():
-                return
-        except Exception:
-            pass
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting for " + what)
-
-
-def sentinel_setup(servers):
-    """master + replica + one sentinel watching them as "mymaster"."""
-    if shutil.which("redis-sentinel") is None:
-        pytest.skip("redis-sentinel not installed")
-    m = servers("master")
-    rep = servers("replica", extra=["--replicaof", "127.0.0.1", str(m.port)])
-    wait_for(lambda: m.client().info("replication")["connected_slaves"] == 1,
-             10, "replica to attach")
-    s = servers("sentinel", sentinel_conf=sentinel_conf(m.port))
-    sc = s.client()
-    wait_for(lambda: len(sc.execute_command("SENTINEL", "REPLICAS",
-                                            "mymaster")) == 1,
-             10, "sentinel to see the replica")
-    return m, rep, s
 
 
 def test_sentinel_failover(servers):

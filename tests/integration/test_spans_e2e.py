@@ -6,7 +6,6 @@ Run: TB_BUILDDIR=... /usr/bin/python3 -m pytest -q -p no:cacheprovider \
          tests/integration/test_spans_e2e.py
 """
 import json
-import os
 import re
 import shutil
 import signal
@@ -17,7 +16,8 @@ import time
 
 import pytest
 
-from conftest import BINARY, HERE, PY, Conn, free_port, wait_port
+from conftest import (BINARY, Conn, free_port, metrics, osprofiler,
+                      sentinel_setup, wait_for)
 
 redis = pytest.importorskip("redis")
 if shutil.which("redis-server") is None:
@@ -26,95 +26,6 @@ if shutil.which("redis-server") is None:
 TRACEPARENT = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
 BASE_ID = "4bf92f35-77b3-4da6-a3ce-929d0e0e4736"
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-
-
-# ---- real redis-server / redis-sentinel ----
-
-class Server:
-    """redis-server or redis-sentinel in its own directory on a free port."""
-
-    def __init__(self, tmp_path, name, extra=(), sentinel_conf=None):
-        self.dir = tmp_path / name
-        self.dir.mkdir(exist_ok=True)
-        self.port = free_port()
-        self.extra = list(extra)
-        self.sentinel_conf = sentinel_conf
-        self.proc = None
-        self.start()
-
-    def start(self):
-        log = open(self.dir / "log", "ab")
-        if self.sentinel_conf is not None:
-            conf = self.dir / "sentinel.conf"
-            if not conf.exists():
-                conf.write_text("port %d\nbind 127.0.0.1\ndir %s\n%s" % (
-                    self.port, self.dir, self.sentinel_conf))
-            args = ["redis-sentinel", str(conf)]
-        else:
-            args = ["redis-server", "--port", str(self.port),
-                    "--bind", "127.0.0.1", "--dir", str(self.dir),
-                    "--save", "", "--appendonly", "no",
-                    "--daemonize", "no"] + self.extra
-        self.proc = subprocess.Popen(args, stdout=log, stderr=log)
-        log.close()
-        wait_port(self.port, proc=self.proc)
-
-    def client(self, **kw):
-        return redis.Redis(host="127.0.0.1", port=self.port, **kw)
-
-    def stop(self, sig=signal.SIGTERM):
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            self.proc.wait(10)
-        self.proc = None
-
-    @property
-    def url(self):
-        return "redis://127.0.0.1:%d" % self.port
-
-
-@pytest.fixture
-def servers(tmp_path):
-    made = []
-
-    def make(*a, **kw):
-        s = Server(tmp_path, *a, **kw)
-        made.append(s)
-        return s
-    yield make
-    for s in made:
-        s.stop(signal.SIGKILL)
-
-
-class WsgiApp:
-    """tests/integration/wsgi_app.py: osprofiler's WsgiMiddleware and redis
-    notifier around a small JSON app (answers 500 under /fail)."""
-
-    def __init__(self, redis_url):
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [PY, os.path.join(HERE, "wsgi_app.py"), str(self.port), redis_url,
-             "SECRET_KEY", "demo", "api", "app-host"])
-        wait_port(self.port, timeout=20, proc=self.proc)
-        self.url = "http://127.0.0.1:%d" % self.port
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-
-@pytest.fixture
-def wsgi():
-    made = []
-
-    def make(redis_url):
-        a = WsgiApp(redis_url)
-        made.append(a)
-        return a
-    yield make
-    for a in made:
-        a.stop()
 
 
 # ---- helpers ----
@@ -157,45 +68,9 @@ max_traces_per_second = 0
     return text + (listeners or "")
 
 
-def osprofiler(*args):
-    p = subprocess.run(["osprofiler"] + [str(a) for a in args],
-                       capture_output=True, text=True, timeout=30)
-    assert p.returncode == 0, p.stderr
-    return p.stdout
-
-
 def trace_show(url, base):
     return json.loads(osprofiler("trace", "show", "--connection-string", url,
                                  base, "--json"))
-
-
-def wait_for(cond, timeout, what):
-    end = time.time() + timeout
-    last = None
-    while time.time() < end:
-        try:
-            last = cond()
-            if last:
-                return last
-        except Exception as e:      # a server in the middle of restarting
-            last = e
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting for %s (last: %r)" % (what, last))
-
-
-def metrics(proxy):
-    c = Conn(proxy.admin)
-    try:
-        r = c.request("GET", "/metrics")
-    finally:
-        c.close()
-    assert r.status == 200
-    out = {}
-    for line in r.body.decode().splitlines():
-        if line and not line.startswith("#"):
-            k, _, v = line.rpartition(" ")
-            out[k] = float(v)
-    return out
 
 
 def dropped(m):
@@ -603,25 +478,6 @@ def test_tiny_buffer_keeps_memory_bounded(make_proxy, upstream):
 
 
 # ---- 5. Sentinel failover without restarting tracebridge ----
-
-def sentinel_setup(servers):
-    if shutil.which("redis-sentinel") is None:
-        pytest.skip("redis-sentinel not installed")
-    m = servers("master")
-    rep = servers("replica", extra=["--replicaof", "127.0.0.1", str(m.port)])
-    wait_for(lambda: m.client().info("replication")["connected_slaves"] == 1,
-             10, "replica to attach")
-    s = servers("sentinel", sentinel_conf=(
-        "sentinel monitor mymaster 127.0.0.1 %d 1\n"
-        "sentinel down-after-milliseconds mymaster 500\n"
-        "sentinel failover-timeout mymaster 3000\n"
-        "sentinel parallel-syncs mymaster 1\n" % m.port))
-    sc = s.client()
-    wait_for(lambda: len(sc.execute_command("SENTINEL", "REPLICAS",
-                                            "mymaster")) == 1,
-             10, "sentinel to see the replica")
-    return m, rep, s
-
 
 def test_sentinel_failover(servers, upstream, make_proxy):
     m, rep, s = sentinel_setup(servers)

@@ -39,12 +39,11 @@ import shutil
 import signal
 import subprocess
 import time
-import urllib.request
 import uuid
 
 import pytest
 
-from conftest import PY, free_port, wait_port, Conn
+from conftest import Conn, RedisServer, WsgiApp, free_port, metrics_text
 
 osprofiler = pytest.importorskip("osprofiler")
 redis_mod = pytest.importorskip("redis")
@@ -104,51 +103,17 @@ incoming_max_per_second = 0
 
 # --- processes -------------------------------------------------------------
 
-class RedisServer:
-    def __init__(self, tmpdir):
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1",
-             "--dir", tmpdir, "--save", "", "--appendonly", "no"],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        wait_port(self.port, proc=self.proc)
-        self.client = redis_mod.Redis(host="127.0.0.1", port=self.port)
-
-    def stop(self):
-        self.client.close()
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-
-class WsgiApp:
-    """wsgi_app.py: osprofiler's WsgiMiddleware accepting hmac_keys."""
-
-    def __init__(self, redis_port, keys):
-        self.port = free_port()
-        self.proc = subprocess.Popen(
-            [PY, os.path.join(HERE, "wsgi_app.py"), str(self.port),
-             "redis://127.0.0.1:%d" % redis_port, keys, "demo", "app", "app-host"])
-        wait_port(self.port, timeout=20, proc=self.proc)
-        self.url = "http://127.0.0.1:%d" % self.port
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-
 @pytest.fixture(scope="module")
 def redis(tmp_path_factory):
-    r = RedisServer(str(tmp_path_factory.mktemp("redis")))
+    r = RedisServer(tmp_path_factory.mktemp("redis"))
     yield r
-    r.stop()
+    r.stop(signal.SIGKILL)
 
 
 @pytest.fixture(scope="module")
 def app(redis):
     """The service behind tracebridge, trusting SECRET_KEY only."""
-    a = WsgiApp(redis.port, "SECRET_KEY")
+    a = WsgiApp(redis.url, "SECRET_KEY", service="app")
     yield a
     a.stop()
 
@@ -156,7 +121,7 @@ def app(redis):
 @pytest.fixture(scope="module")
 def app_newkey(redis):
     """A service that already switched to NEWKEY only (key rotation)."""
-    a = WsgiApp(redis.port, "NEWKEY")
+    a = WsgiApp(redis.url, "NEWKEY", service="app")
     yield a
     a.stop()
 
@@ -237,9 +202,7 @@ def check_signed(seen, key, base_id, parent_id):
 
 
 def metric(tb_proxy, name):
-    text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % tb_proxy.admin,
-                                  timeout=5).read().decode()
-    m = re.search(r"^%s (\d+)$" % re.escape(name), text, re.M)
+    m = re.search(r"^%s (\d+)$" % re.escape(name), metrics_text(tb_proxy), re.M)
     assert m, "%s missing from /metrics" % name
     return int(m.group(1))
 
@@ -249,7 +212,7 @@ def notifications(redis, base_id, want, timeout=5.0):
     are there (bounded wait: spans are written asynchronously)."""
     end = time.time() + timeout
     while True:
-        items = [json.loads(x) for x in redis.client.lrange("osprofiler_opt:" + base_id, 0, -1)]
+        items = [json.loads(x) for x in redis.db.lrange("osprofiler_opt:" + base_id, 0, -1)]
         if len(items) >= want or time.time() > end:
             return items
         time.sleep(0.05)
@@ -352,7 +315,7 @@ def test_real_client_headers(tb, redis, node_inject, fmt, width, tracestate, sam
         assert seen["profiler"] is None
         assert r.header("Server-Timing") == "trace;desc=00-%s-%s-00" % (trace, edge)
         time.sleep(0.2)
-        assert redis.client.llen("osprofiler_opt:" + base_id) == 0
+        assert redis.db.llen("osprofiler_opt:" + base_id) == 0
 
 
 # Formats without an npm propagator here, written as their clients do:
@@ -574,7 +537,7 @@ def test_no_context_sample_new_false(tb, redis):
     assert r.header("Server-Timing") == "trace;desc=%s" % got["traceparent"]
     assert access_line(p, "trace=%s sampled=0" % base_id) is not None
     time.sleep(0.2)
-    assert redis.client.llen("osprofiler_opt:" + base_id) == 0
+    assert redis.db.llen("osprofiler_opt:" + base_id) == 0
 
 
 # --- 4. more inject formats; request ids ----------------------------------
