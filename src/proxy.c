@@ -364,7 +364,8 @@ proxy_start(struct conn *c, const struct h1_msg *m, size_t head_len)
 	r->req_state = m->body == H1_BODY_NONE ? PROXY_BODY_DONE : PROXY_BODY_PENDING;
 	h1_chunk_init(&r->req_chunk, 0);
 	r->expect_continue = (m->flags & H1_F_EXPECT_CONTINUE) && m->body != H1_BODY_NONE;
-	snprintf(r->upstream_addr, sizeof(r->upstream_addr), "%s", c->lc->upstream_addr.text);
+	copy_field(r->upstream_addr, sizeof(r->upstream_addr), c->lc->upstream_addr.text,
+	    strlen(c->lc->upstream_addr.text));
 	if ((i = hdr_find(m->hdrs, m->n_hdrs, 0, "Host")) >= 0)
 		copy_field(r->host, sizeof(r->host), m->hdrs[i].value, m->hdrs[i].value_len);
 	if ((i = hdr_find(m->hdrs, m->n_hdrs, 0, "User-Agent")) >= 0)

@@ -154,8 +154,9 @@ on_request(struct proxy_req *r, const struct h1_msg *m, uint8_t *drop,
 		if (trace_req_drops(&t->tr, i))
 			drop[i / 8] |= (uint8_t)(1u << (i % 8));
 	trace_inject(tc->trace, &t->tr, add);
-	snprintf(r->log_extra, sizeof(r->log_extra), " trace=%s sampled=%d",
-	    t->tr.base_id, t->tr.sampled);
+	if (log_access_enabled())
+		snprintf(r->log_extra, sizeof(r->log_extra), " trace=%s sampled=%d",
+		    t->tr.base_id, t->tr.sampled);
 }
 
 static void
@@ -209,7 +210,20 @@ on_complete(struct proxy_req *r)
 	s.target = r->target;
 	s.target_len = strlen(r->target);
 	s.scheme = "http";
-	snprintf(client, sizeof(client), "%s:%u", r->c->peer, (unsigned)r->c->peer_port);
+	{
+		/* "ip:port" without snprintf: this runs for every sampled request */
+		size_t pl = strlen(r->c->peer);
+		char tmp[8], *q = tmp + sizeof(tmp);
+		unsigned port = r->c->peer_port;
+
+		memcpy(client, r->c->peer, pl);
+		client[pl++] = ':';
+		do
+			*--q = (char)('0' + port % 10);
+		while ((port /= 10) != 0);
+		memcpy(client + pl, q, (size_t)(tmp + sizeof(tmp) - q));
+		client[pl + (size_t)(tmp + sizeof(tmp) - q)] = '\0';
+	}
 	s.client_addr = client;
 	s.listener = r->c->lc->name;
 	s.http_version = r->version_minor ? "HTTP/1.1" : "HTTP/1.0";
