@@ -279,6 +279,7 @@ def test_1gib_upload_streams_with_bounded_memory(proxy, upstream):
     body = json.loads(resp.split(b"\r\n\r\n", 1)[1])
     assert body["body_len"] == GIB
     assert seen_before_end, "upstream saw no byte before the upload ended"
+    print("1 GiB upload: tracebridge VmHWM %d KiB" % _rss_kib(proxy.pid))
     assert _rss_kib(proxy.pid) < 64 * 1024
 
 
@@ -300,6 +301,7 @@ def test_1gib_download_streams_with_bounded_memory(proxy):
         got += len(d)
     s.close()
     assert got == GIB
+    print("1 GiB download: tracebridge VmHWM %d KiB" % _rss_kib(proxy.pid))
     assert _rss_kib(proxy.pid) < 64 * 1024
 
 
