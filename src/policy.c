@@ -419,6 +419,24 @@ get_name(json_t *v, const char *where, size_t max, const char **out,
 	return 0;
 }
 
+/* Add operation name with probability p to s, refusing a duplicate (both
+ * document forms share this); w names the place for the message. */
+static int
+strategy_add_new_op(struct policy_strategy *s, const char *name, double p,
+    const char *w, char *err, size_t errlen)
+{
+	if (strategy_has_op(s, name)) {
+		perr(err, errlen, "%s.operation: duplicate operation \"%s\"",
+		    w, name);
+		return -1;
+	}
+	if (strategy_add_op(s, name, p, 0) == -1) {
+		perr(err, errlen, "out of memory");
+		return -1;
+	}
+	return 0;
+}
+
 /* ---------------- Jaeger strategies-file form ---------------- */
 
 /*
@@ -526,15 +544,8 @@ parse_file_strategy(json_t *o, const char *where, struct policy_strategy *s,
 			if (get_probability(param, w2, &p, err, errlen) == -1)
 				return -1;
 		}
-		if (strategy_has_op(s, name)) {
-			perr(err, errlen, "%s.operation: duplicate operation \"%s\"",
-			    w, name);
+		if (strategy_add_new_op(s, name, p, w, err, errlen) == -1)
 			return -1;
-		}
-		if (strategy_add_op(s, name, p, 0) == -1) {
-			perr(err, errlen, "out of memory");
-			return -1;
-		}
 	}
 	return 0;
 }
@@ -804,15 +815,8 @@ parse_remote_strategy(json_t *root, const char *prefix,
 		snprintf(w2, sizeof(w2), "%s.probabilisticSampling.samplingRate", w);
 		if (v != NULL && get_probability(v, w2, &p, err, errlen) == -1)
 			return -1;
-		if (strategy_has_op(s, name)) {
-			perr(err, errlen, "%s.operation: duplicate operation \"%s\"",
-			    w, name);
+		if (strategy_add_new_op(s, name, p, w, err, errlen) == -1)
 			return -1;
-		}
-		if (strategy_add_op(s, name, p, 0) == -1) {
-			perr(err, errlen, "out of memory");
-			return -1;
-		}
 	}
 	return 0;
 }
