@@ -12,11 +12,23 @@
 #include <stddef.h>
 #include <stdint.h>
 #include <sys/socket.h>
+#include <sys/time.h>
 
 #define TB_LOG_ERR	0
 #define TB_LOG_WARN	1
 #define TB_LOG_INFO	2
 #define TB_LOG_DEBUG	3
+
+/* A duration from the file (seconds, fractions allowed) as a timeval. */
+static inline struct timeval
+config_timeval(double secs)
+{
+	struct timeval tv;
+
+	tv.tv_sec = (time_t)secs;
+	tv.tv_usec = (suseconds_t)((secs - (double)tv.tv_sec) * 1e6);
+	return tv;
+}
 
 struct tb_addr {
 	struct sockaddr_storage ss;

@@ -39,10 +39,8 @@ static const char *const state_names[] = {
 static void
 timer_arm(struct conn *c, double secs)
 {
-	struct timeval tv;
+	struct timeval tv = config_timeval(secs);
 
-	tv.tv_sec = (time_t)secs;
-	tv.tv_usec = (suseconds_t)((secs - (double)tv.tv_sec) * 1e6);
 	evtimer_add(c->timer, &tv);
 }
 
@@ -116,10 +114,8 @@ conn_new(struct worker *w, int fd, const struct sockaddr *sa, socklen_t salen,
 	/* A client that stops reading its response is cut off after
 	 * client_idle_timeout; set once, it only counts while output waits. */
 	{
-		struct timeval wt;
+		struct timeval wt = config_timeval(lc->client_idle_timeout);
 
-		wt.tv_sec = (time_t)lc->client_idle_timeout;
-		wt.tv_usec = (suseconds_t)((lc->client_idle_timeout - (double)wt.tv_sec) * 1e6);
 		bufferevent_set_timeouts(c->bev, NULL, &wt);
 	}
 	bufferevent_enable(c->bev, EV_READ | EV_WRITE);

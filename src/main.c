@@ -271,8 +271,7 @@ start_drain(void)
 		lsock_free(s);
 	}
 	g.socks = NULL;
-	tv.tv_sec = (time_t)g.cfg->drain_timeout;
-	tv.tv_usec = (suseconds_t)((g.cfg->drain_timeout - (double)tv.tv_sec) * 1e6);
+	tv = config_timeval(g.cfg->drain_timeout);
 	g.drain_timer = evtimer_new(g.base, drain_timeout_cb, NULL);
 	g.check_timer = event_new(g.base, -1, EV_PERSIST, check_cb, NULL);
 	evtimer_add(g.drain_timer, &tv);

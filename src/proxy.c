@@ -17,6 +17,7 @@
 #include <event2/event.h>
 
 #include "conn.h"
+#include "fmt.h"
 #include "h1.h"
 #include "log.h"
 #include "proxy.h"
@@ -48,13 +49,6 @@ now_ns(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
-static void
-set_timeval(struct timeval *tv, double secs)
-{
-	tv->tv_sec = (time_t)secs;
-	tv->tv_usec = (suseconds_t)((secs - (double)tv->tv_sec) * 1e6);
 }
 
 /* Copy a header value into a fixed field, truncated. */
@@ -157,12 +151,9 @@ hb_str(struct hbuf *b, const char *s)
 static void
 hb_u64(struct hbuf *b, uint64_t v)
 {
-	char tmp[24], *q = tmp + sizeof(tmp);
+	char d[FMT_U64_MAX];
 
-	do
-		*--q = (char)('0' + v % 10);
-	while ((v /= 10) != 0);
-	hb_add(b, q, (size_t)(tmp + sizeof(tmp) - q));
+	hb_add(b, d, fmt_u64(d, v));
 }
 
 /* "name: value\r\n" with one reservation. */
@@ -297,7 +288,7 @@ upstream_timeouts(struct proxy_req *r)
 {
 	struct timeval tv;
 
-	set_timeval(&tv, r->c->lc->upstream_timeout);
+	tv = config_timeval(r->c->lc->upstream_timeout);
 	bufferevent_set_timeouts(r->uc->bev,
 	    r->req_state == PROXY_BODY_DONE ? &tv : NULL, &tv);
 }
@@ -324,12 +315,40 @@ upstream_attach(struct proxy_req *r, int allow_reuse)
 		upstream_timeouts(r);
 	} else {
 		/* While connecting, the write timeout is the connect timeout. */
-		set_timeval(&tv, lc->upstream_connect_timeout);
+		tv = config_timeval(lc->upstream_connect_timeout);
 		bufferevent_set_timeouts(uc->bev, NULL, &tv);
 	}
 	bufferevent_enable(uc->bev, EV_READ | EV_WRITE);
 	out = bufferevent_get_output(uc->bev);
 	return evbuffer_add(out, r->fwd_head, r->fwd_head_len);
+}
+
+/* Keep the first Host, User-Agent and Referer for logs and spans: one pass
+ * over the fields instead of a search per name. */
+static void
+capture_fields(struct proxy_req *r, const struct h1_msg *m)
+{
+	const struct tb_hdr *h;
+	char *dst;
+	size_t i, dlen;
+
+	for (i = 0; i < m->n_hdrs; i++) {
+		h = &m->hdrs[i];
+		if (hdr_name_is(h, "Host")) {
+			dst = r->host;
+			dlen = sizeof(r->host);
+		} else if (hdr_name_is(h, "User-Agent")) {
+			dst = r->user_agent;
+			dlen = sizeof(r->user_agent);
+		} else if (hdr_name_is(h, "Referer")) {
+			dst = r->referer;
+			dlen = sizeof(r->referer);
+		} else {
+			continue;
+		}
+		if (dst[0] == '\0')
+			copy_field(dst, dlen, h->value, h->value_len);
+	}
 }
 
 struct proxy_req *
@@ -339,7 +358,6 @@ proxy_start(struct conn *c, const struct h1_msg *m, size_t head_len)
 	struct hbuf hb, *b = NULL;
 	struct proxy_req *r;
 	struct timeval tv;
-	int i;
 
 	if ((r = calloc(1, sizeof(*r))) == NULL)
 		goto fail_nomem;
@@ -366,14 +384,7 @@ proxy_start(struct conn *c, const struct h1_msg *m, size_t head_len)
 	r->expect_continue = (m->flags & H1_F_EXPECT_CONTINUE) && m->body != H1_BODY_NONE;
 	copy_field(r->upstream_addr, sizeof(r->upstream_addr), c->lc->upstream_addr.text,
 	    strlen(c->lc->upstream_addr.text));
-	if ((i = hdr_find(m->hdrs, m->n_hdrs, 0, "Host")) >= 0)
-		copy_field(r->host, sizeof(r->host), m->hdrs[i].value, m->hdrs[i].value_len);
-	if ((i = hdr_find(m->hdrs, m->n_hdrs, 0, "User-Agent")) >= 0)
-		copy_field(r->user_agent, sizeof(r->user_agent), m->hdrs[i].value,
-		    m->hdrs[i].value_len);
-	if ((i = hdr_find(m->hdrs, m->n_hdrs, 0, "Referer")) >= 0)
-		copy_field(r->referer, sizeof(r->referer), m->hdrs[i].value,
-		    m->hdrs[i].value_len);
+	capture_fields(r, m);
 
 	/* CONNECT tunnels and an Expect we don't know are refused cleanly. */
 	if (method_is(r, "CONNECT") || (m->flags & H1_F_EXPECT_OTHER)) {
@@ -427,7 +438,7 @@ proxy_start(struct conn *c, const struct h1_msg *m, size_t head_len)
 	if (r->req_state == PROXY_BODY_PENDING) {
 		/* A client that stops sending its body is cut off after idle
 		 * timeout (the write timeout is set for the connection's life). */
-		set_timeval(&tv, c->lc->client_idle_timeout);
+		tv = config_timeval(c->lc->client_idle_timeout);
 		bufferevent_set_timeouts(c->bev, &tv, &tv);
 		pump_request(r);
 	}
@@ -587,7 +598,7 @@ pump_request(struct proxy_req *r)
 		struct timeval tv;
 
 		r->req_state = PROXY_BODY_DONE;
-		set_timeval(&tv, c->lc->client_idle_timeout);
+		tv = config_timeval(c->lc->client_idle_timeout);
 		bufferevent_set_timeouts(c->bev, NULL, &tv);
 		if (r->connect_us >= 0 || r->uc->reused)
 			upstream_timeouts(r);

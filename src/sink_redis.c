@@ -40,6 +40,7 @@
 #include <hiredis/adapters/libevent.h>
 
 #include "log.h"
+#include "fmt.h"
 #include "sink_redis.h"
 #include "span.h"
 
@@ -1303,15 +1304,10 @@ fail:
 static size_t
 sink_resp_len(char *out, char c, size_t n)
 {
-	char tmp[24], *q = tmp + sizeof(tmp);
 	size_t len;
 
-	do
-		*--q = (char)('0' + n % 10);
-	while ((n /= 10) != 0);
-	len = (size_t)(tmp + sizeof(tmp) - q);
 	out[0] = c;
-	memcpy(out + 1, q, len);
+	len = fmt_u64(out + 1, n);
 	out[len + 1] = '\r';
 	out[len + 2] = '\n';
 	return len + 3;

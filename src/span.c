@@ -20,6 +20,7 @@
 #include <time.h>
 
 #include "span.h"
+#include "fmt.h"
 
 /* Output bytes per input byte of span_json_w at most: a control, latin-1
  * or invalid UTF-8 byte becomes a 6-byte \u00XX or \ufffd; valid UTF-8
@@ -111,13 +112,7 @@ static const unsigned char span_cls[256] = {
 static char *
 span_u64_w(char *w, uint64_t v)
 {
-	char tmp[20], *t = tmp + sizeof(tmp);
-
-	do {
-		*--t = (char)('0' + v % 10);
-		v /= 10;
-	} while (v != 0);
-	return span_put(w, t, (size_t)(tmp + sizeof(tmp) - t));
+	return w + fmt_u64(w, v);
 }
 
 /* v as printf's "%d" (at most 11 bytes). */

@@ -13,6 +13,7 @@
 #include <openssl/rand.h>
 
 #include "trace.h"
+#include "fmt.h"
 
 const struct trace_codec *const trace_codecs[TRACE_F_COUNT] = {
 	[TRACE_F_OSPROFILER] = &trace_codec_osprofiler,
@@ -188,16 +189,7 @@ trace_hex_encode(const uint8_t *in, size_t n, char *out)
 size_t
 trace_dec_encode(uint64_t v, char *out)
 {
-	char tmp[20];
-	size_t n = 0, i;
-
-	do {
-		tmp[n++] = (char)('0' + v % 10);
-		v /= 10;
-	} while (v != 0);
-	for (i = 0; i < n; i++)
-		out[i] = tmp[n - 1 - i];
-	return n;
+	return fmt_u64(out, v);
 }
 
 int

@@ -12,6 +12,7 @@
 #include <jansson.h>
 
 #include "admin.h"
+#include "fmt.h"
 #include "conn.h"
 #include "log.h"
 #include "policy_source.h"
@@ -213,16 +214,10 @@ on_complete(struct proxy_req *r)
 	{
 		/* "ip:port" without snprintf: this runs for every sampled request */
 		size_t pl = strlen(r->c->peer);
-		char tmp[8], *q = tmp + sizeof(tmp);
-		unsigned port = r->c->peer_port;
 
 		memcpy(client, r->c->peer, pl);
 		client[pl++] = ':';
-		do
-			*--q = (char)('0' + port % 10);
-		while ((port /= 10) != 0);
-		memcpy(client + pl, q, (size_t)(tmp + sizeof(tmp) - q));
-		client[pl + (size_t)(tmp + sizeof(tmp) - q)] = '\0';
+		client[pl + fmt_u64(client + pl, r->c->peer_port)] = '\0';
 	}
 	s.client_addr = client;
 	s.listener = r->c->lc->name;

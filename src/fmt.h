@@ -1,0 +1,31 @@
+/*
+ * fmt.h: number formatting for the request path, where snprintf's parsing
+ * of a format string is a visible share of the cost. Shared by the proxy
+ * (heads), the trace codecs, span JSON and the Redis protocol writer.
+ */
+#ifndef TB_FMT_H
+#define TB_FMT_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#define FMT_U64_MAX 20		/* digits of UINT64_MAX */
+
+/* v in decimal into out (at least FMT_U64_MAX bytes, not terminated);
+ * returns the number of digits. */
+static inline size_t
+fmt_u64(char *out, uint64_t v)
+{
+	char tmp[FMT_U64_MAX], *t = tmp + sizeof(tmp);
+	size_t n;
+
+	do
+		*--t = (char)('0' + v % 10);
+	while ((v /= 10) != 0);
+	n = (size_t)(tmp + sizeof(tmp) - t);
+	memcpy(out, t, n);
+	return n;
+}
+
+#endif
