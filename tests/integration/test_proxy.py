@@ -346,3 +346,31 @@ def test_reused_connection_failure_is_retried_once(make_proxy, upstream, conn_to
     c.request("GET", "/arm-drop")
     r = c.request("POST", "/post-after-drop", body=b"x")
     assert r.status == 502
+
+
+def test_proxy_authorization_and_x_forwarded_switches(make_proxy, upstream, conn_to):
+    conf = BASIC_CONF + "keep_proxy_authorization = true\nx_forwarded = false\n"
+    p = make_proxy(conf, upstream=upstream.url)
+    r = conn_to(p.port).request("GET", "/sw", headers=[
+        ("Proxy-Authorization", "Basic Zm9vOmJhcg=="),
+        ("X-Forwarded-For", "10.1.1.1")])
+    hdr = {k.lower(): v for k, v in r.json()["headers"]}
+    assert hdr["proxy-authorization"] == "Basic Zm9vOmJhcg=="
+    assert hdr["x-forwarded-for"] == "10.1.1.1"
+    assert "x-forwarded-proto" not in hdr and "x-forwarded-host" not in hdr
+
+
+def test_max_connections_pauses_accept(make_proxy, upstream, conn_to):
+    conf = BASIC_CONF.replace("workers = 2", "workers = 1").replace(
+        "drain_timeout = 5", "drain_timeout = 5\nmax_connections = 2")
+    p = make_proxy(conf, upstream=upstream.url)
+    a, b = conn_to(p.port), conn_to(p.port)
+    assert a.request("GET", "/a").status == 200
+    assert b.request("GET", "/b").status == 200
+    c = conn_to(p.port, timeout=0.5)     # accepted by the kernel, not by us
+    c.send(b"GET /c HTTP/1.1\r\nHost: x\r\n\r\n")
+    with pytest.raises(OSError):
+        c.response()
+    a.close()
+    c.sock.settimeout(5)
+    assert c.response().status == 200
