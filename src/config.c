@@ -62,7 +62,7 @@ enum opt_type {
 	OT_INT,		/* int */
 	OT_UINT,	/* unsigned */
 	OT_SIZE,	/* size_t, k/m/g suffix */
-	OT_DUR,		/* double seconds, ms/s suffix */
+	OT_DUR,		/* double seconds, ms/s/m/h suffix */
 	OT_DOUBLE,	/* double */
 	OT_STR,		/* char *, empty = NULL */
 	OT_ENUM,	/* int index into names */
@@ -107,8 +107,21 @@ static int chk_connection_string(void *, char *, size_t);
 static int chk_ident(void *, char *, size_t);
 static int chk_nonempty(void *, char *, size_t);
 static int chk_http_url(void *, char *, size_t);
+static int chk_tls_version(void *, char *, size_t);
+static int chk_header_name(void *, char *, size_t);
+static int chk_cert_pairs(void *, char *, size_t);
 
 static const char *const log_levels[] = { "error", "warning", "info", "debug", NULL };
+
+static const char *const verify_modes[] = { "none", "optional", "require", NULL };
+
+/* Mozilla's "intermediate" TLS 1.2 suites without DHE (no DH parameters to
+ * manage): forward secret AEAD only. */
+#define TLS_CIPHERS_DEFAULT "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:" \
+	"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:" \
+	"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
+#define TLS_SUITES_DEFAULT "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:" \
+	"TLS_CHACHA20_POLY1305_SHA256"
 
 static const char *const trace_formats[] = {
 	"osprofiler", "w3c", "b3", "jaeger", "xray", "datadog", "gcp", "ot", NULL
@@ -128,6 +141,7 @@ static const struct opt opts[] = {
 	{ SECT_DEFAULT,  "group",                    OT_STR,      "",               C(group),                            0,                         0,     0,       0,           NULL,       chk_group },
 	{ SECT_DEFAULT,  "max_connections",          OT_UINT,     "10000",          C(max_connections),                  0,                         1,     1000000, 0,           NULL,       NULL },
 	{ SECT_DEFAULT,  "drain_timeout",            OT_DUR,      "30",             C(drain_timeout),                    0,                         0,     86400,   0,           NULL,       NULL },
+	{ SECT_DEFAULT,  "tls_ticket_key_rotation",  OT_DUR,      "3600",           C(tls_ticket_key_rotation),          0,                         60,    604800,  0,           NULL,       NULL },
 
 	{ SECT_ADMIN,    "listen",                   OT_ADDR,     "127.0.0.1:9180", C(admin_listen),                     C(admin_enabled),          0,     0,       OPT_OFF,     NULL,       NULL },
 
@@ -143,6 +157,23 @@ static const struct opt opts[] = {
 	{ SECT_LISTENER, "trust_incoming_sampling",  OT_BOOL,     "true",           L(trust_incoming_sampling),          0,                         0,     0,       0,           NULL,       NULL },
 	{ SECT_LISTENER, "x_forwarded",              OT_BOOL,     "true",           L(x_forwarded),                      0,                         0,     0,       0,           NULL,       NULL },
 	{ SECT_LISTENER, "keep_proxy_authorization", OT_BOOL,     "false",          L(keep_proxy_authorization),         0,                         0,     0,       0,           NULL,       NULL },
+	{ SECT_LISTENER, "tls_certificate",          OT_STR,      "",               L(tls_certificate),                  0,                         0,     0,       0,           NULL,       chk_abs_path },
+	{ SECT_LISTENER, "tls_key",                  OT_STR,      "",               L(tls_key),                          0,                         0,     0,       0,           NULL,       chk_abs_path },
+	{ SECT_LISTENER, "tls_sni_certificates",     OT_LIST,     "",               L(tls_sni_certificates),             L(n_tls_sni_certificates), 0,     0,       0,           NULL,       chk_cert_pairs },
+	{ SECT_LISTENER, "tls_min_version",          OT_STR,      "1.2",            L(tls_min_version),                  0,                         0,     0,       0,           NULL,       chk_tls_version },
+	{ SECT_LISTENER, "tls_ciphers",              OT_STR,      TLS_CIPHERS_DEFAULT, L(tls_ciphers),                   0,                         0,     0,       0,           NULL,       chk_nonempty },
+	{ SECT_LISTENER, "tls_ciphersuites",         OT_STR,      TLS_SUITES_DEFAULT, L(tls_ciphersuites),               0,                         0,     0,       0,           NULL,       chk_nonempty },
+	{ SECT_LISTENER, "tls_session_cache_size",   OT_UINT,     "20480",          L(tls_session_cache_size),           0,                         0,     10000000, 0,          NULL,       NULL },
+	{ SECT_LISTENER, "tls_session_timeout",      OT_DUR,      "300",            L(tls_session_timeout),              0,                         1,     86400,   0,           NULL,       NULL },
+	{ SECT_LISTENER, "tls_session_tickets",      OT_BOOL,     "true",           L(tls_session_tickets),              0,                         0,     0,       0,           NULL,       NULL },
+	{ SECT_LISTENER, "tls_client_ca",            OT_STR,      "",               L(tls_client_ca),                    0,                         0,     0,       0,           NULL,       chk_abs_path },
+	{ SECT_LISTENER, "tls_verify_client",        OT_ENUM,     "none",           L(tls_verify_client),                0,                         0,     0,       0,           verify_modes, NULL },
+	{ SECT_LISTENER, "tls_client_subject_header", OT_STR,     "",               L(tls_client_subject_header),        0,                         0,     0,       0,           NULL,       chk_header_name },
+	{ SECT_LISTENER, "upstream_tls_verify",      OT_BOOL,     "true",           L(upstream_tls_verify),              0,                         0,     0,       0,           NULL,       NULL },
+	{ SECT_LISTENER, "upstream_tls_ca",          OT_STR,      "",               L(upstream_tls_ca),                  0,                         0,     0,       0,           NULL,       chk_abs_path },
+	{ SECT_LISTENER, "upstream_tls_server_name", OT_STR,      "",               L(upstream_tls_server_name),         0,                         0,     0,       0,           NULL,       NULL },
+	{ SECT_LISTENER, "upstream_tls_certificate", OT_STR,      "",               L(upstream_tls_certificate),         0,                         0,     0,       0,           NULL,       chk_abs_path },
+	{ SECT_LISTENER, "upstream_tls_key",         OT_STR,      "",               L(upstream_tls_key),                 0,                         0,     0,       0,           NULL,       chk_abs_path },
 
 	{ SECT_PROFILER, "enabled",                  OT_BOOL,     "false",          C(profiler.enabled),                 0,                         0,     0,       0,           NULL,       NULL },
 	{ SECT_PROFILER, "hmac_keys",                OT_LIST,     "",               C(profiler.hmac_keys),               C(profiler.n_hmac_keys),   0,     0,       0,           NULL,       NULL },
@@ -419,21 +450,23 @@ addr_equal(const struct tb_addr *x, const struct tb_addr *y)
 static int
 parse_upstream(const char *v, struct tb_listener_conf *l, char *why, size_t wl)
 {
-	static const char expect[] = "expected http://host[:port][/]";
+	static const char expect[] = "expected http[s]://host[:port][/]";
 	char host[256], portbuf[8] = "80";
 	const char *p, *h, *he, *end = v + strlen(v);
 	uint16_t port = 80;
-	size_t i;
+	size_t i, skip;
+	int tls = 0;
 
 	if (strncasecmp(v, "https://", 8) == 0) {
-		snprintf(why, wl, "https upstreams are not supported yet");
-		return -1;
-	}
-	if (strncasecmp(v, "http://", 7) != 0) {
+		tls = 1;
+		port = 443;
+		strcpy(portbuf, "443");
+	} else if (strncasecmp(v, "http://", 7) != 0) {
 		snprintf(why, wl, "%s", expect);
 		return -1;
 	}
-	p = v + 7;
+	skip = tls ? 8 : 7;
+	p = v + skip;
 	if (end > p && end[-1] == '/')
 		end--;
 	if (*p == '[') {
@@ -471,12 +504,12 @@ parse_upstream(const char *v, struct tb_listener_conf *l, char *why, size_t wl)
 		return -1;
 	l->upstream = strdup(v);
 	/* as written, brackets kept: it is also what a Host header needs */
-	l->upstream_host = strndup(v + 7, (size_t)(he - (v + 7)) + (*h != v[7]));
+	l->upstream_host = strndup(v + skip, (size_t)(he - (v + skip)) + (*h != v[skip]));
 	if (l->upstream == NULL || l->upstream_host == NULL) {
 		snprintf(why, wl, "out of memory");
 		return -1;
 	}
-	l->upstream_tls = 0;
+	l->upstream_tls = tls;
 	l->upstream_port = port;
 	snprintf(l->upstream_addr.text, sizeof(l->upstream_addr.text), "%s:%u",
 	    l->upstream_host, (unsigned)port);
@@ -631,6 +664,64 @@ chk_http_url(void *field, char *why, size_t wl)
 		return 0;
 	snprintf(why, wl, "expected an http:// URL (https is not supported)");
 	return -1;
+}
+
+/* 1.2 or 1.3; the older ones are deprecated by RFC 8996. */
+static int
+chk_tls_version(void *field, char *why, size_t wl)
+{
+	const char *s = *(char **)field;
+
+	if (s != NULL && strncasecmp(s, "TLSv", 4) == 0)
+		s += 4;
+	if (s != NULL && (strcmp(s, "1.2") == 0 || strcmp(s, "1.3") == 0))
+		return 0;
+	if (s != NULL && (strcmp(s, "1.0") == 0 || strcmp(s, "1.1") == 0 ||
+	    strcmp(s, "1") == 0))
+		snprintf(why, wl, "TLS 1.0 and 1.1 are not supported (RFC 8996): "
+		    "expected 1.2 or 1.3");
+	else
+		snprintf(why, wl, "expected 1.2 or 1.3");
+	return -1;
+}
+
+/* A header field name (RFC 9110 5.1: a token), or nothing. */
+static int
+chk_header_name(void *field, char *why, size_t wl)
+{
+	const char *s = *(char **)field;
+	size_t i;
+
+	if (s == NULL)
+		return 0;
+	for (i = 0; s[i] != '\0'; i++)
+		if (!isalnum((unsigned char)s[i]) &&
+		    strchr("!#$%&'*+-.^_`|~", s[i]) == NULL)
+			break;
+	if (s[i] == '\0' && i <= 64)
+		return 0;
+	snprintf(why, wl, "expected a header name (letters, digits, '-')");
+	return -1;
+}
+
+/* Each member "CERT:KEY", both absolute paths. */
+static int
+chk_cert_pairs(void *field, char *why, size_t wl)
+{
+	char **v = *(char ***)field;
+	const char *colon;
+	size_t i;
+
+	for (i = 0; v != NULL && v[i] != NULL; i++) {
+		colon = strchr(v[i], ':');
+		if (v[i][0] != '/' || colon == NULL || colon[1] != '/' ||
+		    strchr(colon + 1, ':') != NULL) {
+			snprintf(why, wl, "member %zu: expected CERT:KEY, two "
+			    "absolute paths", i + 1);
+			return -1;
+		}
+	}
+	return 0;
 }
 
 /* ------------------------------------------------------------ list types */
@@ -873,13 +964,14 @@ opt_set(const struct opt *o, void *base, const char *v, char *why, size_t wl)
 		if (end - v >= 2 && strcmp(end - 2, "ms") == 0) {
 			d = 0.001;
 			end -= 2;
-		} else if (end > v && end[-1] == 's') {
+		} else if (end > v && strchr("smh", end[-1]) != NULL) {
+			d = end[-1] == 'h' ? 3600 : end[-1] == 'm' ? 60 : 1;
 			end--;
 		}
 		if (parse_number(v, (size_t)(end - v), &dv) < 0 ||
 		    (dv *= d) < o->min || dv > o->max) {
 			snprintf(why, wl, "expected a duration between %g and "
-			    "%g seconds (optional ms/s suffix)", o->min, o->max);
+			    "%g seconds (optional ms/s/m/h suffix)", o->min, o->max);
 			return -1;
 		}
 		*(double *)f = dv;
@@ -1034,8 +1126,11 @@ config_free(struct tb_config *c)
 	if (c->ext_free != NULL)
 		c->ext_free(c->ext);
 	for (i = 0; i < c->n_listeners; i++) {
+		if (c->tls_free != NULL)
+			c->tls_free(&c->listeners[i]);
 		free_fields(SECT_LISTENER, &c->listeners[i]);
 		free(c->listeners[i].name);
+		free(c->listeners[i].opt_lines);
 	}
 	free(c->listeners);
 	for (i = 0; i < SECT_COUNT; i++)
@@ -1392,6 +1487,63 @@ oom:
 	return 0;
 }
 
+int
+config_line(const struct tb_listener_conf *l, const char *option)
+{
+	const struct opt *o = opt_find(SECT_LISTENER, option);
+
+	if (o == NULL || l->opt_lines == NULL || l->opt_lines[o - opts] == 0)
+		return l->line;
+	return l->opt_lines[o - opts];
+}
+
+/*
+ * The TLS options of l that only make sense together. The files themselves
+ * are read later, by tls.c (tls_conf_attach), which reports with
+ * config_line(): loading stays free of file I/O for the fuzzer and tests.
+ */
+static int
+check_listener_tls(struct loader *ld, struct tb_listener_conf *l)
+{
+	static const char *const up_opts[] = { "upstream_tls_ca",
+	    "upstream_tls_server_name", "upstream_tls_certificate",
+	    "upstream_tls_key", NULL };
+	const char *what = NULL, *why = NULL;
+	size_t i;
+
+	if ((l->tls_certificate == NULL) != (l->tls_key == NULL)) {
+		what = l->tls_key == NULL ? "tls_certificate" : "tls_key";
+		why = "tls_certificate and tls_key go together";
+	} else if (l->tls_certificate == NULL && (l->n_tls_sni_certificates > 0 ||
+	    l->tls_client_ca != NULL || l->tls_verify_client != TB_VERIFY_NONE ||
+	    l->tls_client_subject_header != NULL)) {
+		what = l->n_tls_sni_certificates > 0 ? "tls_sni_certificates" :
+		    l->tls_client_ca != NULL ? "tls_client_ca" :
+		    l->tls_verify_client != TB_VERIFY_NONE ? "tls_verify_client" :
+		    "tls_client_subject_header";
+		why = "needs tls_certificate (TLS on this listener)";
+	} else if (l->tls_verify_client != TB_VERIFY_NONE && l->tls_client_ca == NULL) {
+		what = "tls_verify_client";
+		why = "needs tls_client_ca";
+	} else if ((l->upstream_tls_certificate == NULL) != (l->upstream_tls_key == NULL)) {
+		what = l->upstream_tls_key == NULL ? "upstream_tls_certificate" :
+		    "upstream_tls_key";
+		why = "upstream_tls_certificate and upstream_tls_key go together";
+	} else if (!l->upstream_tls) {
+		for (i = 0; up_opts[i] != NULL; i++)
+			if (config_line(l, up_opts[i]) != l->line)
+				break;
+		if (up_opts[i] != NULL) {
+			what = up_opts[i];
+			why = "only for an https:// upstream";
+		}
+	}
+	if (what == NULL)
+		return 0;
+	ld_err(ld, config_line(l, what), what, "%s", why);
+	return -1;
+}
+
 /* Pass two: apply every recorded option to c, then the cross checks. */
 static void
 apply(struct loader *ld, struct tb_config *c)
@@ -1493,6 +1645,13 @@ apply(struct loader *ld, struct tb_config *c)
 			    "[admin]");
 			goto out;
 		}
+		if ((l->opt_lines = malloc(N_OPTS * sizeof(int))) == NULL) {
+			ld_err(ld, l->line, "config", "out of memory");
+			goto out;
+		}
+		memcpy(l->opt_lines, lseen, N_OPTS * sizeof(int));
+		if (check_listener_tls(ld, l) < 0)
+			goto out;
 	}
 	if (c->n_listeners == 0) {
 		ld_err(ld, 0, "listener", "at least one [listener:NAME] "

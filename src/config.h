@@ -36,11 +36,14 @@ struct tb_addr {
 	char text[128];		/* as written in the file, e.g. "[::1]:8080" */
 };
 
+struct tls_server;
+struct tls_client;
+
 struct tb_listener_conf {
 	char *name;		/* NAME of [listener:NAME] */
 	struct tb_addr listen;
-	char *upstream;		/* "http://host:port" as written */
-	int upstream_tls;	/* 1 for https:// (TLS issue; refused until then) */
+	char *upstream;		/* "http[s]://host:port" as written */
+	int upstream_tls;	/* 1 for https:// */
 	char *upstream_host;	/* host part, for logs and the Host of 0.9 clients */
 	uint16_t upstream_port;
 	struct tb_addr upstream_addr;	/* resolved at load time (getaddrinfo) */
@@ -54,8 +57,41 @@ struct tb_listener_conf {
 	int trust_incoming_sampling;	/* honour the caller's sampled flag; default 1 */
 	int x_forwarded;		/* append X-Forwarded-For, set -Proto/-Host; default 1 */
 	int keep_proxy_authorization;	/* forward Proxy-Authorization; default 0 */
+
+	/* TLS termination: on when tls_certificate is set. Paths are absolute. */
+	char *tls_certificate;		/* PEM, leaf first, then the chain */
+	char *tls_key;
+	char **tls_sni_certificates;	/* "CERT:KEY" pairs; NULL-terminated */
+	size_t n_tls_sni_certificates;
+	char *tls_min_version;		/* "1.2" (default) or "1.3" (also "TLSv1.x") */
+	char *tls_ciphers;		/* TLS 1.2 cipher list */
+	char *tls_ciphersuites;		/* TLS 1.3 suites */
+	unsigned tls_session_cache_size;	/* entries; 0 = no server-side cache */
+	double tls_session_timeout;	/* sessions and tickets; default 300 */
+	int tls_session_tickets;	/* default 1 */
+	char *tls_client_ca;		/* CA bundle for client certificates */
+	int tls_verify_client;		/* TB_VERIFY_* */
+	char *tls_client_subject_header;	/* header for the verified subject */
+
+	/* https:// upstreams */
+	int upstream_tls_verify;	/* default 1 */
+	char *upstream_tls_ca;		/* NULL = the system store */
+	char *upstream_tls_server_name;	/* NULL = the upstream host */
+	char *upstream_tls_certificate;	/* client certificate, with ..._key */
+	char *upstream_tls_key;
+
+	/* Built from the above by tls_conf_attach (tls.c), freed with the
+	 * config through tb_config.tls_free; NULL for plain HTTP. */
+	struct tls_server *tls;
+	struct tls_client *tls_up;
+
 	int line;		/* line of the section header, for messages */
+	int *opt_lines;		/* line each option was set on; see config_line() */
 };
+
+#define TB_VERIFY_NONE		0
+#define TB_VERIFY_OPTIONAL	1
+#define TB_VERIFY_REQUIRE	2
 
 struct tb_profiler_conf {
 	int enabled;			/* default 0 */
@@ -126,6 +162,7 @@ struct tb_config {
 	char *group;
 	unsigned max_connections;	/* per process; default 10000 */
 	double drain_timeout;		/* default 30 */
+	double tls_ticket_key_rotation;	/* a new session ticket key this often; 3600 */
 
 	/* [admin] */
 	int admin_enabled;		/* listen = off disables */
@@ -145,6 +182,8 @@ struct tb_config {
 	 */
 	void *ext;
 	void (*ext_free)(void *ext);
+	/* Frees a listener's tls / tls_up (set by tls_conf_attach). */
+	void (*tls_free)(struct tb_listener_conf *l);
 };
 
 /* Limits that keep a hostile file from costing much. */
@@ -182,6 +221,13 @@ int config_parse_addr(const char *s, struct tb_addr *a);
  */
 int config_load_buffer(const char *name, const char *buf, size_t len,
     struct tb_config **out, char *err, size_t errlen);
+
+/*
+ * The line of the file on which option (a [listener:NAME] option name) was
+ * set for l, or the line of l's section header when it has its default;
+ * for messages of modules that check values later (tls.c loads the files).
+ */
+int config_line(const struct tb_listener_conf *l, const char *option);
 
 struct tb_config *config_ref(struct tb_config *c);
 void config_unref(struct tb_config *c);	/* frees at zero; NULL is fine */

@@ -5,6 +5,7 @@
  * from the first byte of a head to its end.
  */
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <errno.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -15,7 +16,10 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 
 #include "conn.h"
 #include "h1.h"
@@ -23,6 +27,7 @@
 #include "log.h"
 #include "proxy.h"
 #include "stats.h"
+#include "tls.h"
 #include "worker.h"
 
 static void conn_read_cb(struct bufferevent *bev, void *arg);
@@ -31,9 +36,10 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg);
 static void conn_timer_cb(evutil_socket_t fd, short what, void *arg);
 static void conn_free_cb(evutil_socket_t fd, short what, void *arg);
 static void conn_try_head(struct conn *c);
+static void conn_peek_cb(evutil_socket_t fd, short what, void *arg);
 
 static const char *const state_names[] = {
-	"read_head", "proxying", "closing", "closed",
+	"tls_peek", "tls_handshake", "read_head", "proxying", "closing", "closed",
 };
 
 static void
@@ -55,6 +61,12 @@ conn_set_state(struct conn *c, enum conn_state s)
 		    state_names[c->state], state_names[s]);
 	c->state = s;
 	switch (s) {
+	case CONN_TLS_PEEK:
+		/* the handshake, like a head, has client_header_timeout */
+		timer_arm(c, c->lc->client_header_timeout);
+		break;
+	case CONN_TLS_HANDSHAKE:
+		break;
 	case CONN_READ_HEAD:
 		c->head_started = 0;
 		c->scan_off = 0;
@@ -74,10 +86,26 @@ conn_set_state(struct conn *c, enum conn_state s)
 	}
 }
 
+/* Give the connection its bufferevent (plain, or TLS after the peek). */
+static void
+conn_attach_bev(struct conn *c, struct bufferevent *bev)
+{
+	struct timeval wt = config_timeval(c->lc->client_idle_timeout);
+
+	c->bev = bev;
+	bufferevent_setcb(bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
+	bufferevent_setwatermark(bev, EV_READ, 0, CONN_READ_HIGH);
+	/* A client that stops reading its response is cut off after
+	 * client_idle_timeout; set once, it only counts while output waits. */
+	bufferevent_set_timeouts(bev, NULL, &wt);
+	bufferevent_enable(bev, EV_READ | EV_WRITE);
+}
+
 struct conn *
 conn_new(struct worker *w, int fd, const struct sockaddr *sa, socklen_t salen,
     const struct tb_listener_conf *lc, struct stats_listener *stats)
 {
+	struct bufferevent *bev = NULL;
 	struct conn *c;
 	int one = 1;
 
@@ -85,6 +113,7 @@ conn_new(struct worker *w, int fd, const struct sockaddr *sa, socklen_t salen,
 		close(fd);
 		return NULL;
 	}
+	c->fd = -1;
 	c->w = w;
 	c->cfg = config_ref(w->cfg);
 	c->lc = lc;
@@ -101,34 +130,40 @@ conn_new(struct worker *w, int fd, const struct sockaddr *sa, socklen_t salen,
 		strcpy(c->peer, "unix");
 	}
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	c->bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE);
 	c->timer = evtimer_new(w->base, conn_timer_cb, c);
 	c->close_ev = evtimer_new(w->base, conn_free_cb, c);
-	if (c->bev == NULL || c->timer == NULL || c->close_ev == NULL) {
-		if (c->bev == NULL)
+	if (lc->tls != NULL) {
+		/* Look at the first byte before TLS sees it (conn_peek_cb). */
+		c->fd = fd;
+		c->peek_ev = event_new(w->base, fd, EV_READ, conn_peek_cb, c);
+		if (c->peek_ev == NULL || event_add(c->peek_ev, NULL) < 0) {
 			close(fd);
+			goto fail;
+		}
+	} else if ((bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE)) == NULL) {
+		close(fd);
 		goto fail;
 	}
-	bufferevent_setcb(c->bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
-	bufferevent_setwatermark(c->bev, EV_READ, 0, CONN_READ_HIGH);
-	/* A client that stops reading its response is cut off after
-	 * client_idle_timeout; set once, it only counts while output waits. */
-	{
-		struct timeval wt = config_timeval(lc->client_idle_timeout);
-
-		bufferevent_set_timeouts(c->bev, NULL, &wt);
-	}
-	bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+	if (c->timer == NULL || c->close_ev == NULL)
+		goto fail;
 	TAILQ_INSERT_TAIL(&w->conns, c, link);
 	w->n_conns++;
 	STATS_INC(tb_stats.connections_active);
 	STATS_INC(tb_stats.connections_total);
+	if (bev == NULL) {
+		c->state = CONN_TLS_PEEK;
+		conn_set_state(c, CONN_TLS_PEEK);
+		return c;
+	}
+	conn_attach_bev(c, bev);
 	c->state = CONN_READ_HEAD;
 	conn_set_state(c, CONN_READ_HEAD);
 	return c;
 fail:
-	if (c->bev != NULL)
-		bufferevent_free(c->bev);
+	if (bev != NULL)
+		bufferevent_free(bev);
+	if (c->peek_ev != NULL)
+		event_free(c->peek_ev);
 	if (c->timer != NULL)
 		event_free(c->timer);
 	if (c->close_ev != NULL)
@@ -136,6 +171,111 @@ fail:
 	config_unref(c->cfg);
 	free(c);
 	return NULL;
+}
+
+/* A TLS connection that never got to a request: count why, log, close. */
+static void
+tls_failed(struct conn *c, enum tls_fail reason, const char *why)
+{
+	if (c->stats != NULL)
+		STATS_INC(c->stats->tls_failures[reason]);
+	log_debug("%s: client %s: TLS handshake failed: %s", c->lc->name, c->peer, why);
+	conn_close(c);
+}
+
+/*
+ * Plain HTTP on the TLS port: answer in plain text, like nginx, so whoever
+ * typed http:// learns why, then close. The request is read first, so that
+ * closing does not reset the connection under the answer.
+ */
+static void
+plain_http_reply(int fd)
+{
+	static const char reply[] =
+	    "HTTP/1.1 400 Bad Request\r\n"
+	    "Content-Type: text/plain\r\n"
+	    "Content-Length: 38\r\n"
+	    "Connection: close\r\n"
+	    "\r\n"
+	    "plain HTTP request sent to a TLS port\n";
+	char sink[4096];
+	int i;
+
+	for (i = 0; i < 16 && recv(fd, sink, sizeof(sink), MSG_DONTWAIT) > 0; i++)
+		;
+	(void)!send(fd, reply, sizeof(reply) - 1, MSG_DONTWAIT | MSG_NOSIGNAL);
+	(void)shutdown(fd, SHUT_WR);
+}
+
+/*
+ * The first byte of a TLS listener's connection: a handshake record (22)
+ * starts TLS; a letter is someone speaking plain HTTP to the port; anything
+ * else is not ours. MSG_PEEK leaves the byte for OpenSSL.
+ */
+static void
+conn_peek_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+	struct bufferevent *bev;
+	unsigned char b;
+	ssize_t n;
+	SSL *ssl;
+
+	n = recv(fd, &b, 1, MSG_PEEK);
+	if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
+		event_add(c->peek_ev, NULL);
+		return;
+	}
+	if (n <= 0) {
+		tls_failed(c, TLS_FAIL_CLOSED, n == 0 ? "connection closed" :
+		    strerror(errno));
+		return;
+	}
+	if (b != 22) {
+		if (isalpha(b))
+			plain_http_reply(fd);
+		tls_failed(c, isalpha(b) ? TLS_FAIL_PLAIN_HTTP : TLS_FAIL_NOT_TLS,
+		    isalpha(b) ? "plain HTTP request" : "not a TLS record");
+		return;
+	}
+	if ((ssl = tls_server_ssl(c->lc->tls)) == NULL) {
+		tls_failed(c, TLS_FAIL_OTHER, "out of memory");
+		return;
+	}
+	/* On failure this frees ssl (BEV_OPT_CLOSE_ON_FREE), not the fd. */
+	bev = bufferevent_openssl_socket_new(c->w->base, fd, ssl,
+	    BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
+	if (bev == NULL) {
+		tls_failed(c, TLS_FAIL_OTHER, "out of memory");
+		return;
+	}
+	c->fd = -1;		/* the bufferevent closes it */
+	/* Clients often just close: EOF, not an error (conn_close sends our
+	 * close_notify, so what we send is never open to truncation). */
+	bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
+	conn_set_state(c, CONN_TLS_HANDSHAKE);
+	conn_attach_bev(c, bev);
+}
+
+/* The handshake is done: note what it settled, then read requests. */
+static void
+tls_done(struct conn *c)
+{
+	SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+
+	if ((c->tls = malloc(sizeof(*c->tls))) == NULL) {
+		tls_failed(c, TLS_FAIL_OTHER, "out of memory");
+		return;
+	}
+	tls_server_info(ssl, c->tls);
+	if (c->stats != NULL) {
+		STATS_INC(c->stats->tls_handshakes);
+		if (c->tls->resumed)
+			STATS_INC(c->stats->tls_resumed);
+	}
+	conn_set_state(c, CONN_READ_HEAD);
+	if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+		conn_try_head(c);
 }
 
 /*
@@ -155,8 +295,12 @@ conn_close(struct conn *c)
 		proxy_req_free(c->req);
 		c->req = NULL;
 	}
-	bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
-	bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+	if (c->bev != NULL) {
+		bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
+		bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+	}
+	if (c->peek_ev != NULL)
+		event_del(c->peek_ev);
 	evtimer_del(c->timer);
 	evtimer_add(c->close_ev, &now);
 }
@@ -166,9 +310,26 @@ conn_free_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn *c = arg;
 	struct worker *w = c->w;
+	SSL *ssl;
 
 	TAILQ_REMOVE(&w->conns, c, link);
-	bufferevent_free(c->bev);
+	if (c->tls != NULL && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
+		/*
+		 * close_notify: without it a client cannot tell our end of a
+		 * read-until-close response from a cut connection (RFC 8446
+		 * 6.1). One try, no waiting for the client's own.
+		 */
+		ssl = bufferevent_openssl_get_ssl(c->bev);
+		(void)SSL_shutdown(ssl);
+		ERR_clear_error();
+	}
+	if (c->bev != NULL)
+		bufferevent_free(c->bev);
+	if (c->fd >= 0)
+		close(c->fd);
+	if (c->peek_ev != NULL)
+		event_free(c->peek_ev);
+	free(c->tls);
 	event_free(c->timer);
 	event_free(c->close_ev);
 	config_unref(c->cfg);
@@ -236,7 +397,8 @@ conn_request_done(struct conn *c, int keepalive)
 void
 conn_drain(struct conn *c)
 {
-	if (c->state == CONN_READ_HEAD && !c->head_started)
+	if ((c->state == CONN_READ_HEAD && !c->head_started) ||
+	    c->state == CONN_TLS_PEEK || c->state == CONN_TLS_HANDSHAKE)
 		conn_close(c);
 	/* Otherwise conn_request_done sees w->draining and closes. */
 }
@@ -342,6 +504,8 @@ conn_read_cb(struct bufferevent *bev, void *arg)
 	case CONN_PROXYING:
 		proxy_client_readable(c->req);
 		break;
+	case CONN_TLS_PEEK:
+	case CONN_TLS_HANDSHAKE:
 	case CONN_CLOSING:
 	case CONN_CLOSED:
 		break;
@@ -361,6 +525,8 @@ conn_write_cb(struct bufferevent *bev, void *arg)
 		if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
 			conn_close(c);
 		break;
+	case CONN_TLS_PEEK:
+	case CONN_TLS_HANDSHAKE:
 	case CONN_READ_HEAD:
 	case CONN_CLOSED:
 		break;
@@ -371,6 +537,18 @@ static void
 conn_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct conn *c = arg;
+	char why[256];
+
+	if (c->state == CONN_TLS_HANDSHAKE) {
+		if (what & BEV_EVENT_CONNECTED)
+			tls_done(c);
+		else if (what & BEV_EVENT_TIMEOUT)
+			tls_failed(c, TLS_FAIL_TIMEOUT, "write timeout");
+		else
+			tls_failed(c, tls_server_failure(bev, (what & BEV_EVENT_EOF) != 0,
+			    why, sizeof(why)), why);
+		return;
+	}
 
 	if (c->state == CONN_PROXYING && c->req != NULL) {
 		if ((what & BEV_EVENT_EOF) && (what & BEV_EVENT_READING) &&
@@ -391,6 +569,10 @@ conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 	struct conn *c = arg;
 
 	switch (c->state) {
+	case CONN_TLS_PEEK:
+	case CONN_TLS_HANDSHAKE:
+		tls_failed(c, TLS_FAIL_TIMEOUT, "no handshake within client_header_timeout");
+		break;
 	case CONN_READ_HEAD:
 		if (c->head_started) {
 			log_info("%s: client %s: request head timeout", c->lc->name, c->peer);

@@ -22,9 +22,12 @@ struct evbuffer;
 struct worker;
 struct proxy_req;
 struct stats_listener;
+struct tls_conn_info;
 
 enum conn_state {
-	CONN_READ_HEAD = 0,	/* waiting for (the rest of) a request head */
+	CONN_TLS_PEEK = 0,	/* TLS listener: is the first byte TLS or plain HTTP? */
+	CONN_TLS_HANDSHAKE,	/* the TLS handshake runs */
+	CONN_READ_HEAD,		/* waiting for (the rest of) a request head */
 	CONN_PROXYING,		/* a request is in flight: see conn->req */
 	CONN_CLOSING,		/* flushing a final response, then close */
 	CONN_CLOSED,		/* freed from the event loop soon; ignore events */
@@ -42,6 +45,9 @@ struct conn {
 	const struct tb_listener_conf *lc;	/* inside cfg */
 	struct stats_listener *stats;
 	enum conn_state state;
+	int fd;					/* until the TLS bufferevent owns it, else -1 */
+	struct event *peek_ev;			/* TLS listener: first byte readable */
+	struct tls_conn_info *tls;		/* after a TLS handshake (owned), else NULL */
 	struct proxy_req *req;			/* NULL unless PROXYING */
 	struct event *timer;			/* idle / header timeouts */
 	struct event *close_ev;			/* deferred free */

@@ -25,6 +25,7 @@
 #include "config.h"
 #include "listener.h"
 #include "log.h"
+#include "tls.h"
 #include "tracing.h"
 #include "worker.h"
 
@@ -203,7 +204,8 @@ reload(void)
 	}
 	log_info("SIGHUP: reloading %s", g.config_path);
 	if (config_load(g.config_path, &cfg, err, sizeof(err)) < 0 ||
-	    tracing_conf_attach(cfg, err, sizeof(err)) < 0) {
+	    tracing_conf_attach(cfg, err, sizeof(err)) < 0 ||
+	    tls_conf_attach(cfg, err, sizeof(err)) < 0) {
 		log_errx("reload failed, keeping the running configuration: %s", err);
 		config_unref(cfg);
 		return;
@@ -223,6 +225,7 @@ reload(void)
 	log_access_open(cfg->access_log);
 	log_reopen();
 	tracing_reload(cfg);
+	tls_reload(cfg);
 	configure_workers(cfg);
 	config_unref(g.cfg);
 	g.cfg = cfg;
@@ -423,6 +426,11 @@ main(int argc, char **argv)
 		fprintf(stderr, "%s: %s\n", g.config_path ? g.config_path : "command line", err);
 		return 2;
 	}
+	if (rc == 0 && (rc = tls_conf_attach(g.cfg, err, sizeof(err))) < 0) {
+		config_unref(g.cfg);
+		fprintf(stderr, "%s\n", err);	/* "FILE:LINE: option: PATH: why" */
+		return 2;
+	}
 	if (rc < 0) {
 		fprintf(stderr, "%s\n", err);
 		return 2;
@@ -469,6 +477,10 @@ main(int argc, char **argv)
 		log_errx("tracing: start failed");
 		return 1;
 	}
+	if (tls_start(g.base, g.cfg) < 0) {
+		log_errx("tls: cannot make a session ticket key");
+		return 1;
+	}
 	if ((g.workers = calloc((size_t)g.n_workers, sizeof(*g.workers))) == NULL)
 		return 1;
 	for (k = 0; k < g.n_workers; k++) {
@@ -508,6 +520,7 @@ main(int argc, char **argv)
 		event_free(g.check_timer);
 	admin_stop();
 	tracing_stop();
+	tls_stop();
 	if (g.cfg->pid_file != NULL && g.cfg->pid_file[0] != '\0')
 		unlink(g.cfg->pid_file);
 	config_unref(g.cfg);

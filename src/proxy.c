@@ -14,7 +14,9 @@
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
+#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
+#include <openssl/ssl.h>
 
 #include "conn.h"
 #include "fmt.h"
@@ -22,6 +24,7 @@
 #include "log.h"
 #include "proxy.h"
 #include "stats.h"
+#include "tls.h"
 #include "upstream.h"
 #include "worker.h"
 
@@ -218,7 +221,10 @@ build_forward_head(struct proxy_req *r, const struct h1_msg *m, struct hbuf *b)
 		if (h1_is_hop_by_hop(m, h) || hdr_name_is(h, "Content-Length") ||
 		    hdr_name_is(h, "Expect") || hdr_name_is(h, "X-Forwarded-Proto") ||
 		    hdr_name_is(h, "X-Forwarded-Host") ||
-		    (hdr_name_is(h, "Proxy-Authorization") && !lc->keep_proxy_authorization))
+		    (hdr_name_is(h, "Proxy-Authorization") && !lc->keep_proxy_authorization) ||
+		    /* only we say who the client certificate names */
+		    (lc->tls_client_subject_header != NULL &&
+		    hdr_name_is(h, lc->tls_client_subject_header)))
 			drop[i / 8] |= (uint8_t)(1u << (i % 8));
 		else if (hdr_name_is(h, "X-Forwarded-For")) {
 			drop[i / 8] |= (uint8_t)(1u << (i % 8));
@@ -261,7 +267,10 @@ build_forward_head(struct proxy_req *r, const struct h1_msg *m, struct hbuf *b)
 			}
 		}
 		hb_str(b, r->c->peer);
-		HB_LIT(b, "\r\nX-Forwarded-Proto: http\r\n");
+		if (r->c->tls != NULL)
+			HB_LIT(b, "\r\nX-Forwarded-Proto: https\r\n");
+		else
+			HB_LIT(b, "\r\nX-Forwarded-Proto: http\r\n");
 		if (r->host[0] != '\0') {
 			HB_LIT(b, "X-Forwarded-Host: ");
 			hb_str(b, r->host);
@@ -274,6 +283,11 @@ build_forward_head(struct proxy_req *r, const struct h1_msg *m, struct hbuf *b)
 				hb_field(b, m->hdrs[i].name, m->hdrs[i].name_len,
 				    m->hdrs[i].value, m->hdrs[i].value_len);
 	}
+	if (lc->tls_client_subject_header != NULL && r->c->tls != NULL &&
+	    r->c->tls->subject[0] != '\0')
+		hb_field(b, lc->tls_client_subject_header,
+		    strlen(lc->tls_client_subject_header), r->c->tls->subject,
+		    strlen(r->c->tls->subject));
 	HB_LIT(b, "\r\n");
 	return b->failed ? -1 : 0;
 }
@@ -302,7 +316,7 @@ upstream_attach(struct proxy_req *r, int allow_reuse)
 	struct timeval tv;
 	struct evbuffer *out;
 
-	uc = upstream_get(r->c->w->pool, &lc->upstream_addr, allow_reuse);
+	uc = upstream_get(r->c->w->pool, &lc->upstream_addr, lc->tls_up, allow_reuse);
 	if (uc == NULL) {
 		log_warn("%s: upstream %s", lc->name, lc->upstream_addr.text);
 		return -1;
@@ -314,9 +328,10 @@ upstream_attach(struct proxy_req *r, int allow_reuse)
 		r->connect_us = -1;
 		upstream_timeouts(r);
 	} else {
-		/* While connecting, the write timeout is the connect timeout. */
+		/* While connecting, the write timeout is the connect timeout;
+		 * a TLS handshake also waits to read, under the same bound. */
 		tv = config_timeval(lc->upstream_connect_timeout);
-		bufferevent_set_timeouts(uc->bev, NULL, &tv);
+		bufferevent_set_timeouts(uc->bev, lc->tls_up != NULL ? &tv : NULL, &tv);
 	}
 	bufferevent_enable(uc->bev, EV_READ | EV_WRITE);
 	out = bufferevent_get_output(uc->bev);
@@ -903,10 +918,26 @@ up_event_cb(struct bufferevent *bev, short what, void *arg)
 	struct conn *c = r->c;
 	const struct tb_listener_conf *lc = c->lc;
 	int connecting = r->uc != NULL && !r->uc->reused && r->connect_us < 0;
+	char why[256];
 
 	if (what & BEV_EVENT_CONNECTED) {
+		/* over TLS: connected and the handshake done */
 		r->connect_us = (int64_t)((now_ns() - r->t_start_ns) / 1000);
+		if (lc->tls_up != NULL) {
+			STATS_INC(tb_stats.upstream_tls_handshakes);
+			if (SSL_session_reused(bufferevent_openssl_get_ssl(bev)))
+				STATS_INC(tb_stats.upstream_tls_resumed);
+		}
 		upstream_timeouts(r);
+		return;
+	}
+	if (connecting && lc->tls_up != NULL && !(what & BEV_EVENT_TIMEOUT) &&
+	    tls_client_failure(bev, why, sizeof(why))) {
+		/* Not the network: verification, protocol or cipher. Say why. */
+		STATS_INC(tb_stats.upstream_errors[STATS_UP_TLS_HANDSHAKE]);
+		log_warnx("%s: upstream %s: TLS handshake failed: %s", lc->name,
+		    r->upstream_addr, why);
+		fail_before_response(r, 502, PROXY_ERR_UPSTREAM_UNAVAILABLE);
 		return;
 	}
 

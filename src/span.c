@@ -555,6 +555,7 @@ enum span_opt_id {
 	SPAN_O_TLS_PROTOCOL,
 	SPAN_O_TLS_CIPHER,
 	SPAN_O_TLS_SNI,
+	SPAN_O_TLS_SUBJECT,
 	SPAN_O_OPERATION,
 	SPAN_O_SAMPLING,
 	SPAN_O_COUNT
@@ -604,6 +605,7 @@ span_format_start(const struct span_rec *r, struct span_buf *out)
 	opt[SPAN_O_TLS_PROTOCOL] = r->tls_protocol;
 	opt[SPAN_O_TLS_CIPHER] = r->tls_cipher;
 	opt[SPAN_O_TLS_SNI] = r->tls_sni;
+	opt[SPAN_O_TLS_SUBJECT] = r->tls_client_subject;
 	opt[SPAN_O_OPERATION] = r->operation;
 	opt[SPAN_O_SAMPLING] = r->sampling_reason;
 	for (i = 0; i < SPAN_O_COUNT; i++) {
@@ -647,7 +649,7 @@ span_format_start(const struct span_rec *r, struct span_buf *out)
 	w = SPAN_OPT(w, ", \"upstream\": ", opt[SPAN_O_UPSTREAM],
 	    olen[SPAN_O_UPSTREAM], &first);
 	if (r->tls_protocol != NULL || r->tls_cipher != NULL ||
-	    r->tls_sni != NULL) {
+	    r->tls_sni != NULL || r->tls_client_subject != NULL) {
 		w = SPAN_LIT(w, ", \"tls\": {");
 		w = SPAN_OPT(w, ", \"protocol\": ", opt[SPAN_O_TLS_PROTOCOL],
 		    olen[SPAN_O_TLS_PROTOCOL], &tfirst);
@@ -655,6 +657,8 @@ span_format_start(const struct span_rec *r, struct span_buf *out)
 		    olen[SPAN_O_TLS_CIPHER], &tfirst);
 		w = SPAN_OPT(w, ", \"sni\": ", opt[SPAN_O_TLS_SNI],
 		    olen[SPAN_O_TLS_SNI], &tfirst);
+		w = SPAN_OPT(w, ", \"client_subject\": ", opt[SPAN_O_TLS_SUBJECT],
+		    olen[SPAN_O_TLS_SUBJECT], &tfirst);
 		w = SPAN_LIT(w, "}");
 	}
 	w = SPAN_OPT(w, ", \"operation\": ", opt[SPAN_O_OPERATION],

@@ -67,9 +67,10 @@ struct span_rec {
 	const char *trace_format;	/* incoming format ("w3c", "b3", ...) */
 	const char *caller_span_id;	/* caller's span id, native form */
 	const char *upstream_addr;	/* "host:port" */
-	const char *tls_protocol;	/* all three NULL without TLS */
+	const char *tls_protocol;	/* all NULL without TLS */
 	const char *tls_cipher;
-	const char *tls_sni;
+	const char *tls_sni;		/* NULL when the client sent none */
+	const char *tls_client_subject;	/* verified client certificate, RFC 2253 */
 	const char *operation;		/* operation name, may be NULL */
 	const char *sampling_reason;	/* may be NULL */
 

@@ -6,6 +6,9 @@
 #include <event2/buffer.h>
 
 #include "stats.h"
+#include "tls.h"
+
+_Static_assert(TLS_FAIL_NREASONS == STATS_TLS_REASONS, "tls failure reasons");
 
 struct stats_global tb_stats;
 
@@ -20,7 +23,7 @@ static const double duration_bounds[STATS_DURATION_BUCKETS] = {
 
 static const char *const upstream_err_names[STATS_UP_NKINDS] = {
 	"connect_refused", "connect_timeout", "reset", "timeout",
-	"bad_response", "retried",
+	"bad_response", "retried", "tls_handshake",
 };
 
 struct stats_listener *
@@ -96,6 +99,15 @@ stats_write_prometheus(struct evbuffer *out)
 	    (unsigned long)STATS_GET(tb_stats.upstream_connects),
 	    (unsigned long)STATS_GET(tb_stats.upstream_pool_reused));
 	evbuffer_add_printf(out,
+	    "# HELP tracebridge_upstream_tls_handshakes_total TLS handshakes with upstreams.\n"
+	    "# TYPE tracebridge_upstream_tls_handshakes_total counter\n"
+	    "tracebridge_upstream_tls_handshakes_total %lu\n"
+	    "# HELP tracebridge_upstream_tls_resumed_total Upstream TLS handshakes that resumed a session.\n"
+	    "# TYPE tracebridge_upstream_tls_resumed_total counter\n"
+	    "tracebridge_upstream_tls_resumed_total %lu\n",
+	    (unsigned long)STATS_GET(tb_stats.upstream_tls_handshakes),
+	    (unsigned long)STATS_GET(tb_stats.upstream_tls_resumed));
+	evbuffer_add_printf(out,
 	    "# HELP tracebridge_upstream_errors_total Upstream failures by kind.\n"
 	    "# TYPE tracebridge_upstream_errors_total counter\n");
 	for (i = 0; i < STATS_UP_NKINDS; i++)
@@ -110,6 +122,26 @@ stats_write_prometheus(struct evbuffer *out)
 			evbuffer_add_printf(out,
 			    "tracebridge_requests_total{listener=\"%s\",code=\"%s\"} %lu\n",
 			    l->name, cls_names[i], (unsigned long)STATS_GET(l->requests[i]));
+	evbuffer_add_printf(out,
+	    "# HELP tracebridge_tls_handshakes_total Completed TLS handshakes with clients.\n"
+	    "# TYPE tracebridge_tls_handshakes_total counter\n");
+	for (l = head; l != NULL; l = l->next)
+		evbuffer_add_printf(out, "tracebridge_tls_handshakes_total{listener=\"%s\"} %lu\n",
+		    l->name, (unsigned long)STATS_GET(l->tls_handshakes));
+	evbuffer_add_printf(out,
+	    "# HELP tracebridge_tls_resumed_total Client TLS handshakes that resumed a session.\n"
+	    "# TYPE tracebridge_tls_resumed_total counter\n");
+	for (l = head; l != NULL; l = l->next)
+		evbuffer_add_printf(out, "tracebridge_tls_resumed_total{listener=\"%s\"} %lu\n",
+		    l->name, (unsigned long)STATS_GET(l->tls_resumed));
+	evbuffer_add_printf(out,
+	    "# HELP tracebridge_tls_handshake_failures_total Client connections that never completed a TLS handshake, by reason.\n"
+	    "# TYPE tracebridge_tls_handshake_failures_total counter\n");
+	for (l = head; l != NULL; l = l->next)
+		for (i = 0; i < STATS_TLS_REASONS; i++)
+			evbuffer_add_printf(out,
+			    "tracebridge_tls_handshake_failures_total{listener=\"%s\",reason=\"%s\"} %lu\n",
+			    l->name, tls_fail_names[i], (unsigned long)STATS_GET(l->tls_failures[i]));
 	evbuffer_add_printf(out,
 	    "# HELP tracebridge_bytes_in_total Bytes received from clients.\n"
 	    "# TYPE tracebridge_bytes_in_total counter\n");

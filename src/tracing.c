@@ -20,6 +20,7 @@
 #include "sampling.h"
 #include "sink_redis.h"
 #include "span.h"
+#include "tls.h"
 #include "trace.h"
 #include "tracing.h"
 #include "worker.h"
@@ -210,7 +211,13 @@ on_complete(struct proxy_req *r)
 	s.method_len = strlen(r->method);
 	s.target = r->target;
 	s.target_len = strlen(r->target);
-	s.scheme = "http";
+	s.scheme = r->c->tls != NULL ? "https" : "http";
+	if (r->c->tls != NULL) {
+		s.tls_protocol = r->c->tls->protocol;
+		s.tls_cipher = r->c->tls->cipher;
+		s.tls_sni = r->c->tls->sni[0] ? r->c->tls->sni : NULL;
+		s.tls_client_subject = r->c->tls->subject[0] ? r->c->tls->subject : NULL;
+	}
 	{
 		/* "ip:port" without snprintf: this runs for every sampled request */
 		size_t pl = strlen(r->c->peer);

@@ -9,6 +9,7 @@
 #ifndef TB_UPSTREAM_H
 #define TB_UPSTREAM_H
 
+#include <stdint.h>
 #include <sys/queue.h>
 
 #include "config.h"
@@ -16,15 +17,19 @@
 struct event_base;
 struct bufferevent;
 struct upstream_pool;
+struct tls_client;
 
 /* Idle keep-alive connections kept per upstream address, and for how long. */
 #define UPSTREAM_IDLE_MAX	256
 #define UPSTREAM_IDLE_TIMEOUT	30	/* seconds; below typical WSGI server keep-alive */
+/* TLS sessions kept per worker for resumption: one per upstream. */
+#define UPSTREAM_TLS_SESSIONS	32
 
 struct upstream_conn {
 	struct bufferevent *bev;
 	struct upstream_pool *pool;
-	char key[128];		/* upstream address text: the pool key */
+	char key[128];		/* upstream address text: the pool key... */
+	uint64_t tls_id;	/* ...with the TLS client context (0 = plain) */
 	int reused;		/* 1 if it came out of the pool (retry rule) */
 	TAILQ_ENTRY(upstream_conn) link;
 };
@@ -34,14 +39,17 @@ struct upstream_pool *upstream_pool_new(struct event_base *base);
 void upstream_pool_free(struct upstream_pool *p);
 
 /*
- * A connection to addr: an idle pooled one when allow_reuse (reused = 1,
- * already connected), else a new one whose connect is started (reused = 0;
- * the caller learns the outcome from BEV_EVENT_CONNECTED or an error event).
- * Callbacks are unset; the caller sets them and enables EV_READ|EV_WRITE.
- * Returns NULL with errno set when no socket could be made.
+ * A connection to addr, over TLS with tls' settings unless tls is NULL: an
+ * idle pooled one when allow_reuse (reused = 1, already connected), else a
+ * new one whose connect (and handshake) is started (reused = 0; the caller
+ * learns the outcome from BEV_EVENT_CONNECTED, which for TLS comes after
+ * the handshake, or an error event). A new TLS connection offers the last
+ * session this worker got from the same upstream. Callbacks are unset; the
+ * caller sets them and enables EV_READ|EV_WRITE. Returns NULL with errno
+ * set when no socket could be made.
  */
 struct upstream_conn *upstream_get(struct upstream_pool *p, const struct tb_addr *addr,
-    int allow_reuse);
+    const struct tls_client *tls, int allow_reuse);
 
 /* Return a connection after a complete exchange: pooled if reusable and its
  * input is empty, closed otherwise. uc is not to be used afterwards. */

@@ -106,6 +106,17 @@ test_defaults(void)
 	CHECK(strcmp(l->service, "a") == 0);
 	CHECK(l->line == 1);
 	CHECK(l->upstream_tls == 0);
+	CHECK(l->tls_certificate == NULL && l->tls_key == NULL);
+	CHECK(l->n_tls_sni_certificates == 0);
+	CHECK(strcmp(l->tls_min_version, "1.2") == 0);
+	CHECK(strstr(l->tls_ciphers, "ECDHE-ECDSA-AES128-GCM-SHA256") == l->tls_ciphers);
+	CHECK(strcmp(l->tls_ciphersuites, "TLS_AES_128_GCM_SHA256:"
+	    "TLS_AES_256_GCM_SHA384:TLS_CHACHA20_POLY1305_SHA256") == 0);
+	CHECK(l->tls_session_cache_size == 20480 && l->tls_session_timeout == 300);
+	CHECK(l->tls_session_tickets == 1 && l->tls_verify_client == TB_VERIFY_NONE);
+	CHECK(l->tls_client_ca == NULL && l->tls_client_subject_header == NULL);
+	CHECK(l->upstream_tls_verify == 1 && l->upstream_tls_ca == NULL);
+	CHECK(c->tls_ticket_key_rotation == 3600);
 	CHECK(strcmp(l->upstream_host, "127.0.0.1") == 0);
 	CHECK(l->upstream_port == 5000);
 	CHECK(strcmp(l->upstream_addr.text, "127.0.0.1:5000") == 0);
@@ -305,20 +316,20 @@ static const struct bad bads[] = {
 	{ "user = no_such_user_tb\n" LST, "FILE:1: user: no such user" },
 	{ "group = no_such_group_tb\n" LST, "FILE:1: group: no such group" },
 	{ "max_connections = 0\n" LST, "FILE:1: max_connections: expected an integer between 1 and 1000000" },
-	{ "drain_timeout = -1\n" LST, "FILE:1: drain_timeout: expected a duration between 0 and 86400 seconds (optional ms/s suffix)" },
-	{ "drain_timeout = inf\n" LST, "FILE:1: drain_timeout: expected a duration between 0 and 86400 seconds (optional ms/s suffix)" },
-	{ "drain_timeout = 1e3\n" LST, "FILE:1: drain_timeout: expected a duration between 0 and 86400 seconds (optional ms/s suffix)" },
+	{ "drain_timeout = -1\n" LST, "FILE:1: drain_timeout: expected a duration between 0 and 86400 seconds (optional ms/s/m/h suffix)" },
+	{ "drain_timeout = inf\n" LST, "FILE:1: drain_timeout: expected a duration between 0 and 86400 seconds (optional ms/s/m/h suffix)" },
+	{ "drain_timeout = 1e3\n" LST, "FILE:1: drain_timeout: expected a duration between 0 and 86400 seconds (optional ms/s/m/h suffix)" },
 	{ "[admin]\nlisten = localhost:1\n" LST, "FILE:2: listen: expected host:port, [v6]:port or *:port with a numeric address, or 'off'" },
 	{ "[listener:a]\nlisten = ::1:80\n", "FILE:2: listen: expected host:port, [v6]:port or *:port with a numeric address" },
 	{ "[listener:a]\nlisten = 127.0.0.1:65536\n", "FILE:2: listen: expected host:port, [v6]:port or *:port with a numeric address" },
 	{ "[listener:a]\nlisten = 127.0.0.1:0\n", "FILE:2: listen: expected host:port, [v6]:port or *:port with a numeric address" },
-	{ "[listener:a]\nupstream = https://127.0.0.1:5000\n", "FILE:2: upstream: https upstreams are not supported yet" },
-	{ "[listener:a]\nupstream = ftp://127.0.0.1\n", "FILE:2: upstream: expected http://host[:port][/]" },
-	{ "[listener:a]\nupstream = http://127.0.0.1:5000/v3\n", "FILE:2: upstream: expected http://host[:port][/]" },
-	{ "[listener:a]\nupstream = http://u:p@127.0.0.1:5000\n", "FILE:2: upstream: expected http://host[:port][/]" },
-	{ "[listener:a]\nupstream = http://\n", "FILE:2: upstream: expected http://host[:port][/]" },
+	{ "[listener:a]\nupstream = https://\n", "FILE:2: upstream: expected http[s]://host[:port][/]" },
+	{ "[listener:a]\nupstream = ftp://127.0.0.1\n", "FILE:2: upstream: expected http[s]://host[:port][/]" },
+	{ "[listener:a]\nupstream = http://127.0.0.1:5000/v3\n", "FILE:2: upstream: expected http[s]://host[:port][/]" },
+	{ "[listener:a]\nupstream = http://u:p@127.0.0.1:5000\n", "FILE:2: upstream: expected http[s]://host[:port][/]" },
+	{ "[listener:a]\nupstream = http://\n", "FILE:2: upstream: expected http[s]://host[:port][/]" },
 	{ "[listener:a]\nupstream = http://no-such-host.invalid:80\n", NULL /* resolver text varies */ },
-	{ LST "client_idle_timeout = 0\n", "FILE:4: client_idle_timeout: expected a duration between 0.001 and 86400 seconds (optional ms/s suffix)" },
+	{ LST "client_idle_timeout = 0\n", "FILE:4: client_idle_timeout: expected a duration between 0.001 and 86400 seconds (optional ms/s/m/h suffix)" },
 	{ LST "max_header_bytes = 512\n", "FILE:4: max_header_bytes: expected a size between 1k and 1m bytes (optional k/m/g suffix)" },
 	{ LST "max_header_bytes = 99999999999999g\n", "FILE:4: max_header_bytes: expected a size between 1k and 1m bytes (optional k/m/g suffix)" },
 	{ LST "max_headers = 257\n", "FILE:4: max_headers: expected an integer between 1 and 256" },
@@ -339,13 +350,33 @@ static const struct bad bads[] = {
 	{ LST "[tracing]\nspan_ttl = 1.5\n", "FILE:5: span_ttl: expected whole seconds between 0 and 315360000" },
 	{ LST "[tracing]\nspan_buffer_bytes = 2g\n", "FILE:5: span_buffer_bytes: expected a size between 4k and 1g bytes (optional k/m/g suffix)" },
 	{ LST "[sampling]\npolicy_url = https://x/\n", "FILE:5: policy_url: expected an http:// URL (https is not supported)" },
-	{ LST "[sampling]\npolicy_poll_interval = 0.5\n", "FILE:5: policy_poll_interval: expected a duration between 1 and 86400 seconds (optional ms/s suffix)" },
+	{ LST "[sampling]\npolicy_poll_interval = 0.5\n", "FILE:5: policy_poll_interval: expected a duration between 1 and 86400 seconds (optional ms/s/m/h suffix)" },
 	{ LST "[sampling]\ndefault_probability = 1.5\n", "FILE:5: default_probability: expected a number between 0 and 1" },
 	{ LST "[sampling]\nforced_max_per_second = -3\n", "FILE:5: forced_max_per_second: expected a number >= 0" },
 	{ LST "[sampling]\noperation_rules = glob:/x y\n", "FILE:5: operation_rules: rule 1: expected 'prefix:<path> <name>' or 'regex:<ERE> <name>'" },
 	{ LST "[sampling]\noperation_rules =\n  prefix:/a a\n  prefix:/b\n", "FILE:5: operation_rules: rule 2: expected a pattern and an operation name" },
 	{ LST "[sampling]\noperation_rules = prefix:v3 x\n", "FILE:5: operation_rules: rule 1: a path prefix starts with '/'" },
 	{ LST "[sampling]\noperation_rules = regex:a(b x\n", NULL /* regerror text varies */ },
+	/* TLS options: the values, and what must go together */
+	{ LST "tls_min_version = 1.1\n", "FILE:4: tls_min_version: TLS 1.0 and 1.1 are not supported (RFC 8996): expected 1.2 or 1.3" },
+	{ LST "tls_min_version = TLSv1.0\n", "FILE:4: tls_min_version: TLS 1.0 and 1.1 are not supported (RFC 8996): expected 1.2 or 1.3" },
+	{ LST "tls_min_version = 2\n", "FILE:4: tls_min_version: expected 1.2 or 1.3" },
+	{ LST "tls_certificate = cert.pem\n", "FILE:4: tls_certificate: expected an absolute path (or nothing)" },
+	{ LST "tls_certificate = /c.pem\n", "FILE:4: tls_certificate: tls_certificate and tls_key go together" },
+	{ LST "tls_key = /k.pem\n", "FILE:4: tls_key: tls_certificate and tls_key go together" },
+	{ LST "tls_client_ca = /ca.pem\n", "FILE:4: tls_client_ca: needs tls_certificate (TLS on this listener)" },
+	{ LST "tls_certificate = /c\ntls_key = /k\ntls_verify_client = require\n", "FILE:6: tls_verify_client: needs tls_client_ca" },
+	{ LST "tls_verify_client = maybe\n", "FILE:4: tls_verify_client: expected one of: none, optional, require" },
+	{ LST "tls_sni_certificates = /a.pem\n", "FILE:4: tls_sni_certificates: member 1: expected CERT:KEY, two absolute paths" },
+	{ LST "tls_sni_certificates = /a:/b, /c:d\n", "FILE:4: tls_sni_certificates: member 2: expected CERT:KEY, two absolute paths" },
+	{ LST "tls_sni_certificates = /a:/b:/c\n", "FILE:4: tls_sni_certificates: member 1: expected CERT:KEY, two absolute paths" },
+	{ LST "tls_client_subject_header = X Subject\n", "FILE:4: tls_client_subject_header: expected a header name (letters, digits, '-')" },
+	{ LST "tls_session_timeout = 0\n", "FILE:4: tls_session_timeout: expected a duration between 1 and 86400 seconds (optional ms/s/m/h suffix)" },
+	{ LST "upstream_tls_ca = /ca.pem\n", "FILE:4: upstream_tls_ca: only for an https:// upstream" },
+	{ LST "upstream_tls_server_name = api\n", "FILE:4: upstream_tls_server_name: only for an https:// upstream" },
+	{ "[listener:a]\nlisten = 127.0.0.1:8080\nupstream = https://127.0.0.1\nupstream_tls_key = /k\n",
+	  "FILE:4: upstream_tls_key: upstream_tls_certificate and upstream_tls_key go together" },
+	{ "tls_ticket_key_rotation = 10\n" LST, "FILE:1: tls_ticket_key_rotation: expected a duration between 60 and 604800 seconds (optional ms/s/m/h suffix)" },
 	{ LST "[tracing]\nsample_new = true\n[sampling]\ndefault_probability = 0.5\n",
 	  "FILE:7: default_probability: sample_new and default_probability cannot both be set" },
 	{ LST "[sampling]\ndefault_probability = 0.5\n[tracing]\nsample_new = true\n",
@@ -553,9 +584,17 @@ test_args_and_addr(void)
 	    sizeof(err)) == -1 && c == NULL);
 	CHECKF(strcmp(err, "--listen: expected host:port, [v6]:port or *:port "
 	    "with a numeric address") == 0, "%s", err);
-	CHECK(config_from_args("127.0.0.1:1", "https://h", &c, err,
+	CHECK(config_from_args("127.0.0.1:1", "https://127.0.0.1", &c, err,
+	    sizeof(err)) == 0 && c != NULL);
+	if (c != NULL) {
+		CHECK(c->listeners[0].upstream_tls == 1);
+		CHECK(c->listeners[0].upstream_port == 443);
+		CHECK(c->listeners[0].upstream_tls_verify == 1);
+		config_unref(c);
+	}
+	CHECK(config_from_args("127.0.0.1:1", "ftp://h", &c, err,
 	    sizeof(err)) == -1);
-	CHECKF(strcmp(err, "--upstream: https upstreams are not supported yet") == 0,
+	CHECKF(strcmp(err, "--upstream: expected http[s]://host[:port][/]") == 0,
 	    "%s", err);
 	CHECK(config_from_args("127.0.0.1:9180", "http://127.0.0.1", &c, err,
 	    sizeof(err)) == -1);
