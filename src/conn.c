@@ -389,9 +389,12 @@ conn_request_done(struct conn *c, int keepalive)
 	bufferevent_enable(c->bev, EV_READ);
 	/* Timeouts stay as set: the write timeout always, the read timeout was
 	 * cleared when the request body ended (pump_request). */
-	/* A pipelined request may already be waiting. */
+	/* A pipelined request may already be waiting, in our input or still
+	 * inside OpenSSL. */
 	if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
 		conn_try_head(c);
+	if (c->state == CONN_READ_HEAD)
+		tls_read_pending(c->bev);
 }
 
 void
@@ -500,6 +503,8 @@ conn_read_cb(struct bufferevent *bev, void *arg)
 	switch (c->state) {
 	case CONN_READ_HEAD:
 		conn_try_head(c);
+		if (c->state == CONN_READ_HEAD)
+			tls_read_pending(c->bev);	/* a head split over records */
 		break;
 	case CONN_PROXYING:
 		proxy_client_readable(c->req);

@@ -624,7 +624,9 @@ pump_request(struct proxy_req *r)
 		 * until the upstream's output drains below the low mark. */
 		bufferevent_disable(c->bev, EV_READ);
 		bufferevent_setwatermark(r->uc->bev, EV_WRITE, CONN_OUT_LOW, 0);
+		return;
 	}
+	tls_read_pending(c->bev);
 }
 
 /* --- response: upstream -> client -------------------------------------- */
@@ -889,7 +891,9 @@ pump_response(struct proxy_req *r)
 		/* Client is slower than the upstream: stop reading upstream. */
 		bufferevent_disable(r->uc->bev, EV_READ);
 		bufferevent_setwatermark(c->bev, EV_WRITE, CONN_OUT_LOW, 0);
+		return;
 	}
+	tls_read_pending(r->uc->bev);
 }
 
 static void

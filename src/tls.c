@@ -21,8 +21,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
+#include <event2/bufferevent_struct.h>
 #include <event2/event.h>
 #include <openssl/core_names.h>
 #include <openssl/err.h>
@@ -684,6 +686,21 @@ oom:
 fail:
 	tls_server_free(ts);
 	return NULL;
+}
+
+void
+tls_read_pending(struct bufferevent *bev)
+{
+	SSL *ssl = bufferevent_openssl_get_ssl(bev);
+	size_t high = 0;
+
+	if (ssl == NULL || SSL_pending(ssl) <= 0 ||
+	    !(bufferevent_get_enabled(bev) & EV_READ))
+		return;
+	(void)bufferevent_getwatermark(bev, EV_READ, NULL, &high);
+	if (high != 0 && evbuffer_get_length(bufferevent_get_input(bev)) >= high)
+		return;		/* the next drain calls us again */
+	event_active(&bev->ev_read, EV_READ, 1);
 }
 
 SSL *

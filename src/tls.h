@@ -64,6 +64,16 @@ int tls_start(struct event_base *base, const struct tb_config *cfg);
 void tls_reload(const struct tb_config *cfg);
 void tls_stop(void);
 
+/*
+ * libevent 2.1 stops reading a TLS bufferevent at its read high watermark
+ * with decrypted bytes possibly left inside OpenSSL (SSL_pending); once the
+ * input drains it only waits for the socket, and if the peer has sent
+ * everything already (the end of a body) nothing comes: a stall. Call this
+ * after consuming input: it schedules a read of what OpenSSL holds. A no-op
+ * for plain bufferevents.
+ */
+void tls_read_pending(struct bufferevent *bev);
+
 /* A new server-side SSL for an accepted connection of ts' listener, or NULL. */
 SSL *tls_server_ssl(const struct tls_server *ts);
 /* Fill out from ssl after its handshake completed. */
