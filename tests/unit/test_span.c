@@ -196,6 +196,13 @@ test_format_exact(void)
 	    "\"project\": \"tracebridge\", \"service\": null}") == 0);
 	CHECK(span_is_error(&r));
 
+	/* a verified client certificate; only the subject of info.tls */
+	r.tls_protocol = r.tls_cipher = r.tls_sni = NULL;
+	r.tls_client_subject = "CN=client1,O=Example";
+	CHECK(strstr(fmt(&r, 0), "\"upstream\": \"10.0.0.1:5000\", \"tls\": "
+	    "{\"client_subject\": \"CN=client1,O=Example\"}, \"operation\"") != NULL);
+	r.tls_client_subject = NULL;
+
 	/* upstream 5xx without an etype of ours */
 	fill(&r);
 	r.status_code = 503;
