@@ -18,8 +18,6 @@
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
-#include <openssl/err.h>
-#include <openssl/ssl.h>
 
 #include "conn.h"
 #include "h1.h"
@@ -136,10 +134,8 @@ conn_new(struct worker *w, int fd, const struct sockaddr *sa, socklen_t salen,
 		/* Look at the first byte before TLS sees it (conn_peek_cb). */
 		c->fd = fd;
 		c->peek_ev = event_new(w->base, fd, EV_READ, conn_peek_cb, c);
-		if (c->peek_ev == NULL || event_add(c->peek_ev, NULL) < 0) {
-			close(fd);
+		if (c->peek_ev == NULL || event_add(c->peek_ev, NULL) < 0)
 			goto fail;
-		}
 	} else if ((bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE)) == NULL) {
 		close(fd);
 		goto fail;
@@ -162,6 +158,8 @@ conn_new(struct worker *w, int fd, const struct sockaddr *sa, socklen_t salen,
 fail:
 	if (bev != NULL)
 		bufferevent_free(bev);
+	if (c->fd >= 0)
+		close(c->fd);
 	if (c->peek_ev != NULL)
 		event_free(c->peek_ev);
 	if (c->timer != NULL)
@@ -310,19 +308,10 @@ conn_free_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn *c = arg;
 	struct worker *w = c->w;
-	SSL *ssl;
 
 	TAILQ_REMOVE(&w->conns, c, link);
-	if (c->tls != NULL && evbuffer_get_length(bufferevent_get_output(c->bev)) == 0) {
-		/*
-		 * close_notify: without it a client cannot tell our end of a
-		 * read-until-close response from a cut connection (RFC 8446
-		 * 6.1). One try, no waiting for the client's own.
-		 */
-		ssl = bufferevent_openssl_get_ssl(c->bev);
-		(void)SSL_shutdown(ssl);
-		ERR_clear_error();
-	}
+	if (c->tls != NULL)
+		tls_shutdown(c->bev, !c->tls_bad);
 	if (c->bev != NULL)
 		bufferevent_free(c->bev);
 	if (c->fd >= 0)
@@ -544,6 +533,11 @@ conn_event_cb(struct bufferevent *bev, short what, void *arg)
 	struct conn *c = arg;
 	char why[256];
 
+	/* A TLS error after the handshake (a bad record, say): the session
+	 * must not be resumed. */
+	if (c->tls != NULL && (what & BEV_EVENT_ERROR) &&
+	    bufferevent_get_openssl_error(bev) != 0)
+		c->tls_bad = 1;
 	if (c->state == CONN_TLS_HANDSHAKE) {
 		if (what & BEV_EVENT_CONNECTED)
 			tls_done(c);

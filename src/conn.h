@@ -48,6 +48,7 @@ struct conn {
 	int fd;					/* until the TLS bufferevent owns it, else -1 */
 	struct event *peek_ev;			/* TLS listener: first byte readable */
 	struct tls_conn_info *tls;		/* after a TLS handshake (owned), else NULL */
+	int tls_bad;				/* TLS failed after the handshake */
 	struct proxy_req *req;			/* NULL unless PROXYING */
 	struct event *timer;			/* idle / header timeouts */
 	struct event *close_ev;			/* deferred free */

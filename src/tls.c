@@ -524,8 +524,10 @@ server_ctx_new(const struct tb_listener_conf *l, struct tls_errctx *e)
 		v += 4;
 	SSL_CTX_set_min_proto_version(ctx, strcmp(v, "1.3") == 0 ?
 	    TLS1_3_VERSION : TLS1_2_VERSION);
-	/* No renegotiation (a DoS vector, and HTTP/1.1 never needs it). */
-	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION |
+	/* No renegotiation (a DoS vector, and HTTP/1.1 never needs it). A
+	 * client closing without close_notify is an EOF, not an error: most
+	 * do, and the request framing says whether anything was cut. */
+	SSL_CTX_set_options(ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_IGNORE_UNEXPECTED_EOF |
 	    (l->tls_session_tickets ? 0 : SSL_OP_NO_TICKET));
 	/* Idle keep-alive connections give their 2 x 17 KB buffers back. */
 	SSL_CTX_set_mode(ctx, SSL_MODE_RELEASE_BUFFERS);
@@ -703,6 +705,22 @@ tls_read_pending(struct bufferevent *bev)
 	event_active(&bev->ev_read, EV_READ, 1);
 }
 
+void
+tls_shutdown(struct bufferevent *bev, int clean)
+{
+	SSL *ssl = bufferevent_openssl_get_ssl(bev);
+
+	if (ssl == NULL || !SSL_is_init_finished(ssl))
+		return;
+	/* RFC 8446 6.1: it tells a read-until-close body from a cut one. One
+	 * try; we do not wait for the peer's. */
+	if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+		(void)SSL_shutdown(ssl);
+	if (clean)
+		SSL_set_shutdown(ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
+	ERR_clear_error();
+}
+
 SSL *
 tls_server_ssl(const struct tls_server *ts)
 {
@@ -847,7 +865,7 @@ tls_client_new(const struct tb_listener_conf *l, struct tls_errctx *e)
 	tc->id = __atomic_add_fetch(&next_id, 1, __ATOMIC_RELAXED);
 	tc->verify = l->upstream_tls_verify;
 	SSL_CTX_set_min_proto_version(tc->ctx, TLS1_2_VERSION);
-	SSL_CTX_set_options(tc->ctx, SSL_OP_NO_RENEGOTIATION);
+	SSL_CTX_set_options(tc->ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_IGNORE_UNEXPECTED_EOF);
 	SSL_CTX_set_mode(tc->ctx, SSL_MODE_RELEASE_BUFFERS);
 	/* Offer http/1.1 only: a server able to do h2 must not pick it. */
 	if (SSL_CTX_set_alpn_protos(tc->ctx, (const unsigned char *)"\x08http/1.1", 9) != 0) {

@@ -74,6 +74,15 @@ void tls_stop(void);
  */
 void tls_read_pending(struct bufferevent *bev);
 
+/*
+ * Before freeing a TLS bufferevent whose handshake completed: send our
+ * close_notify when nothing else waits to be written, and unless the
+ * connection failed (clean = 0) keep its session resumable, which OpenSSL
+ * otherwise forgets for every connection not shut down both ways (most
+ * clients and servers just close). A no-op for plain bufferevents.
+ */
+void tls_shutdown(struct bufferevent *bev, int clean);
+
 /* A new server-side SSL for an accepted connection of ts' listener, or NULL. */
 SSL *tls_server_ssl(const struct tls_server *ts);
 /* Fill out from ssl after its handshake completed. */

@@ -52,6 +52,8 @@ upstream_pool_new(struct event_base *base)
 static void
 conn_destroy(struct upstream_conn *uc)
 {
+	if (uc->bev != NULL && uc->tls_id != 0)
+		tls_shutdown(uc->bev, 1);	/* its session stays resumable */
 	if (uc->bev != NULL)
 		bufferevent_free(uc->bev);	/* BEV_OPT_CLOSE_ON_FREE closes the fd */
 	free(uc);
