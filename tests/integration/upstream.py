@@ -4,12 +4,21 @@
 Plain sockets and threads, so that the tests control framing exactly
 (chunked with trailers, read-until-close, resets, slow answers). Each
 connection gets a number, sent back as X-Conn-Id, so tests can see keep-alive
-reuse. Run: upstream.py PORT [STATEFILE_DIR]
+reuse. Run: upstream.py PORT [STATEFILE_DIR] [--tls CERT KEY [--client-ca CA]]
+
+With --tls, accepted connections are TLS (Python's ssl, server side, TLS 1.2
+and 1.3, session tickets and cache on so clients can resume); everything
+else behaves the same. --client-ca CA asks for a client certificate and
+requires one that CA signed; its subject is then sent back in the JSON
+answer ("client_subject"). Closes the upstream decides on (/close,
+Connection: close, the connection dropped after /arm-drop) send a TLS
+close_notify first; /reset does not.
 """
 import hashlib
 import json
 import os
 import socket
+import ssl
 import sys
 import threading
 import time
@@ -18,6 +27,7 @@ import urllib.parse
 conn_counter = 0
 conn_lock = threading.Lock()
 STATE_DIR = None
+TLS_CTX = None
 
 
 def read_line(f, limit=65536):
@@ -95,6 +105,36 @@ def send(sock, status, body=b"", headers=(), reason="OK"):
     sock.sendall(head.encode("latin-1") + b"\r\n" + body)
 
 
+def close(sock):
+    """Close a connection the server decided to end: with a TLS close_notify
+    first (without waiting long for the peer's), so that a read-until-close
+    body is not a truncation."""
+    if isinstance(sock, ssl.SSLSocket):
+        try:
+            sock.settimeout(1.0)
+            sock.unwrap()
+        except (OSError, ValueError):
+            pass
+    sock.close()
+
+
+def client_subject(sock):
+    """The verified client certificate's subject as "CN=a,O=b" (RFC 2253
+    order: last RDN first), or None."""
+    if not isinstance(sock, ssl.SSLSocket):
+        return None
+    cert = sock.getpeercert()
+    if not cert:
+        return None
+    rdns = [",".join("%s=%s" % (ATTR.get(k, k), v) for k, v in rdn)
+            for rdn in cert.get("subject", ())]
+    return ",".join(reversed(rdns))
+
+
+ATTR = {"commonName": "CN", "organizationName": "O", "organizationalUnitName": "OU",
+        "countryName": "C", "localityName": "L", "stateOrProvinceName": "ST"}
+
+
 def handle(sock, cid):
     f = sock.makefile("rb", buffering=1 << 16)
     drop_next = False
@@ -110,7 +150,7 @@ def handle(sock, cid):
         if drop_next:
             # a keep-alive connection the server closes as the next request
             # arrives: what a proxy's reused connection meets in real life
-            sock.close()
+            close(sock)
             return
         if path == "/arm-drop":
             drop_next = True
@@ -122,7 +162,7 @@ def handle(sock, cid):
             # answer before reading the body (like a 413), then hang up
             send(sock, 413, b"too big\n", base + [("Connection", "close")], reason="Too Large")
             time.sleep(0.2)
-            sock.close()
+            close(sock)
             return
         marker = q.get("marker")
 
@@ -162,7 +202,7 @@ def handle(sock, cid):
             continue
         if path == "/close":
             sock.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\nX-Conn-Id: %d\r\n\r\nuntil-close-body" % cid)
-            sock.close()
+            close(sock)
             return
         if path.startswith("/status/"):
             code = int(path.split("/")[2])
@@ -171,17 +211,23 @@ def handle(sock, cid):
             else:
                 send(sock, code, b"status %d\n" % code, base, reason="X")
             continue
-        body = json.dumps({
+        answer = {
             "method": method, "target": target, "path": path, "version": version,
             "headers": headers, "body_len": n, "body_sha256": h.hexdigest(), "conn": cid,
-        }).encode()
+        }
+        if isinstance(sock, ssl.SSLSocket):
+            answer["tls"] = {"protocol": sock.version(), "cipher": sock.cipher()[0],
+                             "resumed": sock.session_reused,
+                             "sni": getattr(sock, "tb_sni", None),
+                             "client_subject": client_subject(sock)}
+        body = json.dumps(answer).encode()
         hs = base + [("Content-Type", "application/json")]
         if method == "HEAD":
             sock.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nX-Conn-Id: %d\r\n\r\n" % (len(body), cid))
             continue
         send(sock, 200, body, hs)
         if (hget(headers, "Connection") or "").lower() == "close":
-            sock.close()
+            close(sock)
             return
 
 
@@ -202,6 +248,12 @@ def serve(port):
 
 def guard(c, cid):
     try:
+        if TLS_CTX is not None:
+            # the handshake runs here, in the connection's thread, so that a
+            # slow or failing client does not hold up accept()
+            c.settimeout(10)
+            c = TLS_CTX.wrap_socket(c, server_side=True)
+            c.settimeout(None)
         handle(c, cid)
     except (OSError, EOFError):
         pass
@@ -212,7 +264,34 @@ def guard(c, cid):
             pass
 
 
+def tls_context(cert, key, client_ca=None):
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_2
+    ctx.load_cert_chain(cert, key)
+    ctx.set_alpn_protocols(["http/1.1"])
+    if client_ca:
+        ctx.load_verify_locations(client_ca)
+        ctx.verify_mode = ssl.CERT_REQUIRED
+
+    def on_sni(sslsock, name, _ctx):
+        sslsock.tb_sni = name
+    ctx.sni_callback = on_sni
+    return ctx
+
+
 if __name__ == "__main__":
-    if len(sys.argv) > 2:
-        STATE_DIR = sys.argv[2]
-    serve(int(sys.argv[1]))
+    args = sys.argv[1:]
+    tls = client_ca = None
+    if "--client-ca" in args:
+        i = args.index("--client-ca")
+        client_ca = args[i + 1]
+        del args[i:i + 2]
+    if "--tls" in args:
+        i = args.index("--tls")
+        tls = args[i + 1:i + 3]
+        del args[i:i + 3]
+    if len(args) > 1:
+        STATE_DIR = args[1]
+    if tls:
+        TLS_CTX = tls_context(tls[0], tls[1], client_ca)
+    serve(int(args[0]))
