@@ -253,11 +253,9 @@ use_cert_and_key(SSL_CTX *ctx, const char *cert, const char *key,
 			return -1;
 		}
 	}
-	if (leaf_out != NULL)
-		*leaf_out = X509_dup(leaf);
-	sk_X509_pop_free(sk, X509_free);
 	if ((pk = load_key(key, why, sizeof(why))) == NULL) {
 		tls_err(e, key_opt, "%s: %s", key, why);
+		sk_X509_pop_free(sk, X509_free);
 		return -1;
 	}
 	ok = SSL_CTX_use_PrivateKey(ctx, pk) && SSL_CTX_check_private_key(ctx);
@@ -265,8 +263,15 @@ use_cert_and_key(SSL_CTX *ctx, const char *cert, const char *key,
 	if (!ok) {
 		ERR_clear_error();
 		tls_err(e, key_opt, "%s: does not match the certificate %s", key, cert);
+		sk_X509_pop_free(sk, X509_free);
 		return -1;
 	}
+	if (leaf_out != NULL && (*leaf_out = X509_dup(leaf)) == NULL) {
+		tls_err(e, cert_opt, "%s: out of memory", cert);
+		sk_X509_pop_free(sk, X509_free);
+		return -1;
+	}
+	sk_X509_pop_free(sk, X509_free);
 	return 0;
 }
 
@@ -668,6 +673,7 @@ tls_server_new(const struct tb_listener_conf *l, struct tls_errctx *e)
 		}
 		ts->ctxs = nc;
 		ts->ctxs[ts->n_ctxs++] = ctx;
+		leaf = NULL;
 		if (use_cert_and_key(ctx, pair, key, "tls_sni_certificates",
 		    "tls_sni_certificates", e, &leaf) < 0) {
 			free(pair);
