@@ -321,8 +321,8 @@ static struct {
 } tk = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
 /* A new encryption key in front; the oldest beyond tk.keep are forgotten. */
-static int
-ticket_rotate(void)
+int
+tls_rotate_ticket_key(void)
 {
 	struct ticket_key k;
 
@@ -333,8 +333,7 @@ ticket_rotate(void)
 	pthread_mutex_lock(&tk.lock);
 	memmove(&tk.keys[1], &tk.keys[0], sizeof(tk.keys) - sizeof(tk.keys[0]));
 	tk.keys[0] = k;
-	if (tk.n < tk.keep)
-		tk.n++;
+	tk.n = tk.n + 1 < tk.keep ? tk.n + 1 : tk.keep;
 	explicit_bzero(&tk.keys[tk.n], sizeof(tk.keys) - (size_t)tk.n * sizeof(tk.keys[0]));
 	pthread_mutex_unlock(&tk.lock);
 	explicit_bzero(&k, sizeof(k));
@@ -368,7 +367,7 @@ ticket_cb(SSL *s, unsigned char *name, unsigned char *iv, EVP_CIPHER_CTX *ectx,
 		k = tk.keys[found];
 	pthread_mutex_unlock(&tk.lock);
 	if (found < 0)
-		return enc ? -1 : 0;	/* unknown key: a full handshake */
+		return 0;	/* no key yet: no ticket; unknown key: a full handshake */
 	params[0] = OSSL_PARAM_construct_octet_string(OSSL_MAC_PARAM_KEY, k.hmac,
 	    sizeof(k.hmac));
 	params[1] = OSSL_PARAM_construct_utf8_string(OSSL_MAC_PARAM_DIGEST, digest, 0);
@@ -408,7 +407,7 @@ ticket_keep(const struct tb_config *cfg)
 static void
 ticket_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
-	if (ticket_rotate() < 0)
+	if (tls_rotate_ticket_key() < 0)
 		log_warnx("tls: cannot make a new session ticket key; keeping the old one");
 	else
 		log_debug("tls: session ticket key rotated");
@@ -427,7 +426,7 @@ int
 tls_start(struct event_base *base, const struct tb_config *cfg)
 {
 	ticket_keep(cfg);
-	if (ticket_rotate() < 0)
+	if (tls_rotate_ticket_key() < 0)
 		return -1;
 	if ((tk.timer = event_new(base, -1, EV_PERSIST, ticket_timer_cb, NULL)) == NULL)
 		return -1;

@@ -63,6 +63,8 @@ int tls_start(struct event_base *base, const struct tb_config *cfg);
 /* Control thread: a new configuration is in force (rotation, lifetimes). */
 void tls_reload(const struct tb_config *cfg);
 void tls_stop(void);
+/* Rotate now (the timer's work; exported for the tests); 0/-1. */
+int tls_rotate_ticket_key(void);
 
 /*
  * libevent 2.1 stops reading a TLS bufferevent at its read high watermark
