@@ -40,6 +40,7 @@
 
 #include "config.h"
 #include "h1.h"
+#include "sampling.h"
 #include "sink_redis.h"
 
 enum sect_kind {
@@ -828,7 +829,7 @@ static int
 check_rules(char **v, char *why, size_t wl)
 {
 	char errbuf[128], *pat;
-	const char *p, *e, *name;
+	const char *p, *e, *name, *unsafe;
 	regex_t re;
 	size_t i;
 	int rc, is_regex;
@@ -864,6 +865,12 @@ check_rules(char **v, char *why, size_t wl)
 				return -1;
 			}
 			continue;
+		}
+		/* glibc's regcomp can take gigabytes for a short hostile
+		 * pattern: weigh it first (fuzz_config found this). */
+		if ((unsafe = sampling_regex_unsafe(p, (size_t)(e - p))) != NULL) {
+			snprintf(why, wl, "rule %zu: %s", i + 1, unsafe);
+			return -1;
 		}
 		if ((pat = strndup(p, (size_t)(e - p))) == NULL) {
 			snprintf(why, wl, "out of memory");

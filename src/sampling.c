@@ -92,8 +92,8 @@ sampling_rules_free(struct sampling_rules *rs)
  * bound + 1) and refuse heavy ones; operator rules are far below the limit.
  * NULL if fine, else the reason.
  */
-static const char *
-regex_unsafe(const char *p, size_t n)
+const char *
+sampling_regex_unsafe(const char *p, size_t n)
 {
 	double sum[RULE_REGEX_DEPTH + 1], last = 0, total = 0;
 	size_t i;
@@ -246,7 +246,7 @@ rule_parse(const char *line, size_t no, struct sampling_rule *r, char *err,
 		r->prefix_len = plen;
 		return 0;
 	}
-	if ((why = regex_unsafe(tmp, plen)) != NULL) {
+	if ((why = sampling_regex_unsafe(tmp, plen)) != NULL) {
 		serr(err, errlen, "rule %zu: %s", no, why);
 		goto fail;
 	}

@@ -50,6 +50,13 @@ struct sampling_rules;
  * skipped). Returns 0 and *out (caller owns, sampling_rules_free), or -1 with
  * "rule N: reason" in err. n == 0 gives a valid empty set.
  */
+/*
+ * NULL when the ERE p (n bytes) is safe to hand to regcomp(3), else why not
+ * (too long, too heavy once glibc expands its repetitions, back-references).
+ * config.c asks it before compiling a rule to validate it.
+ */
+const char *sampling_regex_unsafe(const char *p, size_t n);
+
 int sampling_rules_parse(const char *const *lines, size_t n,
     struct sampling_rules **out, char *err, size_t errlen);
 /* The same from one string holding the lines separated by '\n'. */

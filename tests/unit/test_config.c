@@ -357,6 +357,9 @@ static const struct bad bads[] = {
 	{ LST "[sampling]\noperation_rules =\n  prefix:/a a\n  prefix:/b\n", "FILE:5: operation_rules: rule 2: expected a pattern and an operation name" },
 	{ LST "[sampling]\noperation_rules = prefix:v3 x\n", "FILE:5: operation_rules: rule 1: a path prefix starts with '/'" },
 	{ LST "[sampling]\noperation_rules = regex:a(b x\n", NULL /* regerror text varies */ },
+	/* regression (fuzz_config): regcomp took > 2 GiB before the weighing */
+	{ LST "[sampling]\noperation_rules = regex:^/v2(\\.1)?/servers\xff\xff\xff++++++++++++++++ x\n",
+	  "FILE:5: operation_rules: rule 1: regex too complex (stacked repetitions or large intervals)" },
 	/* TLS options: the values, and what must go together */
 	{ LST "tls_min_version = 1.1\n", "FILE:4: tls_min_version: TLS 1.0 and 1.1 are not supported (RFC 8996): expected 1.2 or 1.3" },
 	{ LST "tls_min_version = TLSv1.0\n", "FILE:4: tls_min_version: TLS 1.0 and 1.1 are not supported (RFC 8996): expected 1.2 or 1.3" },
