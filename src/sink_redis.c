@@ -18,6 +18,7 @@
  * before freeing it, so callbacks hiredis runs while tearing it down are
  * ignored (STYLE.md habit 11).
  */
+#include <assert.h>
 #include <errno.h>
 #include <limits.h>
 #include <stddef.h>
@@ -110,8 +111,9 @@ struct sink_redis {
 	struct sink_entry *head, *tail, *unsent;
 	size_t bytes, nspans, inflight_bytes, inflight_spans;
 
-	struct span_buf js, jt;		/* scratch: start and stop JSON */
-	struct span_buf cmd;		/* scratch: the RESP commands */
+	struct span_buf js, jt, jm;	/* scratch: start, stop, error marker */
+	char ttl[24];			/* span_ttl in decimal, "" for none */
+	size_t ttl_len;
 	struct sink_stats st;
 };
 
@@ -1271,6 +1273,8 @@ sink_redis_new(struct event_base *base, const struct sink_conf *conf,
 	if (s->conf.max_inflight_bytes == 0)
 		s->conf.max_inflight_bytes = 1u << 20;
 	s->backoff = s->conf.backoff_min;
+	if (s->conf.span_ttl > 0)
+		s->ttl_len = fmt_u64(s->ttl, (uint64_t)s->conf.span_ttl);
 	s->timer = evtimer_new(base, sink_timer_cb, s);
 	s->retry = evtimer_new(base, sink_retry_cb, s);
 	s->batch = evtimer_new(base, sink_batch_cb, s);
@@ -1313,26 +1317,81 @@ sink_resp_len(char *out, char c, size_t n)
 	return len + 3;
 }
 
-/* Append a RESP bulk string "$<n>\r\n<data>\r\n" to b. */
-static int
-sink_bulk(struct span_buf *b, const char *data, size_t n)
-{
-	char hdr[32];
-	size_t k = sink_resp_len(hdr, '$', n);
+/*
+ * One command of a span: VERB <pfx><base_id> VALUE [VALUE], every one of
+ * LPUSH, SET and EXPIRE has that shape. The key is written from its two
+ * pieces, so it needs no joining copy first.
+ */
+struct sink_cmd {
+	const char *verb, *pfx, *v[2];
+	size_t verb_len, pfx_len, vlen[2];
+	int nv;			/* values: 1 or 2 */
+};
 
-	if (span_buf_add(b, hdr, k) == -1 ||
-	    span_buf_add(b, data, n) == -1)
-		return -1;
-	return span_buf_add(b, "\r\n", 2);
+/* "$<n>\r\n<n bytes>\r\n" takes this many bytes. */
+static size_t
+sink_bulk_size(size_t n)
+{
+	return 1 + fmt_u64_digits(n) + 2 + n + 2;
 }
 
-/* "*<argc>\r\n" */
-static int
-sink_argc(struct span_buf *b, int argc)
+/* Bytes of c as RESP, with base_id[0..idlen) in the key. */
+static size_t
+sink_cmd_size(const struct sink_cmd *c, size_t idlen)
 {
-	char hdr[32];
+	size_t size = 4 + sink_bulk_size(c->verb_len) +	/* "*<3 or 4>\r\n" */
+	    sink_bulk_size(c->pfx_len + idlen);
+	int i;
 
-	return span_buf_add(b, hdr, sink_resp_len(hdr, '*', (size_t)argc));
+	for (i = 0; i < c->nv; i++)
+		size += sink_bulk_size(c->vlen[i]);
+	return size;
+}
+
+/* Copy n bytes and the CRLF after a bulk string; returns the end. */
+static char *
+sink_put_crlf(char *w, const char *p, size_t n)
+{
+	memcpy(w, p, n);
+	w[n] = '\r';
+	w[n + 1] = '\n';
+	return w + n + 2;
+}
+
+/* Write c as RESP at w (sink_cmd_size bytes); returns the end. */
+static char *
+sink_cmd_w(char *w, const struct sink_cmd *c, const char *id, size_t idlen)
+{
+	int i;
+
+	w += sink_resp_len(w, '*', (size_t)(2 + c->nv));
+	w += sink_resp_len(w, '$', c->verb_len);
+	w = sink_put_crlf(w, c->verb, c->verb_len);
+	w += sink_resp_len(w, '$', c->pfx_len + idlen);
+	memcpy(w, c->pfx, c->pfx_len);
+	w = sink_put_crlf(w + c->pfx_len, id, idlen);
+	for (i = 0; i < c->nv; i++) {
+		w += sink_resp_len(w, '$', c->vlen[i]);
+		w = sink_put_crlf(w, c->v[i], c->vlen[i]);
+	}
+	return w;
+}
+
+/* Fill c; v2 may be NULL. verb and pfx are literals: inlined, their
+ * strlen is folded at compile time. */
+static inline void
+sink_cmd_set(struct sink_cmd *c, const char *verb, const char *pfx,
+    const char *v1, size_t n1, const char *v2, size_t n2)
+{
+	c->verb = verb;
+	c->verb_len = strlen(verb);
+	c->pfx = pfx;
+	c->pfx_len = strlen(pfx);
+	c->v[0] = v1;
+	c->vlen[0] = n1;
+	c->v[1] = v2;
+	c->vlen[1] = n2;
+	c->nv = v2 != NULL ? 2 : 1;
 }
 
 static void
@@ -1347,19 +1406,25 @@ sink_drop_now(struct sink_redis *s, int full)
 	}
 }
 
+/*
+ * The JSON is formatted into the sink's scratch buffers (its length is only
+ * known afterwards); the RESP commands around it are then written straight
+ * into one exact-size entry (the buffer limit counts real memory), so each
+ * notification is copied once.
+ */
 int
 sink_redis_record(struct sink_redis *s, const struct span_rec *r)
 {
 	struct sink_entry *e;
-	char key[96], ekey[96], ttl[24];
-	size_t klen, eklen, n = 0, tl = 0, size, start;
-	size_t off[SINK_MAX_CMDS] = { 0 }, len[SINK_MAX_CMDS] = { 0 };
-	int err;
+	struct sink_cmd cmd[SINK_MAX_CMDS];
+	size_t idlen, n = 0, i, size, len[SINK_MAX_CMDS];
+	char *w;
 
 	s->st.submitted++;
 	s->js.len = 0;
 	s->jt.len = 0;
-	if (r->base_id == NULL || strlen(r->base_id) > 64 ||
+	s->jm.len = 0;
+	if (r->base_id == NULL || (idlen = strlen(r->base_id)) > 64 ||
 	    span_format_start(r, &s->js) == -1 ||
 	    span_format_stop(r, &s->jt) == -1) {
 		sink_drop_now(s, 0);
@@ -1372,59 +1437,25 @@ sink_redis_record(struct sink_redis *s, const struct span_rec *r)
 		sink_drop_now(s, 1);
 		return -1;
 	}
-	/* base_id is at most 64 bytes (checked above): both keys fit. */
-	n = strlen(r->base_id);
-	memcpy(key, "osprofiler_opt:", 15);
-	memcpy(key + 15, r->base_id, n + 1);
-	klen = 15 + n;
-	memcpy(ekey, "osprofiler_error:", 17);
-	memcpy(ekey + 17, r->base_id, n + 1);
-	eklen = 17 + n;
-	n = 0;
-	if (s->conf.span_ttl > 0)
-		tl = (size_t)snprintf(ttl, sizeof(ttl), "%ld", s->conf.span_ttl);
-
-	/* Build the commands in the scratch buffer, then copy them into one
-	 * exact-size allocation (the buffer limit counts real memory). */
-	s->cmd.len = 0;
-	err = sink_argc(&s->cmd, 4) | sink_bulk(&s->cmd, "LPUSH", 5) |
-	    sink_bulk(&s->cmd, key, klen) |
-	    sink_bulk(&s->cmd, s->js.p, s->js.len) |
-	    sink_bulk(&s->cmd, s->jt.p, s->jt.len);
-	off[n] = 0;
-	len[n++] = s->cmd.len;
+	sink_cmd_set(&cmd[n++], "LPUSH", "osprofiler_opt:", s->js.p, s->js.len,
+	    s->jt.p, s->jt.len);
 	if (s->conf.filter_error_trace && span_is_error(r)) {
-		/* js is free again: reuse it for the marker value */
-		s->js.len = 0;
-		start = s->cmd.len;
-		err |= span_format_error_marker(r, &s->js) |
-		    sink_argc(&s->cmd, 3) | sink_bulk(&s->cmd, "SET", 3) |
-		    sink_bulk(&s->cmd, ekey, eklen) |
-		    sink_bulk(&s->cmd, s->js.p, s->js.len);
-		off[n] = start;
-		len[n++] = s->cmd.len - start;
-		if (tl > 0) {
-			start = s->cmd.len;
-			err |= sink_argc(&s->cmd, 3) |
-			    sink_bulk(&s->cmd, "EXPIRE", 6) |
-			    sink_bulk(&s->cmd, ekey, eklen) |
-			    sink_bulk(&s->cmd, ttl, tl);
-			off[n] = start;
-			len[n++] = s->cmd.len - start;
+		if (span_format_error_marker(r, &s->jm) == -1) {
+			sink_drop_now(s, 0);
+			return -1;
 		}
+		sink_cmd_set(&cmd[n++], "SET", "osprofiler_error:", s->jm.p,
+		    s->jm.len, NULL, 0);
+		if (s->ttl_len > 0)
+			sink_cmd_set(&cmd[n++], "EXPIRE", "osprofiler_error:",
+			    s->ttl, s->ttl_len, NULL, 0);
 	}
-	if (tl > 0) {
-		start = s->cmd.len;
-		err |= sink_argc(&s->cmd, 3) | sink_bulk(&s->cmd, "EXPIRE", 6) |
-		    sink_bulk(&s->cmd, key, klen) | sink_bulk(&s->cmd, ttl, tl);
-		off[n] = start;
-		len[n++] = s->cmd.len - start;
-	}
-	if (err) {
-		sink_drop_now(s, 0);
-		return -1;
-	}
-	size = offsetof(struct sink_entry, data) + s->cmd.len;
+	if (s->ttl_len > 0)
+		sink_cmd_set(&cmd[n++], "EXPIRE", "osprofiler_opt:", s->ttl,
+		    s->ttl_len, NULL, 0);
+	size = offsetof(struct sink_entry, data);
+	for (i = 0; i < n; i++)
+		size += (len[i] = sink_cmd_size(&cmd[i], idlen));
 	if (s->bytes + size > s->conf.span_buffer_bytes) {
 		sink_drop_now(s, 1);
 		return -1;
@@ -1438,9 +1469,13 @@ sink_redis_record(struct sink_redis *s, const struct span_rec *r)
 	e->ncmds = (unsigned)n;
 	e->replies = 0;
 	e->error = 0;
-	memcpy(e->off, off, sizeof(off));
-	memcpy(e->len, len, sizeof(len));
-	memcpy(e->data, s->cmd.p, s->cmd.len);
+	for (i = 0, w = e->data; i < n; i++) {
+		e->off[i] = (size_t)(w - e->data);
+		e->len[i] = len[i];
+		w = sink_cmd_w(w, &cmd[i], r->base_id, idlen);
+	}
+	assert((size_t)(w - e->data) + offsetof(struct sink_entry, data) ==
+	    size);
 	if (s->tail != NULL)
 		s->tail->next = e;
 	else
@@ -1480,7 +1515,7 @@ sink_redis_free(struct sink_redis *s)
 	event_free(s->stimer);
 	span_buf_free(&s->js);
 	span_buf_free(&s->jt);
-	span_buf_free(&s->cmd);
+	span_buf_free(&s->jm);
 	free(s->service_name);
 	free(s);
 }
