@@ -58,7 +58,7 @@ static char g_master[280];	/* sentinel mode: last master in use */
 
 struct sink_entry {
 	struct sink_entry *next;
-	size_t size;			/* bytes charged to the buffer */
+	size_t size;			/* bytes allocated = charged to the buffer */
 	unsigned ncmds;			/* commands = replies expected */
 	unsigned replies;		/* received on the current connection */
 	int error;			/* Redis answered one with an error */
@@ -110,6 +110,8 @@ struct sink_redis {
 	/* the FIFO */
 	struct sink_entry *head, *tail, *unsent;
 	size_t bytes, nspans, inflight_bytes, inflight_spans;
+	struct sink_entry *free_entries;	/* see SINK_FREE_MAX */
+	unsigned n_free;
 
 	struct span_buf js, jt, jm;	/* scratch: start, stop, error marker */
 	char ttl[24];			/* span_ttl in decimal, "" for none */
@@ -127,10 +129,24 @@ struct sink_redis {
 #define SINK_BATCH_BYTES	((size_t)64 << 10)
 #define SINK_BATCH_DELAY	0.010	/* seconds */
 
+/*
+ * Acknowledged entries are kept for the next spans, at most SINK_FREE_MAX
+ * of them: a span's entry (~1.3 KB) is past glibc's per-thread cache
+ * (chunks up to 1 KiB), so its malloc + free went through the arena's bins
+ * for every span. Sizes are rounded up to SINK_ENTRY_ALIGN so that spans
+ * of nearly the same size share entries; an entry is reused for a span that
+ * needs up to SINK_ENTRY_SLACK fewer bytes, and the buffer is charged what
+ * was allocated.
+ */
+#define SINK_FREE_MAX		64
+#define SINK_ENTRY_ALIGN	64
+#define SINK_ENTRY_SLACK	256
+
 static void sink_start(struct sink_redis *s);
 static void sink_flush(struct sink_redis *s);
 static void sink_kick(struct sink_redis *s);
 static void sink_dns_cancel(struct sink_redis *s, int slot);
+static void sink_entry_put(struct sink_redis *s, struct sink_entry *e);
 
 /* "host:port" or the unix socket path, for log lines. */
 static const char *
@@ -554,7 +570,7 @@ sink_pop(struct sink_redis *s, int recorded)
 		s->st.dropped_redis_error++;
 		atomic_fetch_add(&g_drop_redis, 1);
 	}
-	free(e);
+	sink_entry_put(s, e);
 }
 
 /* The connection is gone: everything written but unacknowledged will be
@@ -1407,6 +1423,57 @@ sink_drop_now(struct sink_redis *s, int full)
 }
 
 /*
+ * An entry of at least size bytes for a new span: a kept one when the
+ * first kept one fits, else a new allocation (a kept one that does not fit
+ * is freed, so the list follows the sizes spans have now). NULL, counted
+ * as dropped, when the buffer limit or memory says no.
+ */
+static struct sink_entry *
+sink_entry_get(struct sink_redis *s, size_t size)
+{
+	struct sink_entry *e = s->free_entries;
+	size_t cap = (size + SINK_ENTRY_ALIGN - 1) / SINK_ENTRY_ALIGN *
+	    SINK_ENTRY_ALIGN;
+
+	if (e != NULL) {
+		s->free_entries = e->next;
+		s->n_free--;
+		if (e->size >= cap && e->size - cap <= SINK_ENTRY_SLACK)
+			cap = e->size;
+		else {
+			free(e);
+			e = NULL;
+		}
+	}
+	if (s->bytes + cap > s->conf.span_buffer_bytes) {
+		sink_entry_put(s, e);
+		sink_drop_now(s, 1);
+		return NULL;
+	}
+	if (e == NULL && (e = malloc(cap)) == NULL) {
+		sink_drop_now(s, 0);
+		return NULL;
+	}
+	e->size = cap;
+	return e;
+}
+
+/* Keep e (NULL is fine) for a later span, or free it when enough are kept. */
+static void
+sink_entry_put(struct sink_redis *s, struct sink_entry *e)
+{
+	if (e == NULL)
+		return;
+	if (s->n_free >= SINK_FREE_MAX) {
+		free(e);
+		return;
+	}
+	e->next = s->free_entries;
+	s->free_entries = e;
+	s->n_free++;
+}
+
+/*
  * The JSON is formatted into the sink's scratch buffers (its length is only
  * known afterwards); the RESP commands around it are then written straight
  * into one exact-size entry (the buffer limit counts real memory), so each
@@ -1456,16 +1523,9 @@ sink_redis_record(struct sink_redis *s, const struct span_rec *r)
 	size = offsetof(struct sink_entry, data);
 	for (i = 0; i < n; i++)
 		size += (len[i] = sink_cmd_size(&cmd[i], idlen));
-	if (s->bytes + size > s->conf.span_buffer_bytes) {
-		sink_drop_now(s, 1);
-		return -1;
-	}
-	if ((e = malloc(size)) == NULL) {
-		sink_drop_now(s, 0);
-		return -1;
-	}
+	if ((e = sink_entry_get(s, size)) == NULL)
+		return -1;	/* counted */
 	e->next = NULL;
-	e->size = size;
 	e->ncmds = (unsigned)n;
 	e->replies = 0;
 	e->error = 0;
@@ -1475,7 +1535,7 @@ sink_redis_record(struct sink_redis *s, const struct span_rec *r)
 		w = sink_cmd_w(w, &cmd[i], r->base_id, idlen);
 	}
 	assert((size_t)(w - e->data) + offsetof(struct sink_entry, data) ==
-	    size);
+	    size && size <= e->size);
 	if (s->tail != NULL)
 		s->tail->next = e;
 	else
@@ -1504,6 +1564,10 @@ sink_redis_free(struct sink_redis *s)
 		atomic_fetch_sub(&g_buffer_bytes, (long long)e->size);
 		s->st.dropped_shutdown++;
 		atomic_fetch_add(&g_drop_shutdown, 1);
+		free(e);
+	}
+	while ((e = s->free_entries) != NULL) {
+		s->free_entries = e->next;
 		free(e);
 	}
 	atomic_fetch_sub(&g_sinks, 1);
