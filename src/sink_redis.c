@@ -679,6 +679,74 @@ sink_transient(const redisReply *r)
 	return 0;
 }
 
+/*
+ * Replies without allocation. Nearly every reply on the data connection is
+ * one integer (LPUSH, EXPIRE) or "+OK" (SET, AUTH, SELECT), and the
+ * callbacks only look at its type; hiredis' default reader calloc'd a
+ * redisReply for each and freed it after the callback. The data
+ * connection's reader gets these functions instead: a top-level integer or
+ * status reply is one shared object that nobody writes to (its value and
+ * text are not filled in), everything else (errors, whose text is logged;
+ * arrays such as ROLE's; anything nested) is left to hiredis' own
+ * functions. hiredis does not export those, so they are copied from a
+ * reader made for the purpose, once per process.
+ */
+static redisReply sink_reply_integer = { .type = REDIS_REPLY_INTEGER };
+static redisReply sink_reply_status = { .type = REDIS_REPLY_STATUS };
+static redisReplyObjectFunctions sink_reply_fns;
+static const redisReplyObjectFunctions *sink_reply_default;
+static pthread_once_t sink_reply_once = PTHREAD_ONCE_INIT;
+
+static void *
+sink_reply_string(const redisReadTask *task, char *str, size_t len)
+{
+	if (task->parent == NULL && task->type == REDIS_REPLY_STATUS)
+		return &sink_reply_status;
+	return sink_reply_default->createString(task, str, len);
+}
+
+static void *
+sink_reply_int(const redisReadTask *task, long long v)
+{
+	if (task->parent == NULL)
+		return &sink_reply_integer;
+	return sink_reply_default->createInteger(task, v);
+}
+
+static void
+sink_reply_free(void *reply)
+{
+	if (reply != &sink_reply_integer && reply != &sink_reply_status)
+		sink_reply_default->freeObject(reply);
+}
+
+static void
+sink_reply_init(void)
+{
+	redisReader *r = redisReaderCreate();
+
+	if (r == NULL)
+		return;		/* sink_reply_default stays NULL: hiredis' own */
+	if (r->fn != NULL && r->fn->createString != NULL &&
+	    r->fn->createInteger != NULL && r->fn->freeObject != NULL) {
+		sink_reply_default = r->fn;	/* hiredis' static table */
+		sink_reply_fns = *r->fn;
+		sink_reply_fns.createString = sink_reply_string;
+		sink_reply_fns.createInteger = sink_reply_int;
+		sink_reply_fns.freeObject = sink_reply_free;
+	}
+	redisReaderFree(r);
+}
+
+/* Give c's reader the functions above (before any reply is read). */
+static void
+sink_reply_attach(redisAsyncContext *c)
+{
+	(void)pthread_once(&sink_reply_once, sink_reply_init);
+	if (sink_reply_default != NULL)
+		c->c.reader->fn = &sink_reply_fns;
+}
+
 /* One reply for the head entry. */
 static void
 sink_reply_cb(redisAsyncContext *c, void *reply, void *priv)
@@ -1025,6 +1093,7 @@ sink_connect_addr(struct sink_redis *s, const char *ip)
 		return;
 	}
 	c->data = s;
+	sink_reply_attach(c);
 	redisAsyncSetConnectCallback(c, sink_connect_cb);
 	redisAsyncSetDisconnectCallback(c, sink_disconnect_cb);
 	s->ac = c;
