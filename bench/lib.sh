@@ -74,6 +74,16 @@ CONF
 	} > "$1"
 }
 
+span_conf() {	# $1 file, $2 listen port, $3 admin port, $4 [profiler] enabled:
+	# every request traced (sample_new = true, no cap), spans to redis port $RP
+	tb_conf "$1" "$2" "$3" "$4" "[tracing]
+sample_new = true
+project = bench
+host = bench-host
+[sampling]
+max_traces_per_second = 0"
+}
+
 start_tb() {	# $1 config [, $2 file for stderr]: tracebridge on CPU 0 in the background ($! is its pid)
 	if [ -n "${2:-}" ]; then
 		taskset -c 0 "$build/tracebridge" -f -c "$1" 2> "$2" &

@@ -21,14 +21,6 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 bench_init tb-span-bench 5 "$@"
 
 UP=$(port); RP=$(port); TT=$(port); TA=$(port); PT=$(port); PA=$(port)
-span_conf() {	# $1 file, $2 listen port, $3 admin port, $4 enabled
-	tb_conf "$1" "$2" "$3" "$4" "[tracing]
-sample_new = true
-project = bench
-host = bench-host
-[sampling]
-max_traces_per_second = 0"
-}
 span_conf "$work/traced.conf" "$TT" "$TA" true
 span_conf "$work/plain.conf" "$PT" "$PA" false
 

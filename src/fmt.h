@@ -28,4 +28,17 @@ fmt_u64(char *out, uint64_t v)
 	return n;
 }
 
+/* The number of digits fmt_u64 writes for v. */
+static inline size_t
+fmt_u64_digits(uint64_t v)
+{
+	size_t n = 1;
+
+	while (v >= 10) {
+		v /= 10;
+		n++;
+	}
+	return n;
+}
+
 #endif

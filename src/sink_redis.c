@@ -18,6 +18,7 @@
  * before freeing it, so callbacks hiredis runs while tearing it down are
  * ignored (STYLE.md habit 11).
  */
+#include <assert.h>
 #include <errno.h>
 #include <limits.h>
 #include <stddef.h>
@@ -57,7 +58,7 @@ static char g_master[280];	/* sentinel mode: last master in use */
 
 struct sink_entry {
 	struct sink_entry *next;
-	size_t size;			/* bytes charged to the buffer */
+	size_t size;			/* bytes allocated = charged to the buffer */
 	unsigned ncmds;			/* commands = replies expected */
 	unsigned replies;		/* received on the current connection */
 	int error;			/* Redis answered one with an error */
@@ -109,9 +110,12 @@ struct sink_redis {
 	/* the FIFO */
 	struct sink_entry *head, *tail, *unsent;
 	size_t bytes, nspans, inflight_bytes, inflight_spans;
+	struct sink_entry *free_entries;	/* see SINK_FREE_MAX */
+	unsigned n_free;
 
-	struct span_buf js, jt;		/* scratch: start and stop JSON */
-	struct span_buf cmd;		/* scratch: the RESP commands */
+	struct span_buf js, jt, jm;	/* scratch: start, stop, error marker */
+	char ttl[24];			/* span_ttl in decimal, "" for none */
+	size_t ttl_len;
 	struct sink_stats st;
 };
 
@@ -125,10 +129,24 @@ struct sink_redis {
 #define SINK_BATCH_BYTES	((size_t)64 << 10)
 #define SINK_BATCH_DELAY	0.010	/* seconds */
 
+/*
+ * Acknowledged entries are kept for the next spans, at most SINK_FREE_MAX
+ * of them: a span's entry (~1.3 KB) is past glibc's per-thread cache
+ * (chunks up to 1 KiB), so its malloc + free went through the arena's bins
+ * for every span. Sizes are rounded up to SINK_ENTRY_ALIGN so that spans
+ * of nearly the same size share entries; an entry is reused for a span that
+ * needs up to SINK_ENTRY_SLACK fewer bytes, and the buffer is charged what
+ * was allocated.
+ */
+#define SINK_FREE_MAX		64
+#define SINK_ENTRY_ALIGN	64
+#define SINK_ENTRY_SLACK	256
+
 static void sink_start(struct sink_redis *s);
 static void sink_flush(struct sink_redis *s);
 static void sink_kick(struct sink_redis *s);
 static void sink_dns_cancel(struct sink_redis *s, int slot);
+static void sink_entry_put(struct sink_redis *s, struct sink_entry *e);
 
 /* "host:port" or the unix socket path, for log lines. */
 static const char *
@@ -552,7 +570,7 @@ sink_pop(struct sink_redis *s, int recorded)
 		s->st.dropped_redis_error++;
 		atomic_fetch_add(&g_drop_redis, 1);
 	}
-	free(e);
+	sink_entry_put(s, e);
 }
 
 /* The connection is gone: everything written but unacknowledged will be
@@ -659,6 +677,74 @@ sink_transient(const redisReply *r)
 			return 1;
 	}
 	return 0;
+}
+
+/*
+ * Replies without allocation. Nearly every reply on the data connection is
+ * one integer (LPUSH, EXPIRE) or "+OK" (SET, AUTH, SELECT), and the
+ * callbacks only look at its type; hiredis' default reader calloc'd a
+ * redisReply for each and freed it after the callback. The data
+ * connection's reader gets these functions instead: a top-level integer or
+ * status reply is one shared object that nobody writes to (its value and
+ * text are not filled in), everything else (errors, whose text is logged;
+ * arrays such as ROLE's; anything nested) is left to hiredis' own
+ * functions. hiredis does not export those, so they are copied from a
+ * reader made for the purpose, once per process.
+ */
+static redisReply sink_reply_integer = { .type = REDIS_REPLY_INTEGER };
+static redisReply sink_reply_status = { .type = REDIS_REPLY_STATUS };
+static redisReplyObjectFunctions sink_reply_fns;
+static const redisReplyObjectFunctions *sink_reply_default;
+static pthread_once_t sink_reply_once = PTHREAD_ONCE_INIT;
+
+static void *
+sink_reply_string(const redisReadTask *task, char *str, size_t len)
+{
+	if (task->parent == NULL && task->type == REDIS_REPLY_STATUS)
+		return &sink_reply_status;
+	return sink_reply_default->createString(task, str, len);
+}
+
+static void *
+sink_reply_int(const redisReadTask *task, long long v)
+{
+	if (task->parent == NULL)
+		return &sink_reply_integer;
+	return sink_reply_default->createInteger(task, v);
+}
+
+static void
+sink_reply_free(void *reply)
+{
+	if (reply != &sink_reply_integer && reply != &sink_reply_status)
+		sink_reply_default->freeObject(reply);
+}
+
+static void
+sink_reply_init(void)
+{
+	redisReader *r = redisReaderCreate();
+
+	if (r == NULL)
+		return;		/* sink_reply_default stays NULL: hiredis' own */
+	if (r->fn != NULL && r->fn->createString != NULL &&
+	    r->fn->createInteger != NULL && r->fn->freeObject != NULL) {
+		sink_reply_default = r->fn;	/* hiredis' static table */
+		sink_reply_fns = *r->fn;
+		sink_reply_fns.createString = sink_reply_string;
+		sink_reply_fns.createInteger = sink_reply_int;
+		sink_reply_fns.freeObject = sink_reply_free;
+	}
+	redisReaderFree(r);
+}
+
+/* Give c's reader the functions above (before any reply is read). */
+static void
+sink_reply_attach(redisAsyncContext *c)
+{
+	(void)pthread_once(&sink_reply_once, sink_reply_init);
+	if (sink_reply_default != NULL)
+		c->c.reader->fn = &sink_reply_fns;
 }
 
 /* One reply for the head entry. */
@@ -1007,6 +1093,7 @@ sink_connect_addr(struct sink_redis *s, const char *ip)
 		return;
 	}
 	c->data = s;
+	sink_reply_attach(c);
 	redisAsyncSetConnectCallback(c, sink_connect_cb);
 	redisAsyncSetDisconnectCallback(c, sink_disconnect_cb);
 	s->ac = c;
@@ -1271,6 +1358,8 @@ sink_redis_new(struct event_base *base, const struct sink_conf *conf,
 	if (s->conf.max_inflight_bytes == 0)
 		s->conf.max_inflight_bytes = 1u << 20;
 	s->backoff = s->conf.backoff_min;
+	if (s->conf.span_ttl > 0)
+		s->ttl_len = fmt_u64(s->ttl, (uint64_t)s->conf.span_ttl);
 	s->timer = evtimer_new(base, sink_timer_cb, s);
 	s->retry = evtimer_new(base, sink_retry_cb, s);
 	s->batch = evtimer_new(base, sink_batch_cb, s);
@@ -1313,26 +1402,81 @@ sink_resp_len(char *out, char c, size_t n)
 	return len + 3;
 }
 
-/* Append a RESP bulk string "$<n>\r\n<data>\r\n" to b. */
-static int
-sink_bulk(struct span_buf *b, const char *data, size_t n)
-{
-	char hdr[32];
-	size_t k = sink_resp_len(hdr, '$', n);
+/*
+ * One command of a span: VERB <pfx><base_id> VALUE [VALUE], every one of
+ * LPUSH, SET and EXPIRE has that shape. The key is written from its two
+ * pieces, so it needs no joining copy first.
+ */
+struct sink_cmd {
+	const char *verb, *pfx, *v[2];
+	size_t verb_len, pfx_len, vlen[2];
+	int nv;			/* values: 1 or 2 */
+};
 
-	if (span_buf_add(b, hdr, k) == -1 ||
-	    span_buf_add(b, data, n) == -1)
-		return -1;
-	return span_buf_add(b, "\r\n", 2);
+/* "$<n>\r\n<n bytes>\r\n" takes this many bytes. */
+static size_t
+sink_bulk_size(size_t n)
+{
+	return 1 + fmt_u64_digits(n) + 2 + n + 2;
 }
 
-/* "*<argc>\r\n" */
-static int
-sink_argc(struct span_buf *b, int argc)
+/* Bytes of c as RESP, with base_id[0..idlen) in the key. */
+static size_t
+sink_cmd_size(const struct sink_cmd *c, size_t idlen)
 {
-	char hdr[32];
+	size_t size = 4 + sink_bulk_size(c->verb_len) +	/* "*<3 or 4>\r\n" */
+	    sink_bulk_size(c->pfx_len + idlen);
+	int i;
 
-	return span_buf_add(b, hdr, sink_resp_len(hdr, '*', (size_t)argc));
+	for (i = 0; i < c->nv; i++)
+		size += sink_bulk_size(c->vlen[i]);
+	return size;
+}
+
+/* Copy n bytes and the CRLF after a bulk string; returns the end. */
+static char *
+sink_put_crlf(char *w, const char *p, size_t n)
+{
+	memcpy(w, p, n);
+	w[n] = '\r';
+	w[n + 1] = '\n';
+	return w + n + 2;
+}
+
+/* Write c as RESP at w (sink_cmd_size bytes); returns the end. */
+static char *
+sink_cmd_w(char *w, const struct sink_cmd *c, const char *id, size_t idlen)
+{
+	int i;
+
+	w += sink_resp_len(w, '*', (size_t)(2 + c->nv));
+	w += sink_resp_len(w, '$', c->verb_len);
+	w = sink_put_crlf(w, c->verb, c->verb_len);
+	w += sink_resp_len(w, '$', c->pfx_len + idlen);
+	memcpy(w, c->pfx, c->pfx_len);
+	w = sink_put_crlf(w + c->pfx_len, id, idlen);
+	for (i = 0; i < c->nv; i++) {
+		w += sink_resp_len(w, '$', c->vlen[i]);
+		w = sink_put_crlf(w, c->v[i], c->vlen[i]);
+	}
+	return w;
+}
+
+/* Fill c; v2 may be NULL. verb and pfx are literals: inlined, their
+ * strlen is folded at compile time. */
+static inline void
+sink_cmd_set(struct sink_cmd *c, const char *verb, const char *pfx,
+    const char *v1, size_t n1, const char *v2, size_t n2)
+{
+	c->verb = verb;
+	c->verb_len = strlen(verb);
+	c->pfx = pfx;
+	c->pfx_len = strlen(pfx);
+	c->v[0] = v1;
+	c->vlen[0] = n1;
+	c->v[1] = v2;
+	c->vlen[1] = n2;
+	c->nv = v2 != NULL ? 2 : 1;
 }
 
 static void
@@ -1347,19 +1491,76 @@ sink_drop_now(struct sink_redis *s, int full)
 	}
 }
 
+/*
+ * An entry of at least size bytes for a new span: a kept one when the
+ * first kept one fits, else a new allocation (a kept one that does not fit
+ * is freed, so the list follows the sizes spans have now). NULL, counted
+ * as dropped, when the buffer limit or memory says no.
+ */
+static struct sink_entry *
+sink_entry_get(struct sink_redis *s, size_t size)
+{
+	struct sink_entry *e = s->free_entries;
+	size_t cap = (size + SINK_ENTRY_ALIGN - 1) / SINK_ENTRY_ALIGN *
+	    SINK_ENTRY_ALIGN;
+
+	if (e != NULL) {
+		s->free_entries = e->next;
+		s->n_free--;
+		if (e->size >= cap && e->size - cap <= SINK_ENTRY_SLACK)
+			cap = e->size;
+		else {
+			free(e);
+			e = NULL;
+		}
+	}
+	if (s->bytes + cap > s->conf.span_buffer_bytes) {
+		sink_entry_put(s, e);
+		sink_drop_now(s, 1);
+		return NULL;
+	}
+	if (e == NULL && (e = malloc(cap)) == NULL) {
+		sink_drop_now(s, 0);
+		return NULL;
+	}
+	e->size = cap;
+	return e;
+}
+
+/* Keep e (NULL is fine) for a later span, or free it when enough are kept. */
+static void
+sink_entry_put(struct sink_redis *s, struct sink_entry *e)
+{
+	if (e == NULL)
+		return;
+	if (s->n_free >= SINK_FREE_MAX) {
+		free(e);
+		return;
+	}
+	e->next = s->free_entries;
+	s->free_entries = e;
+	s->n_free++;
+}
+
+/*
+ * The JSON is formatted into the sink's scratch buffers (its length is only
+ * known afterwards); the RESP commands around it are then written straight
+ * into one exact-size entry (the buffer limit counts real memory), so each
+ * notification is copied once.
+ */
 int
 sink_redis_record(struct sink_redis *s, const struct span_rec *r)
 {
 	struct sink_entry *e;
-	char key[96], ekey[96], ttl[24];
-	size_t klen, eklen, n = 0, tl = 0, size, start;
-	size_t off[SINK_MAX_CMDS] = { 0 }, len[SINK_MAX_CMDS] = { 0 };
-	int err;
+	struct sink_cmd cmd[SINK_MAX_CMDS];
+	size_t idlen, n = 0, i, size, len[SINK_MAX_CMDS];
+	char *w;
 
 	s->st.submitted++;
 	s->js.len = 0;
 	s->jt.len = 0;
-	if (r->base_id == NULL || strlen(r->base_id) > 64 ||
+	s->jm.len = 0;
+	if (r->base_id == NULL || (idlen = strlen(r->base_id)) > 64 ||
 	    span_format_start(r, &s->js) == -1 ||
 	    span_format_stop(r, &s->jt) == -1) {
 		sink_drop_now(s, 0);
@@ -1372,75 +1573,38 @@ sink_redis_record(struct sink_redis *s, const struct span_rec *r)
 		sink_drop_now(s, 1);
 		return -1;
 	}
-	/* base_id is at most 64 bytes (checked above): both keys fit. */
-	n = strlen(r->base_id);
-	memcpy(key, "osprofiler_opt:", 15);
-	memcpy(key + 15, r->base_id, n + 1);
-	klen = 15 + n;
-	memcpy(ekey, "osprofiler_error:", 17);
-	memcpy(ekey + 17, r->base_id, n + 1);
-	eklen = 17 + n;
-	n = 0;
-	if (s->conf.span_ttl > 0)
-		tl = (size_t)snprintf(ttl, sizeof(ttl), "%ld", s->conf.span_ttl);
-
-	/* Build the commands in the scratch buffer, then copy them into one
-	 * exact-size allocation (the buffer limit counts real memory). */
-	s->cmd.len = 0;
-	err = sink_argc(&s->cmd, 4) | sink_bulk(&s->cmd, "LPUSH", 5) |
-	    sink_bulk(&s->cmd, key, klen) |
-	    sink_bulk(&s->cmd, s->js.p, s->js.len) |
-	    sink_bulk(&s->cmd, s->jt.p, s->jt.len);
-	off[n] = 0;
-	len[n++] = s->cmd.len;
+	sink_cmd_set(&cmd[n++], "LPUSH", "osprofiler_opt:", s->js.p, s->js.len,
+	    s->jt.p, s->jt.len);
 	if (s->conf.filter_error_trace && span_is_error(r)) {
-		/* js is free again: reuse it for the marker value */
-		s->js.len = 0;
-		start = s->cmd.len;
-		err |= span_format_error_marker(r, &s->js) |
-		    sink_argc(&s->cmd, 3) | sink_bulk(&s->cmd, "SET", 3) |
-		    sink_bulk(&s->cmd, ekey, eklen) |
-		    sink_bulk(&s->cmd, s->js.p, s->js.len);
-		off[n] = start;
-		len[n++] = s->cmd.len - start;
-		if (tl > 0) {
-			start = s->cmd.len;
-			err |= sink_argc(&s->cmd, 3) |
-			    sink_bulk(&s->cmd, "EXPIRE", 6) |
-			    sink_bulk(&s->cmd, ekey, eklen) |
-			    sink_bulk(&s->cmd, ttl, tl);
-			off[n] = start;
-			len[n++] = s->cmd.len - start;
+		if (span_format_error_marker(r, &s->jm) == -1) {
+			sink_drop_now(s, 0);
+			return -1;
 		}
+		sink_cmd_set(&cmd[n++], "SET", "osprofiler_error:", s->jm.p,
+		    s->jm.len, NULL, 0);
+		if (s->ttl_len > 0)
+			sink_cmd_set(&cmd[n++], "EXPIRE", "osprofiler_error:",
+			    s->ttl, s->ttl_len, NULL, 0);
 	}
-	if (tl > 0) {
-		start = s->cmd.len;
-		err |= sink_argc(&s->cmd, 3) | sink_bulk(&s->cmd, "EXPIRE", 6) |
-		    sink_bulk(&s->cmd, key, klen) | sink_bulk(&s->cmd, ttl, tl);
-		off[n] = start;
-		len[n++] = s->cmd.len - start;
-	}
-	if (err) {
-		sink_drop_now(s, 0);
-		return -1;
-	}
-	size = offsetof(struct sink_entry, data) + s->cmd.len;
-	if (s->bytes + size > s->conf.span_buffer_bytes) {
-		sink_drop_now(s, 1);
-		return -1;
-	}
-	if ((e = malloc(size)) == NULL) {
-		sink_drop_now(s, 0);
-		return -1;
-	}
+	if (s->ttl_len > 0)
+		sink_cmd_set(&cmd[n++], "EXPIRE", "osprofiler_opt:", s->ttl,
+		    s->ttl_len, NULL, 0);
+	size = offsetof(struct sink_entry, data);
+	for (i = 0; i < n; i++)
+		size += (len[i] = sink_cmd_size(&cmd[i], idlen));
+	if ((e = sink_entry_get(s, size)) == NULL)
+		return -1;	/* counted */
 	e->next = NULL;
-	e->size = size;
 	e->ncmds = (unsigned)n;
 	e->replies = 0;
 	e->error = 0;
-	memcpy(e->off, off, sizeof(off));
-	memcpy(e->len, len, sizeof(len));
-	memcpy(e->data, s->cmd.p, s->cmd.len);
+	for (i = 0, w = e->data; i < n; i++) {
+		e->off[i] = (size_t)(w - e->data);
+		e->len[i] = len[i];
+		w = sink_cmd_w(w, &cmd[i], r->base_id, idlen);
+	}
+	assert((size_t)(w - e->data) + offsetof(struct sink_entry, data) ==
+	    size && size <= e->size);
 	if (s->tail != NULL)
 		s->tail->next = e;
 	else
@@ -1471,6 +1635,10 @@ sink_redis_free(struct sink_redis *s)
 		atomic_fetch_add(&g_drop_shutdown, 1);
 		free(e);
 	}
+	while ((e = s->free_entries) != NULL) {
+		s->free_entries = e->next;
+		free(e);
+	}
 	atomic_fetch_sub(&g_sinks, 1);
 	if (s->dns != NULL)
 		evdns_base_free(s->dns, 0);
@@ -1480,7 +1648,7 @@ sink_redis_free(struct sink_redis *s)
 	event_free(s->stimer);
 	span_buf_free(&s->js);
 	span_buf_free(&s->jt);
-	span_buf_free(&s->cmd);
+	span_buf_free(&s->jm);
 	free(s->service_name);
 	free(s);
 }

@@ -32,18 +32,30 @@ struct tracing_conf {
 	struct sink_conf sink;		/* strings point into the tb_config */
 };
 
-/* Per worker (w->tracing). */
-struct tracing_worker {
-	struct sampler *sampler;
-	struct sink_redis *sink;
-	char sink_key[1024];		/* what the sink was built from */
-};
-
 /* Per request (r->hook_data). */
 struct tracing_req {
 	struct trace_req tr;
 	struct sampling_result sres;
 	char operation[SAMPLING_OP_MAX];
+	struct tracing_req *next_free;	/* in tracing_worker.free_reqs */
+};
+
+/*
+ * Finished per-request states a worker keeps for the next requests, at
+ * most this many (about one per connection busy at the same time). At
+ * ~3 KB a struct tracing_req is past glibc's per-thread cache (chunks up
+ * to 1 KiB), so a malloc + free of it per request went through the
+ * arena's bins: ~500 instructions that a list push and pop avoid.
+ */
+#define TRACING_FREE_REQS_MAX	64
+
+/* Per worker (w->tracing). */
+struct tracing_worker {
+	struct sampler *sampler;
+	struct sink_redis *sink;
+	char sink_key[1024];		/* what the sink was built from */
+	struct tracing_req *free_reqs;	/* owned; see TRACING_FREE_REQS_MAX */
+	unsigned n_free_reqs;
 };
 
 static struct {
@@ -141,8 +153,12 @@ on_request(struct proxy_req *r, const struct h1_msg *m, uint8_t *drop,
 
 	if (tc == NULL || !tc->enabled || tw == NULL)
 		return;
-	if ((t = malloc(sizeof(*t))) == NULL)
+	if ((t = tw->free_reqs) != NULL) {
+		tw->free_reqs = t->next_free;
+		tw->n_free_reqs--;
+	} else if ((t = malloc(sizeof(*t))) == NULL) {
 		return;		/* untraced, never failed, for want of memory */
+	}
 	r->hook_data = t;
 	trace_extract(tc->trace, m->hdrs, m->n_hdrs, &t->tr);
 	sampling_operation_name(m->method, m->method_len, m->target, m->target_len,
@@ -275,11 +291,24 @@ on_complete(struct proxy_req *r)
 	(void)sink_redis_record(tw->sink, &s);	/* dropped spans are counted there */
 }
 
+/* Back to the worker's list, or freed when the list is full (or the
+ * worker has no tracing state: then on_request did not run either). */
 static void
 on_free(struct proxy_req *r)
 {
-	free(r->hook_data);
+	struct tracing_worker *tw = r->c->w->tracing;
+	struct tracing_req *t = r->hook_data;
+
 	r->hook_data = NULL;
+	if (t == NULL)
+		return;
+	if (tw == NULL || tw->n_free_reqs >= TRACING_FREE_REQS_MAX) {
+		free(t);
+		return;
+	}
+	t->next_free = tw->free_reqs;
+	tw->free_reqs = t;
+	tw->n_free_reqs++;
 }
 
 static const struct proxy_hooks hooks = {
@@ -346,11 +375,16 @@ void
 tracing_worker_free(struct worker *w)
 {
 	struct tracing_worker *tw = w->tracing;
+	struct tracing_req *t;
 
 	if (tw == NULL)
 		return;
 	sink_redis_free(tw->sink);
 	sampling_sampler_free(tw->sampler);
+	while ((t = tw->free_reqs) != NULL) {
+		tw->free_reqs = t->next_free;
+		free(t);
+	}
 	free(tw);
 	w->tracing = NULL;
 }
