@@ -90,6 +90,22 @@ start_tb() {	# $1 config [, $2 file for stderr]: tracebridge on CPU 0 in the bac
 	else
 		taskset -c 0 "$build/tracebridge" -f -c "$1" &
 	fi
+	[ -z "${TB_CPU_QUOTA:-}" ] || cpu_cap $!
+}
+
+# TB_CPU_QUOTA=P: every tracebridge started by start_tb gets at most P % of
+# one CPU (cgroup v1 cpu.cfs_quota_us, as root). On a 2-CPU machine the
+# load generator, the upstream and Redis share one CPU and become the
+# bottleneck; capping tracebridge makes it the bottleneck again, so that
+# requests/s compare what tracebridge itself spends per request.
+cpu_cap() {	# $1 pid
+	local g=/sys/fs/cgroup/cpu/tb-bench-$$
+	if [ ! -d "$g" ]; then
+		mkdir -p "$g" && echo $((TB_CPU_QUOTA * 1000)) > "$g/cpu.cfs_quota_us" ||
+			{ echo "TB_CPU_QUOTA needs cgroup v1's cpu controller at /sys/fs/cgroup/cpu" >&2; exit 1; }
+		trap 'kill $(jobs -p) 2>/dev/null; sleep 0.3; rmdir '"$g"' 2>/dev/null; [ -n "${KEEP:-}" ] || rm -rf "$work"' EXIT
+	fi
+	echo "$1" > "$g/cgroup.procs"
 }
 
 get_v3() {	# $1 port [, $2 request header]: one GET /v3 by curl; sets head (CR stripped) and code

@@ -14,7 +14,9 @@
 # CPU time tracebridge spent per request (utime+stime / requests): on a
 # 2-CPU machine CPU 1 (wrk, nginx, redis) is the bottleneck, so the req/s
 # ratio partly measures Redis' CPU there; the CPU ratio is tracebridge's own.
-# REDIS_CPU=0 puts redis-server on tracebridge's CPU instead.
+# REDIS_CPU=0 puts redis-server on tracebridge's CPU instead; TB_CPU_QUOTA=50
+# caps each tracebridge at half a CPU (see bench/lib.sh), so that it and not
+# the shared CPU 1 is the bottleneck in both modes.
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 . "$top/bench/lib.sh"

@@ -2,6 +2,7 @@
 # Benchmark: tracebridge vs nginx terminating TLS in front of the same
 # upstream. Run by hand (not in CI), loopback only:
 #   bench/tls_vs_nginx.sh [BUILD_DIR] [ROUNDS] [SECONDS]
+# (KEYS="rsa ecdsa" and MODES="handshake keepalive" choose a subset)
 # Both proxies: 1 worker pinned to CPU 0, TLS 1.2/1.3 offered (wrk and the
 # servers settle on TLS 1.3), the same certificates (made here by openssl:
 # an RSA 2048 and an ECDSA P-256 leaf from a throwaway CA, one listening port
@@ -129,8 +130,8 @@ hs0=$(tb_sum tracebridge_tls_handshakes_total)
 res0=$(tb_sum tracebridge_tls_resumed_total)
 : > "$work/results"
 for i in $(seq "$rounds"); do
-	for k in rsa ecdsa; do
-		for mode in handshake keepalive; do
+	for k in ${KEYS:-rsa ecdsa}; do
+		for mode in ${MODES:-handshake keepalive}; do
 			run nginx "$k" "$mode"
 			run tracebridge "$k" "$mode"
 		done
@@ -145,6 +146,8 @@ print("%-8s %-10s %-12s %12s %10s %16s %8s" % ("key", "mode", "server", "req/s",
                                              "tb CPU us/req", "errors"))
 for k in ("rsa", "ecdsa"):
     for mode in ("handshake", "keepalive"):
+        if not col("nginx-%s-%s" % (k, mode), 1):
+            continue    # not run (KEYS / MODES)
         for srv in ("nginx", "tracebridge"):
             name = "%s-%s-%s" % (srv, k, mode)
             cpu = ""

@@ -355,6 +355,7 @@ conn_send_error_hdrs(struct conn *c, int status, int close_after,
 		n = evbuffer_add_printf(out, "\r\n%d %s\n", status, reason);
 	if (n > 0 && c->req != NULL)
 		c->req->bytes_out += (uint64_t)(evbuffer_get_length(out) - before);
+	tls_coalesce(c->bev);
 	if (close_after)
 		conn_set_state(c, CONN_CLOSING);
 }

@@ -776,6 +776,7 @@ send_response_head(struct proxy_req *r, const struct h1_msg *m)
 static void
 response_complete(struct proxy_req *r)
 {
+	tls_coalesce(r->c->bev);	/* head and a small body: one record */
 	r->resp_state = PROXY_RESP_DONE;
 	if (r->uc != NULL) {
 		upstream_put(r->uc, r->upstream_reusable && r->req_state == PROXY_BODY_DONE);

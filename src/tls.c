@@ -711,6 +711,20 @@ tls_read_pending(struct bufferevent *bev)
 }
 
 void
+tls_coalesce(struct bufferevent *bev)
+{
+	struct evbuffer *out;
+	size_t len;
+
+	if (bufferevent_openssl_get_ssl(bev) == NULL)
+		return;
+	out = bufferevent_get_output(bev);
+	len = evbuffer_get_length(out);
+	if (len > 0 && len <= 16384 && evbuffer_peek(out, -1, NULL, NULL, 0) > 1)
+		(void)evbuffer_pullup(out, -1);
+}
+
+void
 tls_shutdown(struct bufferevent *bev, int clean)
 {
 	SSL *ssl = bufferevent_openssl_get_ssl(bev);

@@ -77,6 +77,15 @@ int tls_rotate_ticket_key(void);
 void tls_read_pending(struct bufferevent *bev);
 
 /*
+ * libevent's TLS bufferevent hands OpenSSL one SSL_write() per evbuffer
+ * chunk: a response head and a small body become two records and two
+ * write(2)s. Called when a small response is complete, this makes its
+ * bytes one chunk (a copy of at most 16 KB, one record). No-op for plain
+ * bufferevents and larger outputs.
+ */
+void tls_coalesce(struct bufferevent *bev);
+
+/*
  * Before freeing a TLS bufferevent whose handshake completed: send our
  * close_notify when nothing else waits to be written, and unless the
  * connection failed (clean = 0) keep its session resumable, which OpenSSL
