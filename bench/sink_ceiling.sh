@@ -9,6 +9,8 @@
 #   sink      bench_sink: SPANS spans, one LPUSH of two ~650-byte notifications each
 #   lpush-3   redis-benchmark -P 64 -t lpush: SPANS LPUSHes of 3-byte values
 #   lpush-N   the same with -d N, N = the bytes one span's LPUSH carries
+#   lpush-1c  the sink's own shape: one connection (-c 1), pipelined (-P 64),
+#             LPUSH of two values of half of N each to a 51-byte key
 # and records Redis' own CPU use during it (utime+stime from /proc), which
 # says who the bottleneck was: at ~100 % it is Redis, not the client.
 set -eu
@@ -33,7 +35,8 @@ measure() {	# $1 label, then the client command: "label ops_per_s redis_cpu_perc
 	t1=$(date +%s.%N); c1=$(cpu_ticks "$RPID")
 	case $label in
 	sink) rate=$(printf '%s\n' "$out" | sed -n 's/.* s: \([0-9]*\) spans\/s.*/\1/p') ;;
-	*) rate=$(printf '%s\n' "$out" | awk '/requests per second/ {print $2}' | tail -1) ;;
+	*) rate=$(printf '%s\n' "$out" | awk '/requests per second/ {
+		for (i = 2; i <= NF; i++) if ($i == "requests") r = $(i - 1)} END {print r}') ;;
 	esac
 	awk -v l="$label" -v r="$rate" -v c=$((c1 - c0)) -v hz="$hz" -v t0="$t0" -v t1="$t1" \
 		'BEGIN {printf "%s %s %.0f\n", l, r, 100 * c / hz / (t1 - t0)}'
@@ -46,15 +49,21 @@ key=$(redis-cli -p "$RP" --scan --pattern 'osprofiler_opt:*' | head -1)
 per=$(redis-cli -p "$RP" lrange "$key" 0 -1 | awk '{n += length($0)} END {print n}')
 echo "one span = one LPUSH of $per bytes of notifications"
 
+half=$(( per / 2 ))
+v1=$(head -c "$half" /dev/zero | tr '\0' 'x'); v2=$(head -c $(( per - half )) /dev/zero | tr '\0' 'y')
+key51="osprofiler_opt:bbbbbbbb-0000-4000-8000-000000000000"
 for i in $(seq "$rounds"); do
 	measure sink "$build/bench/bench_sink" "redis://127.0.0.1:$RP" "$spans" >> "$work/results"
 	measure lpush-3 redis-benchmark -p "$RP" -P 64 -t lpush -n "$spans" -q >> "$work/results"
 	measure lpush-N redis-benchmark -p "$RP" -P 64 -t lpush -n "$spans" -d "$per" -q >> "$work/results"
+	measure lpush-1c redis-benchmark -p "$RP" -c 1 -P 64 -n "$spans" -q LPUSH "$key51" "$v1" "$v2" \
+		>> "$work/results"
 done
 cat "$work/results"
 summarize "$work/results" <<'PY'
-for name in ("sink", "lpush-3", "lpush-N"):
+for name in ("sink", "lpush-3", "lpush-N", "lpush-1c"):
     print("%-8s median %10.0f /s   Redis CPU %3.0f %%" % (name, med(name, 1), med(name, 2)))
 print("sink / lpush-3 (3-byte values):     %.2f (target >= 0.5)" % (med("sink", 1) / med("lpush-3", 1)))
 print("sink / lpush-N (same bytes per LPUSH): %.2f" % (med("sink", 1) / med("lpush-N", 1)))
+print("sink / lpush-1c (same command, one connection): %.2f" % (med("sink", 1) / med("lpush-1c", 1)))
 PY

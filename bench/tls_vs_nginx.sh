@@ -19,7 +19,8 @@
 #   keepalive: persistent connections ($CONNS, 32), one handshake each, then
 #              requests: the cost of the record layer.
 # Rounds are interleaved; medians of requests/s and p99 latency are printed,
-# with tracebridge's CPU time per request.
+# with each server's CPU time per request (nginx: its one worker), the
+# steadier figure on a 2-CPU machine where wrk and the upstream share CPU 1.
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 . "$top/bench/lib.sh"
@@ -91,6 +92,8 @@ for k in rsa ecdsa; do
 	eval "check_tls nginx \$NG_$k $k; check_tls tracebridge \$TB_$k $k"
 done
 kill -0 "$TBPID"
+# the proxy nginx's one worker: its CPU time per request is compared too
+NGPID=$(pgrep -P "$(cat "$work/proxy.pid")" | head -1)
 
 tb_metric() {	# $1 metric with labels -> its value (0 when absent)
 	curl -s "http://127.0.0.1:$ADM/metrics" | awk -v m="$1" '$1 == m {v = $2} END {print v + 0}'
@@ -116,11 +119,12 @@ tls_wrk() {	# $1 port, $2 mode (handshake | keepalive): wrk over TLS on CPU 1 ag
 }
 
 run() {	# $1 server (nginx | tracebridge), $2 key type, $3 mode: appends
-	# "server-key-mode rps p99_ms requests errors tracebridge_cpu_ticks" to $work/results
-	if [ "$1" = nginx ]; then eval "p=\$NG_$2"; else eval "p=\$TB_$2"; fi
-	c0=$(cpu_ticks "$TBPID")
+	# "server-key-mode rps p99_ms requests errors server_cpu_ticks" to $work/results
+	local pid
+	if [ "$1" = nginx ]; then eval "p=\$NG_$2"; pid=$NGPID; else eval "p=\$TB_$2"; pid=$TBPID; fi
+	c0=$(cpu_ticks "$pid")
 	out=$(tls_wrk "$p" "$3")
-	echo "$1-$2-$3 $out $(( $(cpu_ticks "$TBPID") - c0 ))" >> "$work/results"
+	echo "$1-$2-$3 $out $(( $(cpu_ticks "$pid") - c0 ))" >> "$work/results"
 }
 
 tb_sum() {	# $1 metric name: its sum over both tracebridge listeners
@@ -143,21 +147,23 @@ cat "$work/results"
 summarize "$work/results" "$hs" "$res" "$(getconf CLK_TCK)" <<'PY'
 hz = float(sys.argv[4])
 print("%-8s %-10s %-12s %12s %10s %16s %8s" % ("key", "mode", "server", "req/s", "p99 ms",
-                                             "tb CPU us/req", "errors"))
+                                             "CPU us/req", "errors"))
 for k in ("rsa", "ecdsa"):
     for mode in ("handshake", "keepalive"):
         if not col("nginx-%s-%s" % (k, mode), 1):
             continue    # not run (KEYS / MODES)
         for srv in ("nginx", "tracebridge"):
             name = "%s-%s-%s" % (srv, k, mode)
-            cpu = ""
-            if srv == "tracebridge":
-                cpu = "%.1f" % statistics.median(
-                    [float(x[5]) / hz * 1e6 / max(float(x[3]), 1) for x in rows if x[0] == name])
+            cpu = "%.1f" % statistics.median(
+                [float(x[5]) / hz * 1e6 / max(float(x[3]), 1) for x in rows if x[0] == name])
             print("%-8s %-10s %-12s %12.0f %10.3f %16s %8d" % (
                 k, mode, srv, med(name, 1), med(name, 2), cpu, sum(col(name, 4))))
-        print("%-8s %-10s ratio tracebridge/nginx %.3f" % (
-            k, mode, med("tracebridge-%s-%s" % (k, mode), 1) / med("nginx-%s-%s" % (k, mode), 1)))
+        cpu = {srv: statistics.median([float(x[5]) / max(float(x[3]), 1) for x in rows
+                                      if x[0] == "%s-%s-%s" % (srv, k, mode)])
+               for srv in ("nginx", "tracebridge")}
+        print("%-8s %-10s ratio tracebridge/nginx %.3f by req/s, %.3f by CPU per request" % (
+            k, mode, med("tracebridge-%s-%s" % (k, mode), 1) / med("nginx-%s-%s" % (k, mode), 1),
+            cpu["nginx"] / cpu["tracebridge"] if cpu["tracebridge"] else 0))
 print("tracebridge TLS handshakes during the runs: %s, resumed: %s (must be 0: full handshakes)"
       % (sys.argv[2], sys.argv[3]))
 PY

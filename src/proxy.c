@@ -15,6 +15,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <event2/bufferevent_ssl.h>
+#include <event2/bufferevent_struct.h>
 #include <event2/event.h>
 #include <openssl/ssl.h>
 
@@ -307,6 +308,20 @@ upstream_timeouts(struct proxy_req *r)
 	    r->req_state == PROXY_BODY_DONE ? &tv : NULL, &tv);
 }
 
+/*
+ * Write bev's output now, in this loop iteration, instead of waiting for
+ * epoll to report it writable (it almost always is). With the workers'
+ * epoll changelist (worker.c) the write event's add and remove then fall
+ * in the same iteration and cancel: no epoll_ctl for a small response or
+ * a request head, and one epoll_wait less on the way. Only for connected
+ * sockets (and finished TLS handshakes), whose write callback just writes.
+ */
+static void
+write_now(struct bufferevent *bev)
+{
+	event_active(&bev->ev_write, EV_WRITE, 1);
+}
+
 /* Lend an upstream connection to r and send the head; 0/-1. */
 static int
 upstream_attach(struct proxy_req *r, int allow_reuse)
@@ -335,7 +350,11 @@ upstream_attach(struct proxy_req *r, int allow_reuse)
 	}
 	bufferevent_enable(uc->bev, EV_READ | EV_WRITE);
 	out = bufferevent_get_output(uc->bev);
-	return evbuffer_add(out, r->fwd_head, r->fwd_head_len);
+	if (evbuffer_add(out, r->fwd_head, r->fwd_head_len) < 0)
+		return -1;
+	if (uc->reused)
+		write_now(uc->bev);	/* a new one writes once connected */
+	return 0;
 }
 
 /* Keep the first Host, User-Agent and Referer for logs and spans: one pass
@@ -777,6 +796,7 @@ static void
 response_complete(struct proxy_req *r)
 {
 	tls_coalesce(r->c->bev);	/* head and a small body: one record */
+	write_now(r->c->bev);
 	r->resp_state = PROXY_RESP_DONE;
 	if (r->uc != NULL) {
 		upstream_put(r->uc, r->upstream_reusable && r->req_state == PROXY_BODY_DONE);
