@@ -1,5 +1,6 @@
 /* stats.c: counters for /metrics (see stats.h). */
 #include <pthread.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -69,6 +70,20 @@ stats_request_done(struct stats_listener *l, int status, uint64_t bytes_in,
 	STATS_INC(l->duration_count);
 }
 
+/* A counter with one series per listener: the uint64_t at off in each. */
+static void
+listener_counter(struct evbuffer *out, struct stats_listener *head,
+    const char *name, const char *help, size_t off)
+{
+	struct stats_listener *l;
+
+	evbuffer_add_printf(out, "# HELP tracebridge_%s %s\n# TYPE tracebridge_%s counter\n",
+	    name, help, name);
+	for (l = head; l != NULL; l = l->next)
+		evbuffer_add_printf(out, "tracebridge_%s{listener=\"%s\"} %lu\n", name, l->name,
+		    (unsigned long)STATS_GET(*(uint64_t *)((char *)l + off)));
+}
+
 void
 stats_write_prometheus(struct evbuffer *out)
 {
@@ -122,18 +137,12 @@ stats_write_prometheus(struct evbuffer *out)
 			evbuffer_add_printf(out,
 			    "tracebridge_requests_total{listener=\"%s\",code=\"%s\"} %lu\n",
 			    l->name, cls_names[i], (unsigned long)STATS_GET(l->requests[i]));
-	evbuffer_add_printf(out,
-	    "# HELP tracebridge_tls_handshakes_total Completed TLS handshakes with clients.\n"
-	    "# TYPE tracebridge_tls_handshakes_total counter\n");
-	for (l = head; l != NULL; l = l->next)
-		evbuffer_add_printf(out, "tracebridge_tls_handshakes_total{listener=\"%s\"} %lu\n",
-		    l->name, (unsigned long)STATS_GET(l->tls_handshakes));
-	evbuffer_add_printf(out,
-	    "# HELP tracebridge_tls_resumed_total Client TLS handshakes that resumed a session.\n"
-	    "# TYPE tracebridge_tls_resumed_total counter\n");
-	for (l = head; l != NULL; l = l->next)
-		evbuffer_add_printf(out, "tracebridge_tls_resumed_total{listener=\"%s\"} %lu\n",
-		    l->name, (unsigned long)STATS_GET(l->tls_resumed));
+	listener_counter(out, head, "tls_handshakes_total",
+	    "Completed TLS handshakes with clients.",
+	    offsetof(struct stats_listener, tls_handshakes));
+	listener_counter(out, head, "tls_resumed_total",
+	    "Client TLS handshakes that resumed a session.",
+	    offsetof(struct stats_listener, tls_resumed));
 	evbuffer_add_printf(out,
 	    "# HELP tracebridge_tls_handshake_failures_total Client connections that never completed a TLS handshake, by reason.\n"
 	    "# TYPE tracebridge_tls_handshake_failures_total counter\n");
@@ -142,18 +151,10 @@ stats_write_prometheus(struct evbuffer *out)
 			evbuffer_add_printf(out,
 			    "tracebridge_tls_handshake_failures_total{listener=\"%s\",reason=\"%s\"} %lu\n",
 			    l->name, tls_fail_names[i], (unsigned long)STATS_GET(l->tls_failures[i]));
-	evbuffer_add_printf(out,
-	    "# HELP tracebridge_bytes_in_total Bytes received from clients.\n"
-	    "# TYPE tracebridge_bytes_in_total counter\n");
-	for (l = head; l != NULL; l = l->next)
-		evbuffer_add_printf(out, "tracebridge_bytes_in_total{listener=\"%s\"} %lu\n",
-		    l->name, (unsigned long)STATS_GET(l->bytes_in));
-	evbuffer_add_printf(out,
-	    "# HELP tracebridge_bytes_out_total Bytes sent to clients.\n"
-	    "# TYPE tracebridge_bytes_out_total counter\n");
-	for (l = head; l != NULL; l = l->next)
-		evbuffer_add_printf(out, "tracebridge_bytes_out_total{listener=\"%s\"} %lu\n",
-		    l->name, (unsigned long)STATS_GET(l->bytes_out));
+	listener_counter(out, head, "bytes_in_total", "Bytes received from clients.",
+	    offsetof(struct stats_listener, bytes_in));
+	listener_counter(out, head, "bytes_out_total", "Bytes sent to clients.",
+	    offsetof(struct stats_listener, bytes_out));
 	evbuffer_add_printf(out,
 	    "# HELP tracebridge_request_duration_seconds Time from request head to last response byte.\n"
 	    "# TYPE tracebridge_request_duration_seconds histogram\n");
