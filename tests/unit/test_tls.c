@@ -154,8 +154,16 @@ test_sni_and_alpn(void)
 	char err[512], cn[64];
 	struct tb_config *c;
 	SSL_CTX *cctx = SSL_CTX_new(TLS_client_method());
+	static const struct { const char *name, *cn; } sni[] = {
+		{ NULL, "def.example" },
+		{ "one.example", "one.example" },
+		{ "x.wild.example", "*.wild.example" },
+		{ "a.b.wild.example", "def.example" },	/* a wildcard covers one label */
+		{ "other.example", "def.example" },
+	};
 	const unsigned char *sel;
 	unsigned sel_len;
+	size_t i;
 	SSL *cl;
 
 	c = load("[listener:a]\nlisten = 127.0.0.1:1\nupstream = http://127.0.0.1:2\n"
@@ -165,22 +173,12 @@ test_sni_and_alpn(void)
 	CHECKF(c != NULL, "%s", err);
 	if (c == NULL)
 		return;
-	CHECK(handshake(cctx, c->listeners[0].tls, NULL, NULL, 0, NULL, &cl));
-	CHECK(strcmp(peer_cn(cl, cn, sizeof(cn)), "def.example") == 0);
-	SSL_free(cl);
-	CHECK(handshake(cctx, c->listeners[0].tls, "one.example", NULL, 0, NULL, &cl));
-	CHECK(strcmp(peer_cn(cl, cn, sizeof(cn)), "one.example") == 0);
-	SSL_free(cl);
-	CHECK(handshake(cctx, c->listeners[0].tls, "x.wild.example", NULL, 0, NULL, &cl));
-	CHECK(strcmp(peer_cn(cl, cn, sizeof(cn)), "*.wild.example") == 0);
-	SSL_free(cl);
-	/* a wildcard covers one label only */
-	CHECK(handshake(cctx, c->listeners[0].tls, "a.b.wild.example", NULL, 0, NULL, &cl));
-	CHECK(strcmp(peer_cn(cl, cn, sizeof(cn)), "def.example") == 0);
-	SSL_free(cl);
-	CHECK(handshake(cctx, c->listeners[0].tls, "other.example", NULL, 0, NULL, &cl));
-	CHECK(strcmp(peer_cn(cl, cn, sizeof(cn)), "def.example") == 0);
-	SSL_free(cl);
+	for (i = 0; i < sizeof(sni) / sizeof(sni[0]); i++) {
+		CHECK(handshake(cctx, c->listeners[0].tls, sni[i].name, NULL, 0, NULL, &cl));
+		CHECKF(strcmp(peer_cn(cl, cn, sizeof(cn)), sni[i].cn) == 0, "SNI %s: got %s",
+		    sni[i].name ? sni[i].name : "(none)", cn);
+		SSL_free(cl);
+	}
 
 	/* ALPN: http/1.1 chosen from a list, h2 alone refused */
 	CHECK(handshake(cctx, c->listeners[0].tls, NULL,
