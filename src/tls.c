@@ -10,16 +10,13 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
-#include <fcntl.h>
 #include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/stat.h>
 #include <time.h>
-#include <unistd.h>
 
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
@@ -109,47 +106,30 @@ ssl_reason(void)
 
 /* ---- files ---- */
 
-/* Read a regular file of at most TLS_MAX_FILE bytes; the caller frees *buf. */
+/* Read a PEM file (config_read_file); the caller frees *buf. */
 static int
 read_file(const char *path, char **buf, size_t *len, char *why, size_t wl)
 {
-	struct stat st;
-	ssize_t n;
-	size_t got = 0;
-	int fd;
-
-	*buf = NULL;
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)) < 0) {
+	switch (config_read_file(path, TLS_MAX_FILE, buf, len)) {
+	case CONFIG_READ_OK:
+		return 0;
+	case CONFIG_READ_OPEN:
 		snprintf(why, wl, "cannot open: %s", strerror(errno));
-		return -1;
-	}
-	if (fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) || st.st_size > TLS_MAX_FILE) {
-		snprintf(why, wl, "%s", !S_ISREG(st.st_mode) ? "not a regular file" :
-		    "larger than 1 MiB");
-		close(fd);
-		return -1;
-	}
-	if ((*buf = malloc((size_t)st.st_size + 1)) == NULL) {
+		break;
+	case CONFIG_READ_NOT_REGULAR:
+		snprintf(why, wl, "not a regular file");
+		break;
+	case CONFIG_READ_TOO_LARGE:
+		snprintf(why, wl, "larger than 1 MiB");
+		break;
+	case CONFIG_READ_IO:
+		snprintf(why, wl, "cannot read: %s", strerror(errno));
+		break;
+	case CONFIG_READ_NOMEM:
 		snprintf(why, wl, "out of memory");
-		close(fd);
-		return -1;
+		break;
 	}
-	while (got < (size_t)st.st_size &&
-	    (n = read(fd, *buf + got, (size_t)st.st_size - got)) != 0) {
-		if (n < 0) {
-			if (errno == EINTR)
-				continue;
-			snprintf(why, wl, "cannot read: %s", strerror(errno));
-			free(*buf);
-			*buf = NULL;
-			close(fd);
-			return -1;
-		}
-		got += (size_t)n;
-	}
-	close(fd);
-	*len = got;
-	return 0;
+	return -1;
 }
 
 /* Never prompt for a passphrase: encrypted keys are refused. */

@@ -9,6 +9,7 @@
 #include <netinet/in.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <sys/stat.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -424,6 +425,16 @@ test_files(void)
 	    "or directory") == 0, "%s", err);
 	CHECK(config_load(tmpdir, &c, err, sizeof(err)) == -1);
 	CHECKF(strstr(err, ": cannot read: Is a directory") != NULL, "%s", err);
+	/* a FIFO is refused, not waited on (config_read_file opens non-blocking) */
+	{
+		char fifo[600];
+
+		snprintf(fifo, sizeof(fifo), "%s/fifo", tmpdir);
+		CHECK(mkfifo(fifo, 0600) == 0);
+		CHECK(config_load(fifo, &c, err, sizeof(err)) == -1);
+		CHECKF(strstr(err, ": cannot read: not a regular file") != NULL, "%s", err);
+		unlink(fifo);
+	}
 	/* a tiny err buffer truncates, never overflows */
 	CHECK(config_load("/nonexistent/tb.conf", &c, err, 8) == -1);
 	CHECK(strlen(err) == 7);
