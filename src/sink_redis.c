@@ -811,12 +811,13 @@ sink_flush(struct sink_redis *s)
 {
 	struct sink_entry *e;
 	unsigned i;
-	int was_idle = s->inflight_spans == 0;
+	int was_idle = s->inflight_spans == 0, wrote = 0;
 
 	if (s->state != SINK_READY)
 		return;
 	while ((e = s->unsent) != NULL &&
 	    s->inflight_bytes < s->conf.max_inflight_bytes) {
+		wrote = 1;
 		for (i = 0; i < e->ncmds; i++)
 			if (redisAsyncFormattedCommand(s->ac, sink_reply_cb, s,
 			    e->data + e->off[i], e->len[i]) != REDIS_OK)
@@ -831,6 +832,17 @@ sink_flush(struct sink_redis *s)
 		s->progress_at_arm = s->progress;
 		sink_arm(s->timer, s->conf.command_timeout);
 	}
+	/*
+	 * Write now instead of from the adapter's write event in the next
+	 * loop iteration: that costs one epoll_ctl to add EPOLLOUT and one to
+	 * remove it per batch, plus a wakeup. Added and removed within one
+	 * iteration, the worker's epoll changelist cancels both. Not inside a
+	 * hiredis callback, where a failed write would free the context under
+	 * its caller; the write event does it then. A failed write ends in
+	 * sink_disconnect_cb, so s->ac is not to be used after this.
+	 */
+	if (wrote && !(s->ac->c.flags & REDIS_IN_CALLBACK))
+		redisAsyncHandleWrite(s->ac);
 }
 
 static void
