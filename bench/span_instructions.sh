@@ -16,6 +16,8 @@
 #      are dumped: Ir / REQUESTS, all threads, user space only;
 #   2. tracebridge natively under strace -c -f (attached after the warm-up):
 #      syscalls / REQUESTS, and the five most frequent.
+# STRACE_OPTS replaces strace's -c (e.g. STRACE_OPTS="-e trace=epoll_ctl" with
+# KEEP=1 keeps every such call in strace.MODE; the summary line is then empty).
 # The callgrind dumps stay in the temp dir with KEEP=1
 # (callgrind_annotate --inclusive=yes FILE for the breakdown).
 #
@@ -128,7 +130,7 @@ for mode in plain traced; do
 	pid=$!
 	wait_tb "$pid"
 	client 1000
-	strace -c -f -q -p "$pid" -o "$work/strace.$mode" &
+	strace ${STRACE_OPTS:--c} -f -q -p "$pid" -o "$work/strace.$mode" &
 	spid=$!
 	sleep 0.5	# attached to every thread
 	client "$nreq"

@@ -14,6 +14,11 @@
 # CPU time tracebridge spent per request (utime+stime / requests): on a
 # 2-CPU machine CPU 1 (wrk, nginx, redis) is the bottleneck, so the req/s
 # ratio partly measures Redis' CPU there; the CPU ratio is tracebridge's own.
+# Every traced round starts from an empty Redis (FLUSHALL once the previous
+# round's spans are in): otherwise round N would measure a Redis that holds
+# N-1 rounds of spans (~1.3 KB each, 1.7 GB after five rounds), growing its
+# hash table, and the result would depend on the number of rounds. Redis'
+# own CPU per span is printed too.
 # REDIS_CPU=0 puts redis-server on tracebridge's CPU instead; TB_CPU_QUOTA=50
 # caps each tracebridge at half a CPU (see bench/lib.sh), so that it and not
 # the shared CPU 1 is the bottleneck in both modes.
@@ -27,6 +32,7 @@ span_conf "$work/traced.conf" "$TT" "$TA" true
 span_conf "$work/plain.conf" "$PT" "$PA" false
 
 start_redis "${REDIS_CPU:-1}" "$RP" "$work" --daemonize no --loglevel warning
+RPID=$!
 start_upstream "$UP"
 start_tb "$work/traced.conf" "$work/traced.log"
 TPID=$!
@@ -37,19 +43,30 @@ sleep 1
 check_200 upstream "$UP"
 check_200 plain "$PT"
 
-run() {	# $1 port, $2 pid -> "rps p99_ms requests cpu_ticks"
+run() {	# $1 port, $2 pid -> "rps p99_ms requests cpu_ticks redis_cpu_ticks"
+	local r0
+	r0=$(cpu_ticks "$RPID")
 	c0=$(cpu_ticks "$2")
 	wrk_run "$1"
-	echo "$rps $p99 $nreq $(( $(cpu_ticks "$2") - c0 ))"
+	echo "$rps $p99 $nreq $(( $(cpu_ticks "$2") - c0 )) $(( $(cpu_ticks "$RPID") - r0 ))"
+}
+keys=0
+drain() {	# wait until the traced instance's buffer is empty, count and drop the traces
+	for _ in $(seq 50); do
+		curl -s "http://127.0.0.1:$TA/metrics" | grep -qx 'tracebridge_span_buffer_bytes 0' && break
+		sleep 0.1
+	done
+	keys=$(( keys + $(redis-cli -p "$RP" dbsize) ))
+	redis-cli -p "$RP" flushall >/dev/null
 }
 for i in $(seq "$rounds"); do
 	echo "plain $(run "$PT" "$PPID_")" >> "$work/results"
+	drain
 	echo "traced $(run "$TT" "$TPID")" >> "$work/results"
 done
 cat "$work/results"
-sleep 1	# let the traced instance's span buffer drain
+drain
 curl -s "http://127.0.0.1:$TA/metrics" | grep -E '^tracebridge_(spans_|span_buffer|redis_connected)' > "$work/metrics" || true
-keys=$(redis-cli -p "$RP" dbsize)
 summarize "$work/results" "$work/metrics" "$keys" <<'PY'
 rps, cpu = {}, {}
 hz = 100.0
@@ -60,6 +77,8 @@ for name in ("plain", "traced"):
           % (name, rps[name], med(name, 2), cpu[name]))
 print("ratio traced/plain: %.3f req/s (target >= 0.85); %.3f by tracebridge CPU per request"
       % (rps["traced"] / rps["plain"], cpu["plain"] / cpu["traced"]))
+rc = [float(x[5]) / hz * 1e6 / float(x[3]) for x in rows if x[0] == "traced"]
+print("redis-server CPU per traced request (span): %.1f us" % statistics.median(rc))
 m = dict(l.rsplit(" ", 1) for l in open(sys.argv[2]).read().splitlines())
 sent = sum(int(x[3]) for x in rows if x[0] == "traced")
 rec = int(m.get("tracebridge_spans_recorded_total", "0"))
