@@ -11,6 +11,9 @@
 #   lpush-N   the same with -d N, N = the bytes one span's LPUSH carries
 #   lpush-1c  the sink's own shape: one connection (-c 1), pipelined (-P 64),
 #             LPUSH of two values of half of N each to a 51-byte key
+#   sweep     once, after the rounds: redis-benchmark -P 64 -t lpush with
+#             values of 3 to 2 x N bytes, LPUSH/s and value MB/s, which shows
+#             whether Redis is bound by commands or by bytes on this machine
 # and records Redis' own CPU use during it (utime+stime from /proc), which
 # says who the bottleneck was: at ~100 % it is Redis, not the client.
 set -eu
@@ -59,6 +62,9 @@ for i in $(seq "$rounds"); do
 	measure lpush-1c redis-benchmark -p "$RP" -c 1 -P 64 -n "$spans" -q LPUSH "$key51" "$v1" "$v2" \
 		>> "$work/results"
 done
+for d in 3 100 300 650 "$per" $(( 2 * per )); do
+	measure "sweep-$d" redis-benchmark -p "$RP" -P 64 -t lpush -n "$spans" -d "$d" -q >> "$work/results"
+done
 cat "$work/results"
 summarize "$work/results" <<'PY'
 for name in ("sink", "lpush-3", "lpush-N", "lpush-1c"):
@@ -66,4 +72,9 @@ for name in ("sink", "lpush-3", "lpush-N", "lpush-1c"):
 print("sink / lpush-3 (3-byte values):     %.2f (target >= 0.5)" % (med("sink", 1) / med("lpush-3", 1)))
 print("sink / lpush-N (same bytes per LPUSH): %.2f" % (med("sink", 1) / med("lpush-N", 1)))
 print("sink / lpush-1c (same command, one connection): %.2f" % (med("sink", 1) / med("lpush-1c", 1)))
+for x in rows:
+    if x[0].startswith("sweep-"):
+        d = int(x[0][6:])
+        print("LPUSH of %5d-byte values: %9.0f /s = %4.0f MB/s of values, Redis CPU %s %%"
+              % (d, float(x[1]), float(x[1]) * d / 1e6, x[2]))
 PY
