@@ -85,9 +85,6 @@ def osprofiler_notifications(server, target, method):
     conf = cfg.ConfigOpts()
     opts.set_defaults(conf, enabled=True, hmac_keys="SECRET_KEY")
     conf([])
-    notifier.set(notifier.create(server.url, project="demo", service="api",
-                                 host="h1", conf=conf))
-    web.enable("SECRET_KEY")
 
     def app(environ, start_response):
         start_response("200 OK", [("Content-Type", "text/plain")])
@@ -105,7 +102,17 @@ def osprofiler_notifications(server, target, method):
         "wsgi.input": None, "wsgi.errors": None,
         "HTTP_X_TRACE_INFO": info, "HTTP_X_TRACE_HMAC": hmac,
     }
-    list(mw(environ, lambda *a: None))
+    # osprofiler's notifier and web state are process-wide: restore them, or
+    # a later test's in-process middleware writes to this (stopped) Redis
+    saved = notifier.get()
+    notifier.set(notifier.create(server.url, project="demo", service="api",
+                                 host="h1", conf=conf))
+    web.enable("SECRET_KEY")
+    try:
+        list(mw(environ, lambda *a: None))
+    finally:
+        web.disable()
+        notifier.set(saved)
     raw = [r.decode() for r in
            reversed(server.client().lrange("osprofiler_opt:" + base, 0, -1))]
     return [json.loads(r, object_pairs_hook=list) for r in raw], raw
