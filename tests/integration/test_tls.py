@@ -11,6 +11,7 @@ connect to the listener) already counts as a `closed` handshake failure."""
 import hashlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -603,6 +604,48 @@ def test_tickets_survive_reload(pki, make_proxy, upstream):
     assert c.request("GET", "/after-reload").status == 200
     assert c.sock.session_reused
 
+
+
+def ticket_key_name(tmp_path, sess):
+    """The key name of the ticket in an s_client session file: its first 16
+    bytes (the server's key name, see tls.c's ticket_cb)."""
+    out = subprocess.run(["openssl", "sess_id", "-in", sess, "-noout", "-text"],
+                         capture_output=True, check=True).stdout.decode()
+    m = re.search(r"TLS session ticket:\s*\n\s*0000 - ((?:[0-9a-f]{2}[ -]){15}[0-9a-f]{2})", out)
+    assert m, out
+    return m.group(1).replace("-", " ")
+
+
+def test_ticket_key_rotation_on_the_wire(pki, make_proxy, upstream, tmp_path):
+    """The real timer: after one rotation (60 s, the minimum) new tickets are
+    under a new key, and a ticket from before still resumes (it is renewed
+    under the new key). The session cache is off, so only tickets resume."""
+    p = make_proxy(tls_conf(pki.rsa, "tls_session_cache_size = 0", "tls_session_timeout = 60s")
+                   .replace("drain_timeout = 5", "drain_timeout = 5\ntls_ticket_key_rotation = 60s"),
+                   upstream=upstream.url)
+    base = ["openssl", "s_client", "-connect", "127.0.0.1:%d" % p.port, "-servername",
+            "localhost", "-CAfile", pki.ca.cert, "-ign_eof"]
+    req = b"GET /s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+
+    def s_client(*args):
+        out = subprocess.run(base + list(args), input=req, capture_output=True,
+                             timeout=20).stdout.decode("latin-1")
+        assert "HTTP/1.1 200 OK" in out
+        return out
+
+    a, b, c = (str(tmp_path / n) for n in ("a.pem", "b.pem", "c.pem"))
+    assert "New, TLSv1.3" in s_client("-sess_out", a)
+    deadline = time.time() + 80
+    while not log_lines(p, "session ticket key rotated"):
+        assert time.time() < deadline, "no rotation within 80 s"
+        time.sleep(0.5)
+    res = metric(p, resumed())
+    assert "Reused, TLSv1.3" in s_client("-sess_in", a, "-sess_out", b)
+    wait_delta(p, resumed(), res)
+    assert "New, TLSv1.3" in s_client("-sess_out", c)
+    old, renewed, fresh = (ticket_key_name(tmp_path, f) for f in (a, b, c))
+    assert old != fresh
+    assert renewed == fresh
 
 # --- reload ------------------------------------------------------------------------
 
