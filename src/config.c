@@ -1521,13 +1521,12 @@ check_listener_tls(struct loader *ld, struct tb_listener_conf *l)
 	if ((l->tls_certificate == NULL) != (l->tls_key == NULL)) {
 		what = l->tls_key == NULL ? "tls_certificate" : "tls_key";
 		why = "tls_certificate and tls_key go together";
-	} else if (l->tls_certificate == NULL && (l->n_tls_sni_certificates > 0 ||
-	    l->tls_client_ca != NULL || l->tls_verify_client != TB_VERIFY_NONE ||
-	    l->tls_client_subject_header != NULL)) {
-		what = l->n_tls_sni_certificates > 0 ? "tls_sni_certificates" :
-		    l->tls_client_ca != NULL ? "tls_client_ca" :
-		    l->tls_verify_client != TB_VERIFY_NONE ? "tls_verify_client" :
-		    "tls_client_subject_header";
+	} else if (l->tls_certificate == NULL &&
+	    (what = l->n_tls_sni_certificates > 0 ? "tls_sni_certificates" :
+	    l->tls_client_ca != NULL ? "tls_client_ca" :
+	    l->tls_verify_client != TB_VERIFY_NONE ? "tls_verify_client" :
+	    l->tls_client_subject_header != NULL ? "tls_client_subject_header" :
+	    NULL) != NULL) {
 		why = "needs tls_certificate (TLS on this listener)";
 	} else if (l->tls_verify_client != TB_VERIFY_NONE && l->tls_client_ca == NULL) {
 		what = "tls_verify_client";

@@ -809,15 +809,14 @@ sink_batch_cb(evutil_socket_t fd, short what, void *arg)
 static void
 sink_flush(struct sink_redis *s)
 {
-	struct sink_entry *e;
+	struct sink_entry *e, *first = s->unsent;
 	unsigned i;
-	int was_idle = s->inflight_spans == 0, wrote = 0;
+	int was_idle = s->inflight_spans == 0;
 
 	if (s->state != SINK_READY)
 		return;
 	while ((e = s->unsent) != NULL &&
 	    s->inflight_bytes < s->conf.max_inflight_bytes) {
-		wrote = 1;
 		for (i = 0; i < e->ncmds; i++)
 			if (redisAsyncFormattedCommand(s->ac, sink_reply_cb, s,
 			    e->data + e->off[i], e->len[i]) != REDIS_OK)
@@ -841,7 +840,7 @@ sink_flush(struct sink_redis *s)
 	 * its caller; the write event does it then. A failed write ends in
 	 * sink_disconnect_cb, so s->ac is not to be used after this.
 	 */
-	if (wrote && !(s->ac->c.flags & REDIS_IN_CALLBACK))
+	if (s->unsent != first && !(s->ac->c.flags & REDIS_IN_CALLBACK))
 		redisAsyncHandleWrite(s->ac);
 }
 

@@ -63,11 +63,10 @@ void
 upstream_pool_free(struct upstream_pool *p)
 {
 	struct upstream_conn *uc;
+	unsigned i;
 
 	if (p == NULL)
 		return;
-	unsigned i;
-
 	while ((uc = TAILQ_FIRST(&p->idle)) != NULL) {
 		TAILQ_REMOVE(&p->idle, uc, link);
 		conn_destroy(uc);
