@@ -15,22 +15,20 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 
 #include "conn.h"
 #include "h1.h"
-#include "listener.h"
 #include "log.h"
 #include "proxy.h"
+#include "sock.h"
 #include "stats.h"
 #include "tls.h"
 #include "worker.h"
 
-static void conn_read_cb(struct bufferevent *bev, void *arg);
-static void conn_write_cb(struct bufferevent *bev, void *arg);
-static void conn_event_cb(struct bufferevent *bev, short what, void *arg);
+static void conn_read_cb(struct sock *sk, void *arg);
+static void conn_write_cb(struct sock *sk, void *arg);
+static void conn_event_cb(struct sock *sk, int what, void *arg);
 static void conn_timer_cb(evutil_socket_t fd, short what, void *arg);
 static void conn_free_cb(evutil_socket_t fd, short what, void *arg);
 static void conn_try_head(struct conn *c);
@@ -76,7 +74,7 @@ conn_set_state(struct conn *c, enum conn_state s)
 		break;
 	case CONN_CLOSING:
 		/* Don't read what follows an error: its framing is unknown. */
-		bufferevent_disable(c->bev, EV_READ);
+		sock_disable(c->sk, SOCK_READING);
 		timer_arm(c, c->lc->client_header_timeout);	/* bound the flush */
 		break;
 	case CONN_CLOSED:
@@ -84,26 +82,26 @@ conn_set_state(struct conn *c, enum conn_state s)
 	}
 }
 
-/* Give the connection its bufferevent (plain, or TLS after the peek). */
+/* Give the connection its socket (plain, or TLS after the peek). */
 static void
-conn_attach_bev(struct conn *c, struct bufferevent *bev)
+conn_attach_sock(struct conn *c, struct sock *sk)
 {
 	struct timeval wt = config_timeval(c->lc->client_idle_timeout);
 
-	c->bev = bev;
-	bufferevent_setcb(bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
-	bufferevent_setwatermark(bev, EV_READ, 0, CONN_READ_HIGH);
+	c->sk = sk;
+	sock_setcb(sk, conn_read_cb, conn_write_cb, conn_event_cb, c);
+	sock_set_read_high(sk, CONN_READ_HIGH);
 	/* A client that stops reading its response is cut off after
 	 * client_idle_timeout; set once, it only counts while output waits. */
-	bufferevent_set_timeouts(bev, NULL, &wt);
-	bufferevent_enable(bev, EV_READ | EV_WRITE);
+	sock_set_timeouts(sk, NULL, &wt);
+	sock_enable(sk, SOCK_READING | SOCK_WRITING);
 }
 
 struct conn *
 conn_new(struct worker *w, int fd, const struct sockaddr *sa, socklen_t salen,
     const struct tb_listener_conf *lc, struct stats_listener *stats)
 {
-	struct bufferevent *bev = NULL;
+	struct sock *sk = NULL;
 	struct conn *c;
 	int one = 1;
 
@@ -136,9 +134,8 @@ conn_new(struct worker *w, int fd, const struct sockaddr *sa, socklen_t salen,
 		c->peek_ev = event_new(w->base, fd, EV_READ, conn_peek_cb, c);
 		if (c->peek_ev == NULL || event_add(c->peek_ev, NULL) < 0)
 			goto fail;
-	} else if ((bev = bufferevent_socket_new(w->base, fd, BEV_OPT_CLOSE_ON_FREE)) == NULL) {
-		close(fd);
-		goto fail;
+	} else if ((sk = sock_new(w->base, fd, NULL, SOCK_PLAIN)) == NULL) {
+		goto fail;	/* sock_new closed fd */
 	}
 	if (c->timer == NULL || c->close_ev == NULL)
 		goto fail;
@@ -146,18 +143,17 @@ conn_new(struct worker *w, int fd, const struct sockaddr *sa, socklen_t salen,
 	w->n_conns++;
 	STATS_INC(tb_stats.connections_active);
 	STATS_INC(tb_stats.connections_total);
-	if (bev == NULL) {
+	if (sk == NULL) {
 		c->state = CONN_TLS_PEEK;
 		conn_set_state(c, CONN_TLS_PEEK);
 		return c;
 	}
-	conn_attach_bev(c, bev);
+	conn_attach_sock(c, sk);
 	c->state = CONN_READ_HEAD;
 	conn_set_state(c, CONN_READ_HEAD);
 	return c;
 fail:
-	if (bev != NULL)
-		bufferevent_free(bev);
+	sock_free(sk);
 	if (c->fd >= 0)
 		close(c->fd);
 	if (c->peek_ev != NULL)
@@ -214,7 +210,7 @@ static void
 conn_peek_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct conn *c = arg;
-	struct bufferevent *bev;
+	struct sock *sk;
 	unsigned char b;
 	ssize_t n;
 	SSL *ssl;
@@ -240,26 +236,24 @@ conn_peek_cb(evutil_socket_t fd, short what, void *arg)
 		tls_failed(c, TLS_FAIL_OTHER, "out of memory");
 		return;
 	}
-	/* On failure this frees ssl (BEV_OPT_CLOSE_ON_FREE), not the fd. */
-	bev = bufferevent_openssl_socket_new(c->w->base, fd, ssl,
-	    BUFFEREVENT_SSL_ACCEPTING, BEV_OPT_CLOSE_ON_FREE);
-	if (bev == NULL) {
+	/* The sock owns fd and ssl from here, even when it fails. Clients
+	 * often just close: SSL_OP_IGNORE_UNEXPECTED_EOF makes that an EOF,
+	 * not an error (conn_close sends our close_notify, so what we send is
+	 * never open to truncation). */
+	c->fd = -1;
+	if ((sk = sock_new(c->w->base, fd, ssl, SOCK_TLS_ACCEPT)) == NULL) {
 		tls_failed(c, TLS_FAIL_OTHER, "out of memory");
 		return;
 	}
-	c->fd = -1;		/* the bufferevent closes it */
-	/* Clients often just close: EOF, not an error (conn_close sends our
-	 * close_notify, so what we send is never open to truncation). */
-	bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
 	conn_set_state(c, CONN_TLS_HANDSHAKE);
-	conn_attach_bev(c, bev);
+	conn_attach_sock(c, sk);
 }
 
 /* The handshake is done: note what it settled, then read requests. */
 static void
 tls_done(struct conn *c)
 {
-	SSL *ssl = bufferevent_openssl_get_ssl(c->bev);
+	SSL *ssl = sock_ssl(c->sk);
 
 	if ((c->tls = malloc(sizeof(*c->tls))) == NULL) {
 		tls_failed(c, TLS_FAIL_OTHER, "out of memory");
@@ -272,7 +266,7 @@ tls_done(struct conn *c)
 			STATS_INC(c->stats->tls_resumed);
 	}
 	conn_set_state(c, CONN_READ_HEAD);
-	if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+	if (evbuffer_get_length(sock_input(c->sk)) > 0)
 		conn_try_head(c);
 }
 
@@ -293,9 +287,9 @@ conn_close(struct conn *c)
 		proxy_req_free(c->req);
 		c->req = NULL;
 	}
-	if (c->bev != NULL) {
-		bufferevent_setcb(c->bev, NULL, NULL, NULL, NULL);
-		bufferevent_disable(c->bev, EV_READ | EV_WRITE);
+	if (c->sk != NULL) {
+		sock_setcb(c->sk, NULL, NULL, NULL, NULL);
+		sock_disable(c->sk, SOCK_READING | SOCK_WRITING);
 	}
 	if (c->peek_ev != NULL)
 		event_del(c->peek_ev);
@@ -310,10 +304,11 @@ conn_free_cb(evutil_socket_t fd, short what, void *arg)
 	struct worker *w = c->w;
 
 	TAILQ_REMOVE(&w->conns, c, link);
-	if (c->tls != NULL)
-		tls_shutdown(c->bev, !c->tls_bad);
-	if (c->bev != NULL)
-		bufferevent_free(c->bev);
+	if (c->sk != NULL) {
+		if (c->tls != NULL)
+			sock_tls_close(c->sk, !c->tls_bad);
+		sock_free(c->sk);
+	}
 	if (c->fd >= 0)
 		close(c->fd);
 	if (c->peek_ev != NULL)
@@ -337,7 +332,7 @@ void
 conn_send_error_hdrs(struct conn *c, int status, int close_after,
     struct evbuffer *extra)
 {
-	struct evbuffer *out = bufferevent_get_output(c->bev);
+	struct evbuffer *out = sock_output(c->sk);
 	const char *reason = h1_reason(status);
 	size_t before = evbuffer_get_length(out);
 	int n;
@@ -355,7 +350,7 @@ conn_send_error_hdrs(struct conn *c, int status, int close_after,
 		n = evbuffer_add_printf(out, "\r\n%d %s\n", status, reason);
 	if (n > 0 && c->req != NULL)
 		c->req->bytes_out += (uint64_t)(evbuffer_get_length(out) - before);
-	tls_coalesce(c->bev);
+	sock_write_now(c->sk);
 	if (close_after)
 		conn_set_state(c, CONN_CLOSING);
 }
@@ -371,20 +366,17 @@ conn_request_done(struct conn *c, int keepalive)
 	if (!keepalive || c->w->draining) {
 		conn_set_state(c, CONN_CLOSING);
 		/* Output is already flushed when we get here. */
-		if (evbuffer_get_length(bufferevent_get_output(c->bev)) == 0)
+		if (evbuffer_get_length(sock_output(c->sk)) == 0)
 			conn_close(c);
 		return;
 	}
 	conn_set_state(c, CONN_READ_HEAD);
-	bufferevent_enable(c->bev, EV_READ);
+	/* A pipelined request may be inside OpenSSL: sock_enable reads it. */
+	sock_enable(c->sk, SOCK_READING);
 	/* Timeouts stay as set: the write timeout always, the read timeout was
 	 * cleared when the request body ended (pump_request). */
-	/* A pipelined request may already be waiting, in our input or still
-	 * inside OpenSSL. */
-	if (evbuffer_get_length(bufferevent_get_input(c->bev)) > 0)
+	if (evbuffer_get_length(sock_input(c->sk)) > 0)
 		conn_try_head(c);
-	if (c->state == CONN_READ_HEAD)
-		tls_read_pending(c->bev);
 }
 
 void
@@ -402,7 +394,7 @@ head_error(struct conn *c, const struct h1_msg *m, int rc)
 {
 	char sample[33];
 	size_t n = 0;
-	struct evbuffer *in = bufferevent_get_input(c->bev);
+	struct evbuffer *in = sock_input(c->sk);
 	unsigned char *p;
 	size_t len = evbuffer_get_length(in), i;
 
@@ -433,7 +425,7 @@ head_error(struct conn *c, const struct h1_msg *m, int rc)
 static void
 conn_try_head(struct conn *c)
 {
-	struct evbuffer *in = bufferevent_get_input(c->bev);
+	struct evbuffer *in = sock_input(c->sk);
 	size_t len = evbuffer_get_length(in), lim_len, parse_len;
 	struct evbuffer_ptr start, found;
 	struct h1_limits lim;
@@ -486,15 +478,13 @@ conn_try_head(struct conn *c)
 }
 
 static void
-conn_read_cb(struct bufferevent *bev, void *arg)
+conn_read_cb(struct sock *sk, void *arg)
 {
 	struct conn *c = arg;
 
 	switch (c->state) {
 	case CONN_READ_HEAD:
 		conn_try_head(c);
-		if (c->state == CONN_READ_HEAD)
-			tls_read_pending(c->bev);	/* a head split over records */
 		break;
 	case CONN_PROXYING:
 		proxy_client_readable(c->req);
@@ -508,7 +498,7 @@ conn_read_cb(struct bufferevent *bev, void *arg)
 }
 
 static void
-conn_write_cb(struct bufferevent *bev, void *arg)
+conn_write_cb(struct sock *sk, void *arg)
 {
 	struct conn *c = arg;
 
@@ -517,7 +507,7 @@ conn_write_cb(struct bufferevent *bev, void *arg)
 		proxy_client_drained(c->req);
 		break;
 	case CONN_CLOSING:
-		if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+		if (evbuffer_get_length(sock_output(sk)) == 0)
 			conn_close(c);
 		break;
 	case CONN_TLS_PEEK:
@@ -529,29 +519,28 @@ conn_write_cb(struct bufferevent *bev, void *arg)
 }
 
 static void
-conn_event_cb(struct bufferevent *bev, short what, void *arg)
+conn_event_cb(struct sock *sk, int what, void *arg)
 {
 	struct conn *c = arg;
 	char why[256];
 
 	/* A TLS error after the handshake (a bad record, say): the session
 	 * must not be resumed. */
-	if (c->tls != NULL && (what & BEV_EVENT_ERROR) &&
-	    bufferevent_get_openssl_error(bev) != 0)
+	if (c->tls != NULL && (what & SOCK_ERROR) && sock_ssl_error(sk) != 0)
 		c->tls_bad = 1;
 	if (c->state == CONN_TLS_HANDSHAKE) {
-		if (what & BEV_EVENT_CONNECTED)
+		if (what & SOCK_CONNECTED)
 			tls_done(c);
-		else if (what & BEV_EVENT_TIMEOUT)
+		else if (what & SOCK_TIMEOUT)
 			tls_failed(c, TLS_FAIL_TIMEOUT, "write timeout");
 		else
-			tls_failed(c, tls_server_failure(bev, (what & BEV_EVENT_EOF) != 0,
-			    why, sizeof(why)), why);
+			tls_failed(c, tls_server_failure(sock_ssl(sk), sock_ssl_error(sk),
+			    (what & SOCK_EOF) != 0, why, sizeof(why)), why);
 		return;
 	}
 
 	if (c->state == CONN_PROXYING && c->req != NULL) {
-		if ((what & BEV_EVENT_EOF) && (what & BEV_EVENT_READING) &&
+		if ((what & SOCK_EOF) && (what & SOCK_READING) &&
 		    proxy_req_finished(c->req)) {
 			/* A half-close after a complete exchange: flush and go. */
 			conn_set_state(c, CONN_CLOSING);

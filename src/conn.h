@@ -16,7 +16,7 @@
 
 #include "config.h"
 
-struct bufferevent;
+struct sock;
 struct event;
 struct evbuffer;
 struct worker;
@@ -34,18 +34,18 @@ enum conn_state {
 };
 
 /* Per-connection buffering bounds: what "bounded memory" rests on. */
-#define CONN_READ_HIGH		(64 * 1024)	/* stop reading a socket past this */
-#define CONN_OUT_HIGH		(128 * 1024)	/* stop feeding an output past this */
-#define CONN_OUT_LOW		(32 * 1024)	/* ...and resume below this */
+#define CONN_READ_HIGH		(256 * 1024)	/* stop reading a socket past this */
+#define CONN_OUT_HIGH		(512 * 1024)	/* stop feeding an output past this */
+#define CONN_OUT_LOW		(128 * 1024)	/* ...and resume below this */
 
 struct conn {
 	struct worker *w;
-	struct bufferevent *bev;
+	struct sock *sk;			/* client socket (owned), NULL while peeking */
 	struct tb_config *cfg;			/* ref: config the connection was accepted under */
 	const struct tb_listener_conf *lc;	/* inside cfg */
 	struct stats_listener *stats;
 	enum conn_state state;
-	int fd;					/* until the TLS bufferevent owns it, else -1 */
+	int fd;					/* until the TLS sock owns it, else -1 */
 	struct event *peek_ev;			/* TLS listener: first byte readable */
 	struct tls_conn_info *tls;		/* after a TLS handshake (owned), else NULL */
 	int tls_bad;				/* TLS failed after the handshake */

@@ -13,9 +13,6 @@
 #include <time.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/bufferevent_ssl.h>
-#include <event2/bufferevent_struct.h>
 #include <event2/event.h>
 #include <openssl/ssl.h>
 
@@ -24,6 +21,7 @@
 #include "h1.h"
 #include "log.h"
 #include "proxy.h"
+#include "sock.h"
 #include "stats.h"
 #include "tls.h"
 #include "upstream.h"
@@ -32,9 +30,9 @@
 static const struct proxy_hooks no_hooks;
 static const struct proxy_hooks *hooks = &no_hooks;
 
-static void up_read_cb(struct bufferevent *bev, void *arg);
-static void up_write_cb(struct bufferevent *bev, void *arg);
-static void up_event_cb(struct bufferevent *bev, short what, void *arg);
+static void up_read_cb(struct sock *sk, void *arg);
+static void up_write_cb(struct sock *sk, void *arg);
+static void up_event_cb(struct sock *sk, int what, void *arg);
 static void pump_request(struct proxy_req *r);
 static void pump_response(struct proxy_req *r);
 static void req_finish(struct proxy_req *r);
@@ -304,22 +302,7 @@ upstream_timeouts(struct proxy_req *r)
 	struct timeval tv;
 
 	tv = config_timeval(r->c->lc->upstream_timeout);
-	bufferevent_set_timeouts(r->uc->bev,
-	    r->req_state == PROXY_BODY_DONE ? &tv : NULL, &tv);
-}
-
-/*
- * Write bev's output now, in this loop iteration, instead of waiting for
- * epoll to report it writable (it almost always is). With the workers'
- * epoll changelist (worker.c) the write event's add and remove then fall
- * in the same iteration and cancel: no epoll_ctl for a small response or
- * a request head, and one epoll_wait less on the way. Only for connected
- * sockets (and finished TLS handshakes), whose write callback just writes.
- */
-static void
-write_now(struct bufferevent *bev)
-{
-	event_active(&bev->ev_write, EV_WRITE, 1);
+	sock_set_timeouts(r->uc->sk, r->req_state == PROXY_BODY_DONE ? &tv : NULL, &tv);
 }
 
 /* Lend an upstream connection to r and send the head; 0/-1. */
@@ -337,8 +320,8 @@ upstream_attach(struct proxy_req *r, int allow_reuse)
 		return -1;
 	}
 	r->uc = uc;
-	bufferevent_setcb(uc->bev, up_read_cb, up_write_cb, up_event_cb, r);
-	bufferevent_setwatermark(uc->bev, EV_READ, 0, CONN_READ_HIGH);
+	sock_setcb(uc->sk, up_read_cb, up_write_cb, up_event_cb, r);
+	sock_set_read_high(uc->sk, CONN_READ_HIGH);
 	if (uc->reused) {
 		r->connect_us = -1;
 		upstream_timeouts(r);
@@ -346,14 +329,13 @@ upstream_attach(struct proxy_req *r, int allow_reuse)
 		/* While connecting, the write timeout is the connect timeout;
 		 * a TLS handshake also waits to read, under the same bound. */
 		tv = config_timeval(lc->upstream_connect_timeout);
-		bufferevent_set_timeouts(uc->bev, lc->tls_up != NULL ? &tv : NULL, &tv);
+		sock_set_timeouts(uc->sk, lc->tls_up != NULL ? &tv : NULL, &tv);
 	}
-	bufferevent_enable(uc->bev, EV_READ | EV_WRITE);
-	out = bufferevent_get_output(uc->bev);
+	sock_enable(uc->sk, SOCK_READING | SOCK_WRITING);
+	out = sock_output(uc->sk);
 	if (evbuffer_add(out, r->fwd_head, r->fwd_head_len) < 0)
 		return -1;
-	if (uc->reused)
-		write_now(uc->bev);	/* a new one writes once connected */
+	sock_write_now(uc->sk);	/* a new one writes once connected */
 	return 0;
 }
 
@@ -388,7 +370,7 @@ capture_fields(struct proxy_req *r, const struct h1_msg *m)
 struct proxy_req *
 proxy_start(struct conn *c, const struct h1_msg *m, size_t head_len)
 {
-	struct evbuffer *in = bufferevent_get_input(c->bev);
+	struct evbuffer *in = sock_input(c->sk);
 	struct hbuf hb, *b = NULL;
 	struct proxy_req *r;
 	struct timeval tv;
@@ -467,13 +449,13 @@ proxy_start(struct conn *c, const struct h1_msg *m, size_t head_len)
 	if (r->expect_continue) {
 		/* We answer 100-continue ourselves (and strip Expect): the body then
 		 * streams to the upstream as it arrives. */
-		evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+		evbuffer_add(sock_output(c->sk), "HTTP/1.1 100 Continue\r\n\r\n", 25);
 	}
 	if (r->req_state == PROXY_BODY_PENDING) {
 		/* A client that stops sending its body is cut off after idle
 		 * timeout (the write timeout is set for the connection's life). */
 		tv = config_timeval(c->lc->client_idle_timeout);
-		bufferevent_set_timeouts(c->bev, &tv, &tv);
+		sock_set_timeouts(c->sk, &tv, &tv);
 		pump_request(r);
 	}
 	return r;
@@ -605,8 +587,8 @@ pump_request(struct proxy_req *r)
 
 	if (r->req_state == PROXY_BODY_DONE || r->uc == NULL)
 		return;
-	in = bufferevent_get_input(c->bev);
-	out = bufferevent_get_output(r->uc->bev);
+	in = sock_input(c->sk);
+	out = sock_output(r->uc->sk);
 	rc = move_body(r->req_body, &r->req_remaining, &r->req_chunk, in, out, 1, &moved);
 	r->bytes_in += moved;
 	if (rc < 0) {
@@ -633,7 +615,7 @@ pump_request(struct proxy_req *r)
 
 		r->req_state = PROXY_BODY_DONE;
 		tv = config_timeval(c->lc->client_idle_timeout);
-		bufferevent_set_timeouts(c->bev, NULL, &tv);
+		sock_set_timeouts(c->sk, NULL, &tv);
 		if (r->connect_us >= 0 || r->uc->reused)
 			upstream_timeouts(r);
 		return;
@@ -641,11 +623,12 @@ pump_request(struct proxy_req *r)
 	if (evbuffer_get_length(out) >= CONN_OUT_HIGH) {
 		/* Upstream is slower than the client: stop reading the client
 		 * until the upstream's output drains below the low mark. */
-		bufferevent_disable(c->bev, EV_READ);
-		bufferevent_setwatermark(r->uc->bev, EV_WRITE, CONN_OUT_LOW, 0);
+		sock_disable(c->sk, SOCK_READING);
+		sock_set_write_low(r->uc->sk, CONN_OUT_LOW);
 		return;
 	}
-	tls_read_pending(c->bev);
+	if (moved > 0)
+		sock_write_now(r->uc->sk);
 }
 
 /* --- response: upstream -> client -------------------------------------- */
@@ -716,7 +699,7 @@ fail_before_response(struct proxy_req *r, int status, enum proxy_err err)
 	}
 	/* The client's body framing is only known if we read all of it. */
 	r->keepalive = r->req_state == PROXY_BODY_DONE && !r->client_close;
-	bufferevent_enable(r->c->bev, EV_WRITE);
+	sock_enable(r->c->sk, SOCK_WRITING);
 	send_error_reply(r, status, !r->keepalive);
 	if (r->keepalive) {
 		/* conn_write_cb -> proxy_client_drained finishes it. */
@@ -732,7 +715,7 @@ static void
 send_response_head(struct proxy_req *r, const struct h1_msg *m)
 {
 	struct conn *c = r->c;
-	struct evbuffer *out = bufferevent_get_output(c->bev);
+	struct evbuffer *out = sock_output(c->sk);
 	struct hbuf hb, *b = &hb;
 	struct tb_hdr_sink sink = { sink_add_hbuf, b };
 	const struct tb_hdr *h;
@@ -795,8 +778,7 @@ send_response_head(struct proxy_req *r, const struct h1_msg *m)
 static void
 response_complete(struct proxy_req *r)
 {
-	tls_coalesce(r->c->bev);	/* head and a small body: one record */
-	write_now(r->c->bev);
+	sock_write_now(r->c->sk);
 	r->resp_state = PROXY_RESP_DONE;
 	if (r->uc != NULL) {
 		upstream_put(r->uc, r->upstream_reusable && r->req_state == PROXY_BODY_DONE);
@@ -808,9 +790,9 @@ response_complete(struct proxy_req *r)
 		r->req_state = PROXY_BODY_DONE;
 	}
 	/* Done once the client output is flushed (conn_write_cb). */
-	bufferevent_setwatermark(r->c->bev, EV_WRITE, 0, 0);
-	bufferevent_enable(r->c->bev, EV_WRITE);
-	if (evbuffer_get_length(bufferevent_get_output(r->c->bev)) == 0)
+	sock_set_write_low(r->c->sk, 0);
+	sock_enable(r->c->sk, SOCK_WRITING);
+	if (evbuffer_get_length(sock_output(r->c->sk)) == 0)
 		proxy_client_drained(r);
 }
 
@@ -829,8 +811,8 @@ pump_response(struct proxy_req *r)
 
 	if (r->uc == NULL)
 		return;
-	in = bufferevent_get_input(r->uc->bev);
-	out = bufferevent_get_output(c->bev);
+	in = sock_input(r->uc->sk);
+	out = sock_output(c->sk);
 
 	while (r->resp_state == PROXY_RESP_HEAD) {
 		len = evbuffer_get_length(in);
@@ -910,34 +892,35 @@ pump_response(struct proxy_req *r)
 	}
 	if (evbuffer_get_length(out) >= CONN_OUT_HIGH) {
 		/* Client is slower than the upstream: stop reading upstream. */
-		bufferevent_disable(r->uc->bev, EV_READ);
-		bufferevent_setwatermark(c->bev, EV_WRITE, CONN_OUT_LOW, 0);
+		sock_disable(r->uc->sk, SOCK_READING);
+		sock_set_write_low(c->sk, CONN_OUT_LOW);
 		return;
 	}
-	tls_read_pending(r->uc->bev);
+	if (moved > 0)
+		sock_write_now(c->sk);
 }
 
 static void
-up_read_cb(struct bufferevent *bev, void *arg)
+up_read_cb(struct sock *sk, void *arg)
 {
 	pump_response(arg);
 }
 
 /* Upstream output drained below the low mark: resume reading the client. */
 static void
-up_write_cb(struct bufferevent *bev, void *arg)
+up_write_cb(struct sock *sk, void *arg)
 {
 	struct proxy_req *r = arg;
 
 	if (r->req_state == PROXY_BODY_PENDING) {
-		bufferevent_setwatermark(bev, EV_WRITE, 0, 0);
-		bufferevent_enable(r->c->bev, EV_READ);
+		sock_set_write_low(sk, 0);
+		sock_enable(r->c->sk, SOCK_READING);
 		pump_request(r);
 	}
 }
 
 static void
-up_event_cb(struct bufferevent *bev, short what, void *arg)
+up_event_cb(struct sock *sk, int what, void *arg)
 {
 	struct proxy_req *r = arg;
 	struct conn *c = r->c;
@@ -945,19 +928,19 @@ up_event_cb(struct bufferevent *bev, short what, void *arg)
 	int connecting = r->uc != NULL && !r->uc->reused && r->connect_us < 0;
 	char why[256];
 
-	if (what & BEV_EVENT_CONNECTED) {
+	if (what & SOCK_CONNECTED) {
 		/* over TLS: connected and the handshake done */
 		r->connect_us = (int64_t)((now_ns() - r->t_start_ns) / 1000);
 		if (lc->tls_up != NULL) {
 			STATS_INC(tb_stats.upstream_tls_handshakes);
-			if (SSL_session_reused(bufferevent_openssl_get_ssl(bev)))
+			if (SSL_session_reused(sock_ssl(sk)))
 				STATS_INC(tb_stats.upstream_tls_resumed);
 		}
 		upstream_timeouts(r);
 		return;
 	}
-	if (connecting && lc->tls_up != NULL && !(what & BEV_EVENT_TIMEOUT) &&
-	    tls_client_failure(bev, why, sizeof(why))) {
+	if (connecting && lc->tls_up != NULL && !(what & SOCK_TIMEOUT) &&
+	    tls_client_failure(sock_ssl(sk), sock_ssl_error(sk), why, sizeof(why))) {
 		/* Not the network: verification, protocol or cipher. Say why. */
 		STATS_INC(tb_stats.upstream_errors[STATS_UP_TLS_HANDSHAKE]);
 		log_warnx("%s: upstream %s: TLS handshake failed: %s", lc->name,
@@ -966,7 +949,7 @@ up_event_cb(struct bufferevent *bev, short what, void *arg)
 		return;
 	}
 
-	if ((what & BEV_EVENT_EOF) && r->resp_state == PROXY_RESP_BODY &&
+	if ((what & SOCK_EOF) && r->resp_state == PROXY_RESP_BODY &&
 	    r->resp_body == H1_BODY_EOF) {
 		/* Read-until-close body (RFC 9112 6.3 rule 8): this is its end,
 		 * once what is still buffered has gone to the client. */
@@ -977,7 +960,7 @@ up_event_cb(struct bufferevent *bev, short what, void *arg)
 	}
 
 	if (r->resp_state == PROXY_RESP_HEAD &&
-	    evbuffer_get_length(bufferevent_get_input(bev)) == 0 && !(what & BEV_EVENT_TIMEOUT) &&
+	    evbuffer_get_length(sock_input(sk)) == 0 && !(what & SOCK_TIMEOUT) &&
 	    r->uc->reused && r->idempotent && r->req_body == H1_BODY_NONE && !r->retried) {
 		/* A pooled connection the server had closed: retry once, fresh. */
 		STATS_INC(tb_stats.upstream_errors[STATS_UP_RETRIED]);
@@ -989,7 +972,7 @@ up_event_cb(struct bufferevent *bev, short what, void *arg)
 	}
 
 	if (r->resp_state == PROXY_RESP_HEAD) {
-		if (what & BEV_EVENT_TIMEOUT) {
+		if (what & SOCK_TIMEOUT) {
 			STATS_INC(tb_stats.upstream_errors[connecting ? STATS_UP_CONNECT_TIMEOUT :
 			    STATS_UP_TIMEOUT]);
 			log_info("%s: upstream %s: %s timeout", lc->name, r->upstream_addr,
@@ -1005,7 +988,7 @@ up_event_cb(struct bufferevent *bev, short what, void *arg)
 		return;
 	}
 	/* Mid-body: the client has a partial response; all we can do is cut it. */
-	STATS_INC(tb_stats.upstream_errors[(what & BEV_EVENT_TIMEOUT) ? STATS_UP_TIMEOUT :
+	STATS_INC(tb_stats.upstream_errors[(what & SOCK_TIMEOUT) ? STATS_UP_TIMEOUT :
 	    STATS_UP_RESET]);
 	log_info("%s: upstream %s: failed mid-response", lc->name, r->upstream_addr);
 	r->err = PROXY_ERR_UPSTREAM_ABORTED;
@@ -1029,15 +1012,15 @@ proxy_client_drained(struct proxy_req *r)
 	struct conn *c = r->c;
 
 	if (r->resp_state == PROXY_RESP_DONE) {
-		if (evbuffer_get_length(bufferevent_get_output(c->bev)) != 0)
+		if (evbuffer_get_length(sock_output(c->sk)) != 0)
 			return;
 		req_finish(r);
 		conn_request_done(c, r->keepalive);
 		return;
 	}
 	if (r->resp_state == PROXY_RESP_BODY && r->uc != NULL) {
-		bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
-		bufferevent_enable(r->uc->bev, EV_READ);
+		sock_set_write_low(c->sk, 0);
+		sock_enable(r->uc->sk, SOCK_READING);
 		pump_response(r);
 	}
 }

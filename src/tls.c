@@ -19,9 +19,6 @@
 #include <time.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/bufferevent_ssl.h>
-#include <event2/bufferevent_struct.h>
 #include <event2/event.h>
 #include <openssl/core_names.h>
 #include <openssl/err.h>
@@ -675,51 +672,6 @@ fail:
 	return NULL;
 }
 
-void
-tls_read_pending(struct bufferevent *bev)
-{
-	SSL *ssl = bufferevent_openssl_get_ssl(bev);
-	size_t high = 0;
-
-	if (ssl == NULL || SSL_pending(ssl) <= 0 ||
-	    !(bufferevent_get_enabled(bev) & EV_READ))
-		return;
-	(void)bufferevent_getwatermark(bev, EV_READ, NULL, &high);
-	if (high != 0 && evbuffer_get_length(bufferevent_get_input(bev)) >= high)
-		return;		/* the next drain calls us again */
-	event_active(&bev->ev_read, EV_READ, 1);
-}
-
-void
-tls_coalesce(struct bufferevent *bev)
-{
-	struct evbuffer *out;
-	size_t len;
-
-	if (bufferevent_openssl_get_ssl(bev) == NULL)
-		return;
-	out = bufferevent_get_output(bev);
-	len = evbuffer_get_length(out);
-	if (len > 0 && len <= 16384 && evbuffer_peek(out, -1, NULL, NULL, 0) > 1)
-		(void)evbuffer_pullup(out, -1);
-}
-
-void
-tls_shutdown(struct bufferevent *bev, int clean)
-{
-	SSL *ssl = bufferevent_openssl_get_ssl(bev);
-
-	if (ssl == NULL || !SSL_is_init_finished(ssl))
-		return;
-	/* RFC 8446 6.1: it tells a read-until-close body from a cut one. One
-	 * try; we do not wait for the peer's. */
-	if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
-		(void)SSL_shutdown(ssl);
-	if (clean)
-		SSL_set_shutdown(ssl, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
-	ERR_clear_error();
-}
-
 SSL *
 tls_server_ssl(const struct tls_server *ts)
 {
@@ -764,24 +716,9 @@ tls_server_info(SSL *ssl, struct tls_conn_info *out)
 	BIO_free(b);
 }
 
-/* The first OpenSSL library error libevent kept for bev (it also keeps
- * SSL_get_error() codes, which are small numbers with no library). */
-static unsigned long
-bev_ssl_error(struct bufferevent *bev)
-{
-	unsigned long e, first = 0;
-
-	while ((e = bufferevent_get_openssl_error(bev)) != 0)
-		if (first == 0 && ERR_GET_LIB(e) != 0)
-			first = e;
-	return first;
-}
-
 enum tls_fail
-tls_server_failure(struct bufferevent *bev, int eof, char *why, size_t wl)
+tls_server_failure(SSL *ssl, unsigned long e, int eof, char *why, size_t wl)
 {
-	SSL *ssl = bufferevent_openssl_get_ssl(bev);
-	unsigned long e = bev_ssl_error(bev);
 	const char *r;
 	long vr;
 	int reason = ERR_GET_REASON(e);
@@ -946,10 +883,8 @@ tls_client_id(const struct tls_client *tc)
 }
 
 int
-tls_client_failure(struct bufferevent *bev, char *why, size_t wl)
+tls_client_failure(SSL *ssl, unsigned long e, char *why, size_t wl)
 {
-	SSL *ssl = bufferevent_openssl_get_ssl(bev);
-	unsigned long e = bev_ssl_error(bev);
 	const char *r;
 	long vr;
 

@@ -17,7 +17,6 @@
 
 #include "config.h"
 
-struct bufferevent;
 struct event_base;
 
 /* Why a client handshake failed: the `reason` label of
@@ -66,44 +65,16 @@ void tls_stop(void);
 /* Rotate now (the timer's work; exported for the tests); 0/-1. */
 int tls_rotate_ticket_key(void);
 
-/*
- * libevent 2.1 stops reading a TLS bufferevent at its read high watermark
- * with decrypted bytes possibly left inside OpenSSL (SSL_pending); once the
- * input drains it only waits for the socket, and if the peer has sent
- * everything already (the end of a body) nothing comes: a stall. Call this
- * after consuming input: it schedules a read of what OpenSSL holds. A no-op
- * for plain bufferevents.
- */
-void tls_read_pending(struct bufferevent *bev);
-
-/*
- * libevent's TLS bufferevent hands OpenSSL one SSL_write() per evbuffer
- * chunk: a response head and a small body become two records and two
- * write(2)s. Called when a small response is complete, this makes its
- * bytes one chunk (a copy of at most 16 KB, one record). No-op for plain
- * bufferevents and larger outputs.
- */
-void tls_coalesce(struct bufferevent *bev);
-
-/*
- * Before freeing a TLS bufferevent whose handshake completed: send our
- * close_notify when nothing else waits to be written, and unless the
- * connection failed (clean = 0) keep its session resumable, which OpenSSL
- * otherwise forgets for every connection not shut down both ways (most
- * clients and servers just close). A no-op for plain bufferevents.
- */
-void tls_shutdown(struct bufferevent *bev, int clean);
-
 /* A new server-side SSL for an accepted connection of ts' listener, or NULL. */
 SSL *tls_server_ssl(const struct tls_server *ts);
 /* Fill out from ssl after its handshake completed. */
 void tls_server_info(SSL *ssl, struct tls_conn_info *out);
 /*
- * Why the handshake on bev failed (BEV_EVENT_ERROR or EOF before it was
- * done): consumes the errors libevent kept for bev; a human readable
- * reason goes into why.
+ * Why the handshake on ssl failed (an error or EOF before it was done),
+ * from e, the first OpenSSL library error of the failure (sock_ssl_error),
+ * or 0; a human readable reason goes into why.
  */
-enum tls_fail tls_server_failure(struct bufferevent *bev, int eof, char *why,
+enum tls_fail tls_server_failure(SSL *ssl, unsigned long e, int eof, char *why,
     size_t wl);
 
 /*
@@ -119,10 +90,11 @@ SSL *tls_client_ssl(const struct tls_client *tc, SSL_SESSION *sess,
  * reused for the same client context (settings, certificates). */
 uint64_t tls_client_id(const struct tls_client *tc);
 /*
- * After a failed upstream handshake on bev: 1 when TLS itself failed (with
- * the reason, e.g. "certificate verify failed: hostname mismatch", in why),
- * 0 when it was the connection (refused, reset, closed).
+ * After a failed upstream handshake on ssl, whose first OpenSSL library
+ * error was e (or 0): 1 when TLS itself failed (with the reason, e.g.
+ * "certificate verify failed: hostname mismatch", in why), 0 when it was
+ * the connection (refused, reset, closed).
  */
-int tls_client_failure(struct bufferevent *bev, char *why, size_t wl);
+int tls_client_failure(SSL *ssl, unsigned long e, char *why, size_t wl);
 
 #endif

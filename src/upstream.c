@@ -9,12 +9,11 @@
 #include <unistd.h>
 
 #include <event2/buffer.h>
-#include <event2/bufferevent.h>
-#include <event2/bufferevent_ssl.h>
 #include <event2/event.h>
 #include <openssl/ssl.h>
 
 #include "log.h"
+#include "sock.h"
 #include "stats.h"
 #include "tls.h"
 #include "upstream.h"
@@ -50,12 +49,12 @@ upstream_pool_new(struct event_base *base)
 }
 
 static void
-conn_destroy(struct upstream_conn *uc)
+uconn_destroy(struct upstream_conn *uc)
 {
-	if (uc->bev != NULL && uc->tls_id != 0)
-		tls_shutdown(uc->bev, 1);	/* its session stays resumable */
-	if (uc->bev != NULL)
-		bufferevent_free(uc->bev);	/* BEV_OPT_CLOSE_ON_FREE closes the fd */
+	if (uc->sk != NULL) {
+		sock_tls_close(uc->sk, 1);	/* its session stays resumable */
+		sock_free(uc->sk);
+	}
 	free(uc);
 }
 
@@ -69,7 +68,7 @@ upstream_pool_free(struct upstream_pool *p)
 		return;
 	while ((uc = TAILQ_FIRST(&p->idle)) != NULL) {
 		TAILQ_REMOVE(&p->idle, uc, link);
-		conn_destroy(uc);
+		uconn_destroy(uc);
 	}
 	for (i = 0; i < UPSTREAM_TLS_SESSIONS; i++)
 		SSL_SESSION_free(p->sessions[i].sess);
@@ -89,19 +88,19 @@ idle_drop(struct upstream_conn *uc)
 
 	TAILQ_REMOVE(&p->idle, uc, link);
 	p->n_idle--;
-	conn_destroy(uc);
+	uconn_destroy(uc);
 }
 
 /* An idle connection must stay silent: data or EOF means the server closed
  * it (or broke protocol), so it can't carry another request. */
 static void
-idle_read_cb(struct bufferevent *bev, void *arg)
+idle_read_cb(struct sock *sk, void *arg)
 {
 	idle_drop(arg);
 }
 
 static void
-idle_event_cb(struct bufferevent *bev, short what, void *arg)
+idle_event_cb(struct sock *sk, int what, void *arg)
 {
 	idle_drop(arg);
 }
@@ -147,7 +146,7 @@ upstream_get(struct upstream_pool *p, const struct tb_addr *addr,
 			TAILQ_REMOVE(&p->idle, uc, link);
 			p->n_idle--;
 			/* The borrower sets its callbacks and timeouts. */
-			bufferevent_setcb(uc->bev, NULL, NULL, NULL, NULL);
+			sock_setcb(uc->sk, NULL, NULL, NULL, NULL);
 			uc->reused = 1;
 			STATS_INC(tb_stats.upstream_pool_reused);
 			return uc;
@@ -170,26 +169,21 @@ upstream_get(struct upstream_pool *p, const struct tb_addr *addr,
 			errno = ENOMEM;
 			goto fail;
 		}
-		/* Frees ssl itself on failure (BEV_OPT_CLOSE_ON_FREE). */
-		uc->bev = bufferevent_openssl_socket_new(p->base, fd, ssl,
-		    BUFFEREVENT_SSL_CONNECTING, BEV_OPT_CLOSE_ON_FREE);
-		if (uc->bev != NULL)
-			bufferevent_openssl_set_allow_dirty_shutdown(uc->bev, 1);
 	} else {
-		uc->bev = bufferevent_socket_new(p->base, fd, BEV_OPT_CLOSE_ON_FREE);
+		ssl = NULL;
 	}
-	if (uc->bev == NULL)
-		goto fail;
-	fd = -1;	/* owned by the bufferevent now */
-	if (bufferevent_socket_connect(uc->bev, (struct sockaddr *)&addr->ss,
-	    (int)addr->len) < 0)
+	/* fd and ssl belong to the sock now, even if it failed */
+	uc->sk = sock_new(p->base, fd, ssl, ssl != NULL ? SOCK_TLS_CONNECT : SOCK_PLAIN);
+	fd = -1;
+	if (uc->sk == NULL ||
+	    sock_connect(uc->sk, (struct sockaddr *)&addr->ss, addr->len) < 0)
 		goto fail;
 	STATS_INC(tb_stats.upstream_connects);
 	return uc;
 fail:
 	if (fd >= 0)
 		close(fd);
-	conn_destroy(uc);
+	uconn_destroy(uc);
 	return NULL;
 }
 
@@ -200,15 +194,17 @@ upstream_put(struct upstream_conn *uc, int reusable)
 	struct timeval idle = { UPSTREAM_IDLE_TIMEOUT, 0 };
 
 	if (!reusable || p->n_idle >= UPSTREAM_IDLE_MAX ||
-	    evbuffer_get_length(bufferevent_get_input(uc->bev)) != 0 ||
-	    evbuffer_get_length(bufferevent_get_output(uc->bev)) != 0) {
-		conn_destroy(uc);
+	    evbuffer_get_length(sock_input(uc->sk)) != 0 ||
+	    evbuffer_get_length(sock_output(uc->sk)) != 0) {
+		uconn_destroy(uc);
 		return;
 	}
-	bufferevent_setcb(uc->bev, idle_read_cb, NULL, idle_event_cb, uc);
-	bufferevent_setwatermark(uc->bev, EV_READ, 0, 0);
-	bufferevent_set_timeouts(uc->bev, &idle, NULL);
-	bufferevent_enable(uc->bev, EV_READ);
+	sock_setcb(uc->sk, idle_read_cb, NULL, idle_event_cb, uc);
+	sock_set_read_high(uc->sk, 0);
+	sock_set_write_low(uc->sk, 0);
+	sock_set_timeouts(uc->sk, &idle, NULL);
+	sock_disable(uc->sk, SOCK_WRITING);
+	sock_enable(uc->sk, SOCK_READING);
 	TAILQ_INSERT_HEAD(&p->idle, uc, link);
 	p->n_idle++;
 }
@@ -217,5 +213,5 @@ void
 upstream_close(struct upstream_conn *uc)
 {
 	if (uc != NULL)
-		conn_destroy(uc);
+		uconn_destroy(uc);
 }

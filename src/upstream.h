@@ -15,7 +15,7 @@
 #include "config.h"
 
 struct event_base;
-struct bufferevent;
+struct sock;
 struct upstream_pool;
 struct tls_client;
 
@@ -26,7 +26,7 @@ struct tls_client;
 #define UPSTREAM_TLS_SESSIONS	32
 
 struct upstream_conn {
-	struct bufferevent *bev;
+	struct sock *sk;	/* owned */
 	struct upstream_pool *pool;
 	char key[128];		/* upstream address text: the pool key... */
 	uint64_t tls_id;	/* ...with the TLS client context (0 = plain) */
@@ -42,10 +42,10 @@ void upstream_pool_free(struct upstream_pool *p);
  * A connection to addr, over TLS with tls' settings unless tls is NULL: an
  * idle pooled one when allow_reuse (reused = 1, already connected), else a
  * new one whose connect (and handshake) is started (reused = 0; the caller
- * learns the outcome from BEV_EVENT_CONNECTED, which for TLS comes after
+ * learns the outcome from SOCK_CONNECTED, which for TLS comes after
  * the handshake, or an error event). A new TLS connection offers the last
  * session this worker got from the same upstream. Callbacks are unset; the
- * caller sets them and enables EV_READ|EV_WRITE. Returns NULL with errno
+ * caller sets them and enables SOCK_READING|SOCK_WRITING. Returns NULL with errno
  * set when no socket could be made.
  */
 struct upstream_conn *upstream_get(struct upstream_pool *p, const struct tb_addr *addr,

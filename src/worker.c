@@ -161,7 +161,7 @@ worker_conn_closed(struct worker *w)
 /*
  * The worker's loop. With epoll's changelist, the event changes a loop
  * iteration makes are applied once per descriptor before epoll_wait: a
- * bufferevent that starts and stops writing within one iteration (a small
+ * socket that starts and stops writing within one iteration (a small
  * response written at once) costs no epoll_ctl at all. libevent warns about
  * dup()ed descriptors registered in the same loop; a worker registers each
  * descriptor it owns once (its listening sockets are dups of the control

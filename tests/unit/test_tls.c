@@ -125,7 +125,7 @@ handshake(SSL_CTX *cctx, const struct tls_server *ts, const char *sni,
 	if (cd && sd) {
 		SSL_write(s, "hi", 2);
 		rc = SSL_read(c, b, sizeof(b)) == 2;
-		/* as tls_shutdown() does: a good connection's session stays */
+		/* as sock_tls_close() does: a good connection's session stays */
 		SSL_set_shutdown(s, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
 		SSL_set_shutdown(c, SSL_SENT_SHUTDOWN | SSL_RECEIVED_SHUTDOWN);
 	}
