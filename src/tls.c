@@ -29,6 +29,7 @@
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
 
+#include "admin.h"
 #include "log.h"
 #include "tls.h"
 
@@ -429,6 +430,27 @@ ticket_timer_cb(evutil_socket_t fd, short what, void *arg)
 		log_debug("tls: session ticket key rotated");
 }
 
+/* POST /tls/rotate-ticket-key: rotate now, as the timer does (which keeps
+ * its schedule); the old keys still decrypt, so this is no revocation. */
+static int
+route_rotate(struct evbuffer *body, const char **ctype)
+{
+	int n;
+
+	*ctype = "application/json";
+	if (tls_rotate_ticket_key() < 0) {
+		log_warnx("tls: cannot make a new session ticket key; keeping the old one");
+		evbuffer_add_printf(body, "{\"error\": \"cannot make a new key\"}\n");
+		return 500;
+	}
+	pthread_mutex_lock(&tk.lock);
+	n = tk.n;
+	pthread_mutex_unlock(&tk.lock);
+	log_info("tls: session ticket key rotated by the admin endpoint");
+	evbuffer_add_printf(body, "{\"ticket_keys\": %d}\n", n);
+	return 200;
+}
+
 static void
 ticket_arm(void)
 {
@@ -441,12 +463,16 @@ ticket_arm(void)
 int
 tls_start(struct event_base *base, const struct tb_config *cfg)
 {
+	static int registered;
+
 	ticket_keep(cfg);
 	if (tls_rotate_ticket_key() < 0)
 		return -1;
 	if ((tk.timer = event_new(base, -1, EV_PERSIST, ticket_timer_cb, NULL)) == NULL)
 		return -1;
 	ticket_arm();
+	if (!registered && admin_add_action("/tls/rotate-ticket-key", route_rotate) == 0)
+		registered = 1;
 	return 0;
 }
 

@@ -63,8 +63,8 @@ int tls_start(struct event_base *base, const struct tb_config *cfg);
 /* Control thread: a new configuration is in force (rotation, lifetimes). */
 void tls_reload(const struct tb_config *cfg);
 void tls_stop(void);
-/* Rotate now (the timer's work); 0/-1. The replaced key still decrypts
- * until its tickets have expired. */
+/* Rotate now (the timer's and POST /tls/rotate-ticket-key's work); 0/-1.
+ * The replaced key still decrypts until its tickets have expired. */
 int tls_rotate_ticket_key(void);
 /* The same as if CLOCK_MONOTONIC read now (seconds): for the tests. */
 int tls_rotate_ticket_key_at(double now);
