@@ -21,6 +21,7 @@ static int n_metrics_fns;
 
 struct route {
 	char path[64];
+	int post;		/* 1: an action, POST only; 0: GET and HEAD */
 	int (*fn)(struct evbuffer *, const char **);
 };
 static struct route routes[ADMIN_MAX_EXTRA];
@@ -39,14 +40,27 @@ admin_add_metrics(void (*fn)(struct evbuffer *out))
 		metrics_fns[n_metrics_fns++] = fn;
 }
 
-int
-admin_add_route(const char *path, int (*fn)(struct evbuffer *, const char **))
+static int
+add_route(const char *path, int post, int (*fn)(struct evbuffer *, const char **))
 {
 	if (n_routes >= ADMIN_MAX_EXTRA || strlen(path) >= sizeof(routes[0].path))
 		return -1;
 	strcpy(routes[n_routes].path, path);
+	routes[n_routes].post = post;
 	routes[n_routes++].fn = fn;
 	return 0;
+}
+
+int
+admin_add_route(const char *path, int (*fn)(struct evbuffer *, const char **))
+{
+	return add_route(path, 0, fn);
+}
+
+int
+admin_add_action(const char *path, int (*fn)(struct evbuffer *, const char **))
+{
+	return add_route(path, 1, fn);
 }
 
 static void
@@ -57,12 +71,34 @@ reply(struct evhttp_request *req, int status, const char *reason,
 	evhttp_send_reply(req, status, reason, body);
 }
 
+/* Pages are read with GET or HEAD, actions done with POST (so that no
+ * crawler or prefetch ever triggers one); anything else gets a 405 naming
+ * what the path takes. 1 when req may go on. */
+static int
+method_ok(struct evhttp_request *req, int post)
+{
+	enum evhttp_cmd_type cmd = evhttp_request_get_command(req);
+	struct evbuffer *b;
+
+	if (post ? cmd == EVHTTP_REQ_POST :
+	    (cmd == EVHTTP_REQ_GET || cmd == EVHTTP_REQ_HEAD))
+		return 1;
+	evhttp_add_header(evhttp_request_get_output_headers(req), "Allow",
+	    post ? "POST" : "GET, HEAD");
+	if ((b = evbuffer_new()) != NULL)
+		evbuffer_add_printf(b, "method not allowed\n");
+	reply(req, 405, "Method Not Allowed", "text/plain", b);
+	if (b != NULL)
+		evbuffer_free(b);
+	return 0;
+}
+
 static void
 healthz_cb(struct evhttp_request *req, void *arg)
 {
-	struct evbuffer *b = evbuffer_new();
+	struct evbuffer *b;
 
-	if (b == NULL)
+	if (!method_ok(req, 0) || (b = evbuffer_new()) == NULL)
 		return;
 	if (draining) {
 		evbuffer_add_printf(b, "draining\n");
@@ -77,10 +113,10 @@ healthz_cb(struct evhttp_request *req, void *arg)
 static void
 metrics_cb(struct evhttp_request *req, void *arg)
 {
-	struct evbuffer *b = evbuffer_new();
+	struct evbuffer *b;
 	int i;
 
-	if (b == NULL)
+	if (!method_ok(req, 0) || (b = evbuffer_new()) == NULL)
 		return;
 	evbuffer_add_printf(b,
 	    "# HELP tracebridge_draining 1 while shutting down.\n"
@@ -108,6 +144,10 @@ generic_cb(struct evhttp_request *req, void *arg)
 		plen = strlen(routes[i].path);
 		if (strncmp(uri, routes[i].path, plen) == 0 &&
 		    (uri[plen] == '\0' || uri[plen] == '?')) {
+			if (!method_ok(req, routes[i].post)) {
+				evbuffer_free(b);
+				return;
+			}
 			status = routes[i].fn(b, &ctype);
 			reply(req, status, status == 200 ? "OK" : "Error", ctype, b);
 			evbuffer_free(b);
@@ -126,7 +166,8 @@ admin_start(struct event_base *base, const struct tb_addr *addr)
 
 	if ((http = evhttp_new(base)) == NULL)
 		return -1;
-	evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD);
+	evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD |
+	    EVHTTP_REQ_POST);
 	evhttp_set_max_headers_size(http, 16384);
 	evhttp_set_max_body_size(http, 4096);
 	evhttp_set_timeout(http, 10);

@@ -1,7 +1,9 @@
 /*
  * admin.h: the loopback admin endpoint on the control thread (evhttp: its
  * bodies are tiny). GET /healthz, GET /metrics (Prometheus text), and
- * whatever later modules register (GET /sampling).
+ * whatever later modules register (GET /sampling, POST
+ * /tls/rotate-ticket-key). Pages answer GET and HEAD, actions only POST;
+ * another method is a 405 with Allow.
  */
 #ifndef TB_ADMIN_H
 #define TB_ADMIN_H
@@ -23,8 +25,12 @@ void admin_set_draining(void);
  * control thread; they read atomics). At most 8. */
 void admin_add_metrics(void (*fn)(struct evbuffer *out));
 
-/* Register another GET path; the handler fills body and returns a status. */
+/* Register another GET path; the handler fills body and returns a status.
+ * At most 8 routes and actions together; 0, or -1 when full. */
 int admin_add_route(const char *path, int (*fn)(struct evbuffer *body,
+    const char **content_type));
+/* The same for an action, which changes state: POST only. */
+int admin_add_action(const char *path, int (*fn)(struct evbuffer *body,
     const char **content_type));
 
 #endif

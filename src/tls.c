@@ -10,7 +10,6 @@
  */
 #include <arpa/inet.h>
 #include <errno.h>
-#include <math.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -27,11 +26,13 @@
 #include <openssl/rand.h>
 #include <openssl/x509v3.h>
 
+#include "admin.h"
 #include "log.h"
 #include "tls.h"
 
 #define TLS_MAX_FILE		(1024 * 1024)	/* PEM files larger than this are refused */
 #define TLS_TICKET_KEYS		8		/* keys kept for decryption, newest first */
+#define TLS_TICKET_SLACK	2.0		/* s: OpenSSL ages tickets in whole seconds */
 
 const char *const tls_fail_names[TLS_FAIL_NREASONS] = {
 	"plain_http", "not_tls", "unsupported_protocol", "no_shared_cipher",
@@ -282,38 +283,73 @@ use_ca(SSL_CTX *ctx, const char *path, int client_list, const char *opt,
 
 /* ---- session ticket keys (process-wide) ---- */
 
+/*
+ * A retired key must decrypt every ticket it made until that ticket
+ * expires, however soon the next rotation comes (an admin call next to the
+ * timer): so what is kept is decided by time, not by a count of rotations.
+ */
 struct ticket_key {
 	unsigned char name[16];
 	unsigned char aes[32];		/* AES-256-CBC */
 	unsigned char hmac[32];		/* HMAC-SHA256 */
+	double life;			/* longest ticket lifetime while it encrypted */
+	double until;			/* retired: needed until then (monotonic s) */
 };
 
 static struct {
 	pthread_mutex_t lock;
 	struct ticket_key keys[TLS_TICKET_KEYS];	/* [0] encrypts */
 	int n;
-	int keep;			/* how many to keep */
+	double life;			/* longest tls_session_timeout in force */
 	struct event *timer;
 	double rotation;
 } tk = { .lock = PTHREAD_MUTEX_INITIALIZER };
 
-/* A new encryption key in front; the oldest beyond tk.keep are forgotten. */
 int
 tls_rotate_ticket_key(void)
 {
-	struct ticket_key k;
+	struct timespec ts;
 
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return tls_rotate_ticket_key_at((double)ts.tv_sec + ts.tv_nsec / 1e9);
+}
+
+/*
+ * A new encryption key in front. The one it replaces is needed until its
+ * last ticket expires; retired keys past that are forgotten. Only when more
+ * keys than the ring holds are still needed is the oldest forgotten early
+ * (logged: its tickets then need a full handshake).
+ */
+int
+tls_rotate_ticket_key_at(double now)
+{
+	struct ticket_key k;
+	int i, n, early = 0;
+
+	memset(&k, 0, sizeof(k));
 	if (RAND_bytes(k.name, sizeof(k.name)) <= 0 ||
 	    RAND_bytes(k.aes, sizeof(k.aes)) <= 0 ||
 	    RAND_bytes(k.hmac, sizeof(k.hmac)) <= 0)
 		return -1;
 	pthread_mutex_lock(&tk.lock);
-	memmove(&tk.keys[1], &tk.keys[0], sizeof(tk.keys) - sizeof(tk.keys[0]));
+	k.life = tk.life;
+	if (tk.n > 0)
+		tk.keys[0].until = now + tk.keys[0].life + TLS_TICKET_SLACK;
+	for (i = n = 0; i < tk.n; i++)
+		if (tk.keys[i].until > now)
+			tk.keys[n++] = tk.keys[i];
+	if (n == TLS_TICKET_KEYS)
+		n--, early = 1;
+	memmove(&tk.keys[1], &tk.keys[0], (size_t)n * sizeof(tk.keys[0]));
 	tk.keys[0] = k;
-	tk.n = tk.n + 1 < tk.keep ? tk.n + 1 : tk.keep;
+	tk.n = n + 1;
 	explicit_bzero(&tk.keys[tk.n], sizeof(tk.keys) - (size_t)tk.n * sizeof(tk.keys[0]));
 	pthread_mutex_unlock(&tk.lock);
 	explicit_bzero(&k, sizeof(k));
+	if (early)
+		log_warnx("tls: %d session ticket keys still have unexpired tickets; "
+		    "forgetting the oldest (its tickets get a full handshake)",
+		    TLS_TICKET_KEYS);
 	return 0;
 }
 
@@ -363,20 +399,21 @@ ticket_cb(SSL *s, unsigned char *name, unsigned char *iv, EVP_CIPHER_CTX *ectx,
 	return enc || found == 0 ? 1 : 2;
 }
 
-/* Keys live long enough to decrypt every ticket not yet expired. */
+/* The longest ticket lifetime of cfg; the key encrypting now keeps the
+ * longest it has seen (its tickets keep theirs). */
 static void
 ticket_keep(const struct tb_config *cfg)
 {
 	double life = 0;
 	size_t i;
-	int keep;
 
 	for (i = 0; i < cfg->n_listeners; i++)
 		if (cfg->listeners[i].tls_session_timeout > life)
 			life = cfg->listeners[i].tls_session_timeout;
-	keep = 1 + (int)ceil(life / cfg->tls_ticket_key_rotation);
 	pthread_mutex_lock(&tk.lock);
-	tk.keep = keep > TLS_TICKET_KEYS ? TLS_TICKET_KEYS : keep;
+	tk.life = life;
+	if (tk.n > 0 && tk.keys[0].life < life)
+		tk.keys[0].life = life;
 	pthread_mutex_unlock(&tk.lock);
 	tk.rotation = cfg->tls_ticket_key_rotation;
 }
@@ -388,6 +425,27 @@ ticket_timer_cb(evutil_socket_t fd, short what, void *arg)
 		log_warnx("tls: cannot make a new session ticket key; keeping the old one");
 	else
 		log_debug("tls: session ticket key rotated");
+}
+
+/* POST /tls/rotate-ticket-key: rotate now, as the timer does (which keeps
+ * its schedule); the old keys still decrypt, so this is no revocation. */
+static int
+route_rotate(struct evbuffer *body, const char **ctype)
+{
+	int n;
+
+	*ctype = "application/json";
+	if (tls_rotate_ticket_key() < 0) {
+		log_warnx("tls: cannot make a new session ticket key; keeping the old one");
+		evbuffer_add_printf(body, "{\"error\": \"cannot make a new key\"}\n");
+		return 500;
+	}
+	pthread_mutex_lock(&tk.lock);
+	n = tk.n;
+	pthread_mutex_unlock(&tk.lock);
+	log_info("tls: session ticket key rotated by the admin endpoint");
+	evbuffer_add_printf(body, "{\"ticket_keys\": %d}\n", n);
+	return 200;
 }
 
 static void
@@ -402,12 +460,16 @@ ticket_arm(void)
 int
 tls_start(struct event_base *base, const struct tb_config *cfg)
 {
+	static int registered;
+
 	ticket_keep(cfg);
 	if (tls_rotate_ticket_key() < 0)
 		return -1;
 	if ((tk.timer = event_new(base, -1, EV_PERSIST, ticket_timer_cb, NULL)) == NULL)
 		return -1;
 	ticket_arm();
+	if (!registered && admin_add_action("/tls/rotate-ticket-key", route_rotate) == 0)
+		registered = 1;
 	return 0;
 }
 

@@ -62,8 +62,11 @@ int tls_start(struct event_base *base, const struct tb_config *cfg);
 /* Control thread: a new configuration is in force (rotation, lifetimes). */
 void tls_reload(const struct tb_config *cfg);
 void tls_stop(void);
-/* Rotate now (the timer's work; exported for the tests); 0/-1. */
+/* Rotate now (the timer's and POST /tls/rotate-ticket-key's work); 0/-1.
+ * The replaced key still decrypts until its tickets have expired. */
 int tls_rotate_ticket_key(void);
+/* The same as if CLOCK_MONOTONIC read now (seconds): for the tests. */
+int tls_rotate_ticket_key_at(double now);
 
 /* A new server-side SSL for an accepted connection of ts' listener, or NULL. */
 SSL *tls_server_ssl(const struct tls_server *ts);

@@ -615,13 +615,27 @@ def ticket_key_name(sess):
     return m.group(1).replace("-", " ")
 
 
+def rotate_ticket_key(proxy):
+    """POST /tls/rotate-ticket-key on the admin listener; the number of ticket
+    keys that decrypt afterwards."""
+    c = Conn(proxy.admin)
+    try:
+        r = c.request("POST", "/tls/rotate-ticket-key")
+    finally:
+        c.close()
+    assert r.status == 200, r.body
+    return r.json()["ticket_keys"]
+
+
 def test_ticket_key_rotation_on_the_wire(pki, make_proxy, upstream, tmp_path):
-    """The real timer: after one rotation (60 s, the minimum) new tickets are
-    under a new key, and a ticket from before still resumes (it is renewed
-    under the new key). The session cache is off, so only tickets resume."""
-    p = make_proxy(tls_conf(pki.rsa, "tls_session_cache_size = 0", "tls_session_timeout = 60s")
-                   .replace("drain_timeout = 5", "drain_timeout = 5\ntls_ticket_key_rotation = 60s"),
-                   upstream=upstream.url)
+    """Rotations driven by the test through the admin endpoint (the timer is an
+    hour away, so none comes unasked): after one, new tickets are under a new
+    key and a ticket from before still resumes, renewed under the new key.
+    After a second rotation right behind the first, that ticket still resumes:
+    a retired key decrypts until its tickets expire (300 s here), however soon
+    the next rotation comes (it used to be forgotten, see test_tls.c). The
+    session cache is off, so only tickets resume."""
+    p = make_proxy(tls_conf(pki.rsa, "tls_session_cache_size = 0"), upstream=upstream.url)
     base = ["openssl", "s_client", "-connect", "127.0.0.1:%d" % p.port, "-servername",
             "localhost", "-CAfile", pki.ca.cert, "-ign_eof"]
     req = b"GET /s HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
@@ -632,19 +646,36 @@ def test_ticket_key_rotation_on_the_wire(pki, make_proxy, upstream, tmp_path):
         assert "HTTP/1.1 200 OK" in out
         return out
 
-    a, b, c = (str(tmp_path / n) for n in ("a.pem", "b.pem", "c.pem"))
+    a, b, c, d, e = (str(tmp_path / (n + ".pem")) for n in "abcde")
     assert "New, TLSv1.3" in s_client("-sess_out", a)
-    deadline = time.time() + 80
-    while not log_lines(p, "session ticket key rotated"):
-        assert time.time() < deadline, "no rotation within 80 s"
-        time.sleep(0.5)
+    assert rotate_ticket_key(p) == 2
     res = metric(p, resumed())
     assert "Reused, TLSv1.3" in s_client("-sess_in", a, "-sess_out", b)
-    wait_delta(p, resumed(), res)
+    res = wait_delta(p, resumed(), res)
     assert "New, TLSv1.3" in s_client("-sess_out", c)
     old, renewed, fresh = (ticket_key_name(f) for f in (a, b, c))
     assert old != fresh
     assert renewed == fresh
+
+    assert rotate_ticket_key(p) == 3
+    assert "Reused, TLSv1.3" in s_client("-sess_in", a, "-sess_out", d)
+    wait_delta(p, resumed(), res)
+    assert "New, TLSv1.3" in s_client("-sess_out", e)
+    newest = ticket_key_name(e)
+    assert newest not in (old, fresh)
+    assert ticket_key_name(d) == newest
+    assert len(log_lines(p, "session ticket key rotated by the admin endpoint")) == 2
+
+    # an action is POST only, a page GET/HEAD only
+    for method, path, allow in (("GET", "/tls/rotate-ticket-key", "POST"),
+                                ("POST", "/metrics", "GET, HEAD"),
+                                ("POST", "/sampling", "GET, HEAD")):
+        conn = Conn(p.admin)
+        try:
+            r = conn.request(method, path)
+        finally:
+            conn.close()
+        assert (r.status, r.header("Allow")) == (405, allow), (method, path)
 
 
 # --- reload ------------------------------------------------------------------------

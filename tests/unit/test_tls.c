@@ -1,13 +1,14 @@
 /*
  * test_tls.c: the listener contexts tls.c builds, driven by in-memory
  * handshakes (a BIO pair between an OpenSSL client and tls_server_ssl()):
- * SNI selection, ALPN, resumption by ticket across key rotations, the
- * session cache, and the messages for broken files. Certificates are made
+ * SNI selection, ALPN, resumption by ticket across key rotations (which
+ * keys are kept, against a clock the test sets), the session cache, and the messages for broken files. Certificates are made
  * here with OpenSSL's API (no openssl command needed).
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <event2/event.h>
@@ -193,8 +194,48 @@ test_sni_and_alpn(void)
 	SSL_CTX_free(cctx);
 }
 
-/* Tickets: resumed after one rotation (the old key still decrypts), not
- * once the key has aged out of the ring; and the session cache alone. */
+static double
+mono_now(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* A new ticket from a full handshake with ts (the caller frees it). */
+static SSL_SESSION *
+new_ticket(SSL_CTX *cctx, const struct tls_server *ts)
+{
+	SSL_SESSION *sess;
+	SSL *cl;
+
+	CHECK(handshake(cctx, ts, NULL, NULL, 0, NULL, &cl));
+	CHECK(!SSL_session_reused(cl));
+	sess = SSL_get1_session(cl);
+	SSL_free(cl);
+	CHECK(sess != NULL && SSL_SESSION_is_resumable(sess));
+	return sess;
+}
+
+/* 1 when sess resumes with ts. */
+static int
+resumes(SSL_CTX *cctx, const struct tls_server *ts, SSL_SESSION *sess)
+{
+	SSL *cl;
+	int r;
+
+	r = handshake(cctx, ts, NULL, NULL, 0, sess, &cl) && SSL_session_reused(cl);
+	SSL_free(cl);
+	return r;
+}
+
+/*
+ * Tickets: resumed after a rotation (the old key still decrypts), after
+ * rotations in quick succession too, as long as the ticket has not expired;
+ * the key is forgotten once all its tickets have; and the session cache
+ * alone.
+ */
 static void
 test_resumption(struct event_base *base)
 {
@@ -203,9 +244,10 @@ test_resumption(struct event_base *base)
 	SSL_CTX *cctx = SSL_CTX_new(TLS_client_method());
 	SSL_SESSION *sess;
 	SSL *cl;
+	double t;
 	int i;
 
-	/* timeout 300 s, rotation 300 s: two keys are kept */
+	/* tickets live 300 s, a new key every 300 s */
 	c = load("tls_ticket_key_rotation = 300\n[listener:a]\nlisten = 127.0.0.1:1\n"
 	    "upstream = http://127.0.0.1:2\ntls_certificate = @/def.pem\n"
 	    "tls_key = @/def.key\n", err, sizeof(err));
@@ -213,22 +255,39 @@ test_resumption(struct event_base *base)
 	if (c == NULL)
 		return;
 	CHECK(tls_start(base, c) == 0);
-	CHECK(handshake(cctx, c->listeners[0].tls, NULL, NULL, 0, NULL, &cl));
-	sess = SSL_get1_session(cl);
-	SSL_free(cl);
-	CHECK(sess != NULL && SSL_SESSION_is_resumable(sess));
-	CHECK(handshake(cctx, c->listeners[0].tls, NULL, NULL, 0, sess, &cl));
-	CHECK(SSL_session_reused(cl));
-	SSL_free(cl);
+	sess = new_ticket(cctx, c->listeners[0].tls);
+	CHECK(resumes(cctx, c->listeners[0].tls, sess));
 	CHECK(tls_rotate_ticket_key() == 0);
-	CHECK(handshake(cctx, c->listeners[0].tls, NULL, NULL, 0, sess, &cl));
-	CHECK(SSL_session_reused(cl));
-	SSL_free(cl);
+	CHECK(resumes(cctx, c->listeners[0].tls, sess));
+	/*
+	 * Regression: the ring kept 1 + timeout / rotation keys whatever their
+	 * age, so a second rotation soon after the first (an admin call next
+	 * to the timer) forgot a key retired seconds before, and tickets with
+	 * most of their 300 s ahead got a full handshake.
+	 */
 	for (i = 0; i < 2; i++)
 		CHECK(tls_rotate_ticket_key() == 0);
-	CHECK(handshake(cctx, c->listeners[0].tls, NULL, NULL, 0, sess, &cl));
-	CHECK(!SSL_session_reused(cl));
-	SSL_free(cl);
+	CHECK(resumes(cctx, c->listeners[0].tls, sess));
+	/* the ring holds 8 keys: with 8 newer ones, sess's key goes early */
+	for (i = 0; i < 4; i++)
+		CHECK(tls_rotate_ticket_key() == 0);
+	CHECK(resumes(cctx, c->listeners[0].tls, sess));
+	CHECK(tls_rotate_ticket_key() == 0);
+	CHECK(!resumes(cctx, c->listeners[0].tls, sess));
+	SSL_SESSION_free(sess);
+
+	/* by the clock (a fresh ring): retired at t, a key decrypts while its
+	 * tickets may live (300 s, and 2 s for OpenSSL's whole seconds), then
+	 * is forgotten at the first rotation after */
+	tls_stop();
+	CHECK(tls_start(base, c) == 0);
+	sess = new_ticket(cctx, c->listeners[0].tls);
+	t = mono_now();
+	CHECK(tls_rotate_ticket_key_at(t) == 0);
+	CHECK(tls_rotate_ticket_key_at(t + 299) == 0);
+	CHECK(resumes(cctx, c->listeners[0].tls, sess));
+	CHECK(tls_rotate_ticket_key_at(t + 303) == 0);
+	CHECK(!resumes(cctx, c->listeners[0].tls, sess));
 	SSL_SESSION_free(sess);
 	tls_stop();
 	config_unref(c);
