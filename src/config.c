@@ -116,6 +116,8 @@ static const char *const log_levels[] = { "error", "warning", "info", "debug", N
 
 static const char *const verify_modes[] = { "none", "optional", "require", NULL };
 
+static const char *const splice_modes[] = { "off", "auto", NULL };
+
 /* Mozilla's "intermediate" TLS 1.2 suites without DHE (no DH parameters to
  * manage): forward secret AEAD only. */
 #define TLS_CIPHERS_DEFAULT "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:" \
@@ -143,6 +145,7 @@ static const struct opt opts[] = {
 	{ SECT_DEFAULT,  "max_connections",          OT_UINT,     "10000",          C(max_connections),                  0,                         1,     1000000, 0,           NULL,       NULL },
 	{ SECT_DEFAULT,  "drain_timeout",            OT_DUR,      "30",             C(drain_timeout),                    0,                         0,     86400,   0,           NULL,       NULL },
 	{ SECT_DEFAULT,  "tls_ticket_key_rotation",  OT_DUR,      "3600",           C(tls_ticket_key_rotation),          0,                         60,    604800,  0,           NULL,       NULL },
+	{ SECT_DEFAULT,  "splice",                   OT_ENUM,     "auto",           C(splice),                           0,                         0,     0,       0,           splice_modes, NULL },
 
 	{ SECT_ADMIN,    "listen",                   OT_ADDR,     "127.0.0.1:9180", C(admin_listen),                     C(admin_enabled),          0,     0,       OPT_OFF,     NULL,       NULL },
 

@@ -147,6 +147,12 @@ struct tb_sampling_conf {
 	size_t n_operation_rules;
 };
 
+/* [DEFAULT] splice */
+enum tb_splice {
+	TB_SPLICE_OFF = 0,
+	TB_SPLICE_AUTO,		/* plaintext both sides, bodies large enough */
+};
+
 struct tb_config {
 	int refcnt;		/* atomic; see config_ref/config_unref */
 	char *path;		/* NULL when built from --listen/--upstream */
@@ -163,6 +169,7 @@ struct tb_config {
 	unsigned max_connections;	/* per process; default 10000 */
 	double drain_timeout;		/* default 30 */
 	double tls_ticket_key_rotation;	/* a new session ticket key this often; 3600 */
+	int splice;			/* TB_SPLICE_*: splice(2) plaintext bodies; auto */
 
 	/* [admin] */
 	int admin_enabled;		/* listen = off disables */

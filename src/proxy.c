@@ -577,6 +577,62 @@ move_body(enum h1_body kind, uint64_t *remaining, struct h1_chunk *ch,
 	}
 }
 
+/* Bodies at least this large (or read-until-close) go by splice(2) when
+ * both sides are plain: below it, the few syscalls a relay costs are not
+ * won back (bench/bulk.sh). */
+#define PROXY_SPLICE_MIN	(128 * 1024)
+
+/*
+ * Hand the next body bytes from src to dst to the kernel when it pays:
+ * [DEFAULT] splice = auto, both sides plain, a length known from the
+ * framing (the rest of a Content-Length body, the data of the current
+ * chunk, or up to EOF), nothing buffered on either side (sock_splice
+ * checks the last two). 1 when a relay started.
+ */
+static int
+try_splice(const struct proxy_req *r, struct sock *src, struct sock *dst,
+    enum h1_body body, uint64_t remaining, const struct h1_chunk *ch)
+{
+	uint64_t n;
+
+	if (r->c->cfg->splice != TB_SPLICE_AUTO)
+		return 0;
+	switch (body) {
+	case H1_BODY_LENGTH:
+		n = remaining;
+		break;
+	case H1_BODY_CHUNKED:
+		n = ch->state == H1_CHUNK_DATA ? ch->remaining : 0;
+		break;
+	case H1_BODY_EOF:
+		n = SOCK_SPLICE_TO_EOF;
+		break;
+	default:
+		return 0;
+	}
+	if (n < PROXY_SPLICE_MIN || sock_splice(src, dst, r->c->w->pipes, n) < 0)
+		return 0;
+	STATS_INC(tb_stats.splices);
+	return 1;
+}
+
+/* Count what a relay moved against the body's framing; 1 while it runs. */
+static int
+take_spliced(struct sock *src, enum h1_body body, uint64_t *remaining,
+    struct h1_chunk *ch, uint64_t *total)
+{
+	int running;
+	uint64_t n = sock_splice_take(src, &running);
+
+	if (body == H1_BODY_LENGTH)
+		*remaining -= n;
+	else if (body == H1_BODY_CHUNKED && n > 0)
+		h1_chunk_data(ch, n);
+	*total += n;
+	STATS_ADD(tb_stats.spliced_bytes, n);
+	return running;
+}
+
 static void
 pump_request(struct proxy_req *r)
 {
@@ -589,6 +645,12 @@ pump_request(struct proxy_req *r)
 		return;
 	in = sock_input(c->sk);
 	out = sock_output(r->uc->sk);
+	if (r->req_splicing) {
+		if (take_spliced(c->sk, r->req_body, &r->req_remaining, &r->req_chunk,
+		    &r->bytes_in))
+			return;
+		r->req_splicing = 0;
+	}
 	rc = move_body(r->req_body, &r->req_remaining, &r->req_chunk, in, out, 1, &moved);
 	r->bytes_in += moved;
 	if (rc < 0) {
@@ -629,6 +691,9 @@ pump_request(struct proxy_req *r)
 	}
 	if (moved > 0)
 		sock_write_now(r->uc->sk);
+	else if (try_splice(r, c->sk, r->uc->sk, r->req_body, r->req_remaining,
+	    &r->req_chunk))
+		r->req_splicing = 1;
 }
 
 /* --- response: upstream -> client -------------------------------------- */
@@ -873,6 +938,12 @@ pump_response(struct proxy_req *r)
 	}
 	if (r->resp_state != PROXY_RESP_BODY)
 		return;
+	if (r->resp_splicing) {
+		if (take_spliced(r->uc->sk, r->resp_body, &r->resp_remaining,
+		    &r->resp_chunk, &r->bytes_out))
+			return;
+		r->resp_splicing = 0;
+	}
 
 	rc = move_body(r->resp_body, &r->resp_remaining, &r->resp_chunk, in, out,
 	    !r->dechunk, &moved);
@@ -898,6 +969,9 @@ pump_response(struct proxy_req *r)
 	}
 	if (moved > 0)
 		sock_write_now(c->sk);
+	else if (try_splice(r, r->uc->sk, c->sk, r->resp_body, r->resp_remaining,
+	    &r->resp_chunk))
+		r->resp_splicing = 1;
 }
 
 static void

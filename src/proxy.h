@@ -74,6 +74,8 @@ struct proxy_req {
 	int keepalive;			/* client connection stays open after this */
 	int upstream_reusable;
 	int upstream_eof;		/* read-until-close body: upstream closed */
+	int req_splicing;		/* the request body goes by splice(2) now */
+	int resp_splicing;		/* ...the response body */
 	size_t resp_scan_off;
 	size_t resp_next_parse;
 

@@ -9,6 +9,7 @@
  * count so that sock_free() inside a callback defers the free.
  */
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
@@ -68,7 +69,31 @@ struct sock {
 	unsigned long ssl_err;		/* first OpenSSL library error */
 	int busy;			/* inside a handler */
 	int dead;			/* sock_free()d while busy */
+	struct sock_splice *sp;		/* a relay this sock is the src or dst of */
+	uint64_t sp_moved;		/* src: bytes relayed, not yet taken */
+	int eof_seen;			/* the socket reached EOF: nothing to relay */
+	int sp_running;			/* src: the relay goes on */
 };
+
+/* One splice(2) relay: src's socket -> pipe -> dst's socket. */
+struct sock_splice {
+	struct sock *src, *dst;
+	struct sock_pipes *pool;
+	int pfd[2];
+	size_t cap;			/* the pipe's size */
+	size_t in_pipe;			/* bytes in the pipe */
+	uint64_t left;			/* still to read from src, or SOCK_SPLICE_TO_EOF */
+	int src_eof;
+};
+
+struct sock_pipes {
+	unsigned max, n_idle, n_lent;
+	int freed;			/* sock_pipes_free() with pipes lent */
+	int (*idle)[2];
+};
+
+static void splice_end(struct sock_splice *sp);
+static void relay(struct sock_splice *sp);
 
 static void sock_read_ev(evutil_socket_t fd, short what, void *arg);
 static void sock_write_ev(evutil_socket_t fd, short what, void *arg);
@@ -88,6 +113,9 @@ want_read(const struct sock *s)
 	case SOCK_P_HANDSHAKE:
 		return (s->flags & SF_HS_WANT_READ) != 0;
 	case SOCK_P_OPEN:
+		if (s->sp != NULL && s->sp->src == s)
+			return (s->enabled & SOCK_READING) && !s->sp->src_eof &&
+			    s->sp->left > 0 && s->sp->in_pipe < s->sp->cap;
 		if ((s->flags & SF_WR_WANTS_RD) && (s->enabled & SOCK_WRITING) &&
 		    evbuffer_get_length(s->out) > 0)
 			return 1;
@@ -107,6 +135,8 @@ want_write(const struct sock *s)
 	case SOCK_P_HANDSHAKE:
 		return (s->flags & SF_HS_WANT_WRITE) != 0;
 	case SOCK_P_OPEN:
+		if (s->sp != NULL && s->sp->dst == s)
+			return (s->enabled & SOCK_WRITING) && s->sp->in_pipe > 0;
 		if ((s->flags & SF_RD_WANTS_WR) && (s->enabled & SOCK_READING))
 			return 1;
 		return (s->enabled & SOCK_WRITING) && evbuffer_get_length(s->out) > 0;
@@ -253,6 +283,8 @@ sock_free(struct sock *s)
 {
 	if (s == NULL || s->dead)
 		return;
+	if (s->sp != NULL)
+		splice_end(s->sp);	/* the other side goes on as usual */
 	if (s->busy > 0) {
 		/* Inside our own handler: stop everything, free on unwind. */
 		if (s->rev != NULL)
@@ -557,6 +589,8 @@ do_read(struct sock *s)
 	}
 	if (end == RD_ERROR)
 		err = errno;
+	if (end == RD_EOF)
+		s->eof_seen = 1;
 	if (total > 0 && s->readcb != NULL)
 		s->readcb(s, s->arg);
 	if (s->dead)
@@ -726,6 +760,226 @@ connect_done(struct sock *s)
 		do_write(s);
 }
 
+/* ---- splice ---- */
+
+struct sock_pipes *
+sock_pipes_new(unsigned max)
+{
+	struct sock_pipes *p = calloc(1, sizeof(*p));
+
+	if (p == NULL)
+		return NULL;
+	p->max = max;
+	if (max > 0 && (p->idle = calloc(max, sizeof(*p->idle))) == NULL) {
+		free(p);
+		return NULL;
+	}
+	return p;
+}
+
+static void
+pipes_destroy(struct sock_pipes *p)
+{
+	while (p->n_idle > 0) {
+		p->n_idle--;
+		close(p->idle[p->n_idle][0]);
+		close(p->idle[p->n_idle][1]);
+	}
+	free(p->idle);
+	free(p);
+}
+
+void
+sock_pipes_free(struct sock_pipes *p)
+{
+	if (p == NULL)
+		return;
+	if (p->n_lent > 0) {
+		p->freed = 1;	/* the last splice to end frees it */
+		return;
+	}
+	pipes_destroy(p);
+}
+
+/* A pipe from the pool, or a new one while under the bound; 0/-1. */
+static int
+pipes_get(struct sock_pipes *p, int fd[2], size_t *cap)
+{
+	int sz;
+
+	if (p->n_idle > 0) {
+		p->n_idle--;
+		fd[0] = p->idle[p->n_idle][0];
+		fd[1] = p->idle[p->n_idle][1];
+	} else if (p->n_lent < p->max) {
+		if (pipe2(fd, O_NONBLOCK | O_CLOEXEC) < 0)
+			return -1;
+		/* Bigger than the 64 KiB default: fewer splices per body. A
+		 * refusal (the per-user pipe quota) keeps the default. */
+		(void)fcntl(fd[1], F_SETPIPE_SZ, SOCK_PIPE_SIZE);
+	} else {
+		return -1;
+	}
+	sz = fcntl(fd[1], F_GETPIPE_SZ);
+	*cap = sz > 0 ? (size_t)sz : 65536;
+	p->n_lent++;
+	return 0;
+}
+
+/* Back to the pool when empty (reusable), else closed. */
+static void
+pipes_put(struct sock_pipes *p, int fd[2], int empty)
+{
+	p->n_lent--;
+	if (empty && !p->freed && p->n_idle < p->max) {
+		p->idle[p->n_idle][0] = fd[0];
+		p->idle[p->n_idle][1] = fd[1];
+		p->n_idle++;
+	} else {
+		close(fd[0]);
+		close(fd[1]);
+	}
+	if (p->freed && p->n_lent == 0)
+		pipes_destroy(p);
+}
+
+int
+sock_splice(struct sock *src, struct sock *dst, struct sock_pipes *pool, uint64_t len)
+{
+	struct sock_splice *sp;
+
+	if (pool == NULL || len == 0 || src->ssl != NULL || dst->ssl != NULL ||
+	    src->phase != SOCK_P_OPEN || dst->phase != SOCK_P_OPEN ||
+	    src->dead || dst->dead || src->sp != NULL || dst->sp != NULL || src->eof_seen ||
+	    evbuffer_get_length(src->in) != 0 || evbuffer_get_length(dst->out) != 0)
+		return -1;
+	if ((sp = calloc(1, sizeof(*sp))) == NULL)
+		return -1;
+	if (pipes_get(pool, sp->pfd, &sp->cap) < 0) {
+		free(sp);
+		return -1;
+	}
+	sp->src = src;
+	sp->dst = dst;
+	sp->pool = pool;
+	sp->left = len;
+	src->sp = dst->sp = sp;
+	src->sp_running = 1;
+	update_events(src);
+	update_events(dst);
+	return 0;
+}
+
+uint64_t
+sock_splice_take(struct sock *src, int *running)
+{
+	uint64_t n = src->sp_moved;
+
+	src->sp_moved = 0;
+	*running = src->sp_running;
+	return n;
+}
+
+static void
+splice_end(struct sock_splice *sp)
+{
+	struct sock *src = sp->src, *dst = sp->dst;
+
+	src->sp = dst->sp = NULL;
+	src->sp_running = 0;
+	pipes_put(sp->pool, sp->pfd, sp->in_pipe == 0);
+	free(sp);
+	update_events(src);
+	update_events(dst);
+}
+
+/*
+ * Move what can move now: src -> pipe while the pipe has room, pipe -> dst
+ * while dst takes it, until neither side moves (EAGAIN) or a bound per
+ * event, so one fast pair does not starve the loop. Then tell src's owner
+ * (and on errors the side that failed). Decisions are made before any
+ * callback: the owner may free either sock, which ends the relay.
+ */
+static void
+relay(struct sock_splice *sp)
+{
+	struct sock *src = sp->src, *dst = sp->dst;
+	uint64_t moved = 0;
+	int src_err = 0, dst_err = 0, done, eof, i, progress;
+	size_t want;
+	ssize_t n;
+
+	for (i = 0; i < 16; i++) {
+		progress = 0;
+		if (want_read(src)) {
+			want = sp->cap - sp->in_pipe;
+			if (sp->left < want)
+				want = (size_t)sp->left;
+			n = splice(src->fd, NULL, sp->pfd[1], NULL, want,
+			    SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+			if (n > 0) {
+				sp->in_pipe += (size_t)n;
+				if (sp->left != SOCK_SPLICE_TO_EOF)
+					sp->left -= (uint64_t)n;
+				progress = 1;
+			} else if (n == 0) {
+				sp->src_eof = 1;
+				src->eof_seen = 1;
+			} else if (errno != EAGAIN && errno != EINTR) {
+				src_err = errno;
+				break;
+			}
+		}
+		if ((dst->enabled & SOCK_WRITING) && sp->in_pipe > 0) {
+			n = splice(sp->pfd[0], NULL, dst->fd, NULL, sp->in_pipe,
+			    SPLICE_F_MOVE | SPLICE_F_NONBLOCK);
+			if (n > 0) {
+				sp->in_pipe -= (size_t)n;
+				moved += (uint64_t)n;
+				progress = 1;
+			} else if (n < 0 && errno != EAGAIN && errno != EINTR) {
+				dst_err = errno;
+				break;
+			}
+		}
+		if (!progress)
+			break;
+	}
+	src->sp_moved += moved;
+	eof = sp->src_eof;
+	done = (sp->left == 0 || eof) && sp->in_pipe == 0;
+	if (done || src_err != 0 || dst_err != 0)
+		splice_end(sp);		/* sp is gone */
+	else {
+		update_events(src);
+		update_events(dst);
+	}
+
+	src->busy++;
+	dst->busy++;
+	if ((moved > 0 || !src->sp_running) && src->readcb != NULL && !src->dead)
+		src->readcb(src, src->arg);
+	if (src_err != 0 && !src->dead) {
+		src->enabled &= ~SOCK_READING;
+		update_events(src);
+		errno = src_err;
+		report(src, SOCK_ERROR | SOCK_READING);
+	} else if (done && eof && !src->dead && (src->enabled & SOCK_READING)) {
+		/* as do_read does: reading stops, the owner hears it */
+		src->enabled &= ~SOCK_READING;
+		update_events(src);
+		report(src, SOCK_EOF | SOCK_READING);
+	}
+	if (dst_err != 0 && !dst->dead) {
+		dst->enabled &= ~SOCK_WRITING;
+		update_events(dst);
+		errno = dst_err;
+		report(dst, SOCK_ERROR | SOCK_WRITING);
+	}
+	(void)unbusy(src);
+	(void)unbusy(dst);
+}
+
 /* ---- event handlers ---- */
 
 static void
@@ -741,6 +995,8 @@ sock_read_ev(evutil_socket_t fd, short what, void *arg)
 		report(s, SOCK_TIMEOUT | SOCK_READING);
 	} else if (s->phase == SOCK_P_HANDSHAKE) {
 		do_handshake(s);
+	} else if (s->phase == SOCK_P_OPEN && s->sp != NULL && s->sp->src == s) {
+		relay(s->sp);
 	} else if (s->phase == SOCK_P_OPEN) {
 		if (s->flags & SF_WR_WANTS_RD)
 			do_write(s);
@@ -769,6 +1025,8 @@ sock_write_ev(evutil_socket_t fd, short what, void *arg)
 		connect_done(s);
 	} else if (s->phase == SOCK_P_HANDSHAKE) {
 		do_handshake(s);
+	} else if (s->phase == SOCK_P_OPEN && s->sp != NULL && s->sp->dst == s) {
+		relay(s->sp);
 	} else if (s->phase == SOCK_P_OPEN) {
 		if ((s->flags & SF_RD_WANTS_WR) && (s->enabled & SOCK_READING))
 			do_read(s);
@@ -785,8 +1043,8 @@ sock_kick_ev(evutil_socket_t fd, short what, void *arg)
 	int k = s->kick_what;
 
 	s->kick_what = 0;
-	if (s->phase != SOCK_P_OPEN)
-		return;
+	if (s->phase != SOCK_P_OPEN || s->sp != NULL)
+		return;		/* a relay runs from its own events */
 	s->busy++;
 	if ((k & KICK_READ) && want_read(s))
 		do_read(s);

@@ -24,6 +24,7 @@
 #define TB_SOCK_H
 
 #include <stddef.h>
+#include <stdint.h>
 #include <sys/socket.h>
 #include <sys/time.h>
 
@@ -112,5 +113,41 @@ unsigned long sock_ssl_error(const struct sock *s);
  * clients and servers just close). A no-op for plain socks.
  */
 void sock_tls_close(struct sock *s, int clean);
+
+/* ---- splice(2): plaintext bodies socket to socket, no copy ---- */
+
+/* A per-worker pool of pipes for splicing, bounded: when every pipe is
+ * lent, bodies move the ordinary way. */
+struct sock_pipes;
+
+/* SOCK_PIPE_SIZE bytes per pipe, at most max pipes (0: none); NULL on
+ * out of memory. */
+#define SOCK_PIPE_SIZE	(256 * 1024)
+struct sock_pipes *sock_pipes_new(unsigned max);
+/* Closes the idle pipes; lent ones are closed when their splice ends. */
+void sock_pipes_free(struct sock_pipes *p);
+
+/* For sock_splice: relay until src reaches EOF. */
+#define SOCK_SPLICE_TO_EOF	UINT64_MAX
+
+/*
+ * Relay up to len bytes (or SOCK_SPLICE_TO_EOF) from src's socket to dst's
+ * through a pipe of pool, in the kernel. Only between two plain, open
+ * socks, with src's input and dst's output empty (buffered bytes go first,
+ * the ordinary way); returns -1 otherwise or when no pipe is free, and the
+ * caller moves the bytes itself.
+ *
+ * While it runs, src's socket is read only into the pipe and dst's socket
+ * written only from it, each under its sock's enable bit and timeout;
+ * every other event is as usual. src's read callback is called whenever
+ * bytes reached dst and once more when the relay ends (len bytes moved, or
+ * src's EOF once the pipe is empty: then src's EOF event follows);
+ * sock_splice_take() tells how many and whether it still runs. Freeing
+ * either sock ends it.
+ */
+int sock_splice(struct sock *src, struct sock *dst, struct sock_pipes *pool,
+    uint64_t len);
+/* Bytes src relayed to dst since the last call; *running: still going. */
+uint64_t sock_splice_take(struct sock *src, int *running);
 
 #endif

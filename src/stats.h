@@ -52,6 +52,8 @@ struct stats_global {
 	uint64_t upstream_connects;
 	uint64_t upstream_tls_handshakes;
 	uint64_t upstream_tls_resumed;
+	uint64_t splices;		/* body parts relayed by splice(2) */
+	uint64_t spliced_bytes;		/* ...and their bytes */
 };
 
 extern struct stats_global tb_stats;

@@ -16,6 +16,7 @@
 #include "listener.h"
 #include "tracing.h"
 #include "log.h"
+#include "sock.h"
 #include "upstream.h"
 #include "worker.h"
 
@@ -197,6 +198,8 @@ worker_init(struct worker *w, int id, struct tb_config *cfg)
 		return -1;
 	if ((w->pool = upstream_pool_new(w->base)) == NULL)
 		return -1;
+	if ((w->pipes = sock_pipes_new(WORKER_PIPES)) == NULL)
+		return -1;
 	if ((w->scratch = malloc(sizeof(*w->scratch))) == NULL)
 		return -1;
 	if (pipe2(w->msg_pipe, O_NONBLOCK | O_CLOEXEC) < 0)
@@ -312,6 +315,7 @@ worker_free(struct worker *w)
 		event_base_loop(w->base, EVLOOP_NONBLOCK);	/* runs the deferred frees */
 	}
 	upstream_pool_free(w->pool);
+	sock_pipes_free(w->pipes);
 	tracing_worker_free(w);
 	if (w->msg_ev != NULL)
 		event_free(w->msg_ev);

@@ -19,6 +19,9 @@ struct listener;
 
 TAILQ_HEAD(conn_list, conn);
 
+/* Pipes a worker keeps for splicing bodies: one per body in flight. */
+#define WORKER_PIPES	64
+
 /* One listening socket handed to a worker for one [listener:NAME]. */
 struct worker_listen {
 	const struct tb_listener_conf *lc;	/* inside the config sent along */
@@ -31,6 +34,7 @@ struct worker {
 	struct event_base *base;
 	struct tb_config *cfg;		/* config in force for new connections (ref) */
 	struct upstream_pool *pool;
+	struct sock_pipes *pipes;	/* splice(2) pipes for the relays */
 	struct h1_msg *scratch;		/* parse scratch: parsing never spans callbacks */
 	struct conn_list conns;
 	unsigned n_conns;
