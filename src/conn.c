@@ -21,6 +21,7 @@
 #include "h1.h"
 #include "log.h"
 #include "proxy.h"
+#include "proxy_head.h"
 #include "sock.h"
 #include "stats.h"
 #include "tls.h"
@@ -31,6 +32,7 @@ static void conn_write_cb(struct sock *sk, void *arg);
 static void conn_event_cb(struct sock *sk, int what, void *arg);
 static void conn_timer_cb(evutil_socket_t fd, short what, void *arg);
 static void conn_free_cb(evutil_socket_t fd, short what, void *arg);
+static void conn_next_cb(evutil_socket_t fd, short what, void *arg);
 static void conn_try_head(struct conn *c);
 static void conn_peek_cb(evutil_socket_t fd, short what, void *arg);
 
@@ -52,6 +54,11 @@ conn_set_state(struct conn *c, enum conn_state s)
 	/* Only forward moves, and back to READ_HEAD after a request. */
 	if (c->state == CONN_CLOSED)
 		return;
+	if (s <= c->state && !(c->state == CONN_PROXYING && s == CONN_READ_HEAD)) {
+		log_warnx("conn %s:%u: state %s -> %s refused", c->peer, c->peer_port,
+		    state_names[c->state], state_names[s]);
+		return;
+	}
 	if (log_get_level() >= TB_LOG_DEBUG)
 		log_debug("conn %s:%u: %s -> %s", c->peer, c->peer_port,
 		    state_names[c->state], state_names[s]);
@@ -127,6 +134,7 @@ conn_new(struct worker *w, int fd, const struct sockaddr *sa, socklen_t salen,
 	}
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	c->timer = evtimer_new(w->base, conn_timer_cb, c);
+	c->next_ev = event_new(w->base, -1, 0, conn_next_cb, c);
 	c->close_ev = evtimer_new(w->base, conn_free_cb, c);
 	if (lc->tls != NULL) {
 		/* Look at the first byte before TLS sees it (conn_peek_cb). */
@@ -137,19 +145,19 @@ conn_new(struct worker *w, int fd, const struct sockaddr *sa, socklen_t salen,
 	} else if ((sk = sock_new(w->base, fd, NULL, SOCK_PLAIN)) == NULL) {
 		goto fail;	/* sock_new closed fd */
 	}
-	if (c->timer == NULL || c->close_ev == NULL)
+	if (c->timer == NULL || c->next_ev == NULL || c->close_ev == NULL)
 		goto fail;
 	TAILQ_INSERT_TAIL(&w->conns, c, link);
 	w->n_conns++;
 	STATS_INC(tb_stats.connections_active);
 	STATS_INC(tb_stats.connections_total);
 	if (sk == NULL) {
-		c->state = CONN_TLS_PEEK;
-		conn_set_state(c, CONN_TLS_PEEK);
+		/* c->state is CONN_TLS_PEEK (0) from calloc: the handshake, like
+		 * a head, has client_header_timeout */
+		timer_arm(c, c->lc->client_header_timeout);
 		return c;
 	}
 	conn_attach_sock(c, sk);
-	c->state = CONN_READ_HEAD;
 	conn_set_state(c, CONN_READ_HEAD);
 	return c;
 fail:
@@ -160,6 +168,8 @@ fail:
 		event_free(c->peek_ev);
 	if (c->timer != NULL)
 		event_free(c->timer);
+	if (c->next_ev != NULL)
+		event_free(c->next_ev);
 	if (c->close_ev != NULL)
 		event_free(c->close_ev);
 	config_unref(c->cfg);
@@ -313,8 +323,10 @@ conn_free_cb(evutil_socket_t fd, short what, void *arg)
 		close(c->fd);
 	if (c->peek_ev != NULL)
 		event_free(c->peek_ev);
+	proxy_req_free(c->ended);
 	free(c->tls);
 	event_free(c->timer);
+	event_free(c->next_ev);
 	event_free(c->close_ev);
 	config_unref(c->cfg);
 	free(c);
@@ -325,57 +337,47 @@ conn_free_cb(evutil_socket_t fd, short what, void *arg)
 void
 conn_send_error(struct conn *c, int status, int close_after)
 {
-	conn_send_error_hdrs(c, status, close_after, NULL);
-}
-
-void
-conn_send_error_hdrs(struct conn *c, int status, int close_after,
-    struct evbuffer *extra)
-{
-	struct evbuffer *out = sock_output(c->sk);
-	const char *reason = h1_reason(status);
-	size_t before = evbuffer_get_length(out);
-	int n;
-
-	n = evbuffer_add_printf(out,
-	    "HTTP/1.1 %d %s\r\n"
-	    "Content-Type: text/plain\r\n"
-	    "Content-Length: %zu\r\n"
-	    "%s",
-	    status, reason, strlen(reason) + 5,
-	    close_after ? "Connection: close\r\n" : "");
-	if (n > 0 && extra != NULL)
-		evbuffer_add_buffer(out, extra);
-	if (n > 0)
-		n = evbuffer_add_printf(out, "\r\n%d %s\n", status, reason);
-	if (n > 0 && c->req != NULL)
-		c->req->bytes_out += (uint64_t)(evbuffer_get_length(out) - before);
+	(void)proxy_head_error(sock_output(c->sk), status, close_after, NULL);
 	sock_write_now(c->sk);
 	if (close_after)
 		conn_set_state(c, CONN_CLOSING);
 }
 
 void
-conn_request_done(struct conn *c, int keepalive)
+conn_request_ended(struct conn *c, enum conn_after after)
 {
-	if (c->req != NULL) {
-		proxy_req_free(c->req);
-		c->req = NULL;
-	}
+	proxy_req_free(c->ended);	/* not in any call chain by now */
+	c->ended = c->req;
+	c->req = NULL;
 	c->nreq++;
-	if (!keepalive || c->w->draining) {
+	if (after == CONN_AFTER_CLOSE) {
+		conn_close(c);
+		return;
+	}
+	if (after == CONN_AFTER_FLUSH_CLOSE || c->w->draining) {
 		conn_set_state(c, CONN_CLOSING);
-		/* Output is already flushed when we get here. */
 		if (evbuffer_get_length(sock_output(c->sk)) == 0)
 			conn_close(c);
 		return;
 	}
 	conn_set_state(c, CONN_READ_HEAD);
-	/* A pipelined request may be inside OpenSSL: sock_enable reads it. */
-	sock_enable(c->sk, SOCK_READING);
 	/* Timeouts stay as set: the write timeout always, the read timeout was
-	 * cleared when the request body ended (pump_request). */
-	if (evbuffer_get_length(sock_input(c->sk)) > 0)
+	 * cleared when the request body ended (pump_request). A pipelined
+	 * request inside OpenSSL is read by sock_enable; one already in the
+	 * input is parsed from next_ev. */
+	sock_enable(c->sk, SOCK_READING);
+	event_active(c->next_ev, EV_TIMEOUT, 1);
+}
+
+/* From the loop, after a request ended: free it, start the next one. */
+static void
+conn_next_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+
+	proxy_req_free(c->ended);
+	c->ended = NULL;
+	if (c->state == CONN_READ_HEAD && evbuffer_get_length(sock_input(c->sk)) > 0)
 		conn_try_head(c);
 }
 
@@ -385,7 +387,7 @@ conn_drain(struct conn *c)
 	if ((c->state == CONN_READ_HEAD && !c->head_started) ||
 	    c->state == CONN_TLS_PEEK || c->state == CONN_TLS_HANDSHAKE)
 		conn_close(c);
-	/* Otherwise conn_request_done sees w->draining and closes. */
+	/* Otherwise conn_request_ended sees w->draining and closes. */
 }
 
 /* Answer a framing error of the head, then close. */
@@ -540,13 +542,7 @@ conn_event_cb(struct sock *sk, int what, void *arg)
 	}
 
 	if (c->state == CONN_PROXYING && c->req != NULL) {
-		if ((what & SOCK_EOF) && (what & SOCK_READING) &&
-		    proxy_req_finished(c->req)) {
-			/* A half-close after a complete exchange: flush and go. */
-			conn_set_state(c, CONN_CLOSING);
-			return;
-		}
-		proxy_client_gone(c->req);
+		proxy_client_gone(c->req, (what & SOCK_EOF) && (what & SOCK_READING));
 		return;
 	}
 	conn_close(c);

@@ -1,9 +1,14 @@
 /*
  * proxy.c: relay one request between the client and an upstream (see
  * proxy.h). Bodies move between evbuffers without copying
- * (evbuffer_remove_buffer) and never faster than the slower side takes
- * them: past CONN_OUT_HIGH bytes queued on one side we stop reading the
- * other, and resume from the write callback below CONN_OUT_LOW (STYLE.md 5).
+ * (evbuffer_remove_buffer), or socket to socket by splice(2), and never
+ * faster than the slower side takes them: past CONN_OUT_HIGH bytes queued
+ * on one side we stop reading the other, and resume from the write
+ * callback below CONN_OUT_LOW (STYLE.md 5).
+ *
+ * A request moves through one state (enum proxy_state) and ends in one
+ * place, req_end(), however it ends (STYLE.md 14). The heads it writes are
+ * built in proxy_head.c.
  */
 #include <errno.h>
 #include <stdio.h>
@@ -17,10 +22,10 @@
 #include <openssl/ssl.h>
 
 #include "conn.h"
-#include "fmt.h"
 #include "h1.h"
 #include "log.h"
 #include "proxy.h"
+#include "proxy_head.h"
 #include "sock.h"
 #include "stats.h"
 #include "tls.h"
@@ -30,18 +35,41 @@
 static const struct proxy_hooks no_hooks;
 static const struct proxy_hooks *hooks = &no_hooks;
 
+/* How a request's connection goes on after req_end. */
+enum req_after {
+	REQ_NEXT = 0,	/* the exchange is complete: next request, or close if
+			 * keep-alive does not hold */
+	REQ_CLOSE,	/* cut the client connection now */
+};
+
 static void up_read_cb(struct sock *sk, void *arg);
 static void up_write_cb(struct sock *sk, void *arg);
 static void up_event_cb(struct sock *sk, int what, void *arg);
 static void pump_request(struct proxy_req *r);
 static void pump_response(struct proxy_req *r);
-static void req_finish(struct proxy_req *r);
-static void send_error_reply(struct proxy_req *r, int status, int close_after);
+static void req_end(struct proxy_req *r, enum proxy_err err, enum req_after after);
+static void reply_error(struct proxy_req *r, int status);
+
+static const char *const state_names[PROXY_NSTATES] = {
+	"sending", "waiting", "relaying", "flushing", "ended",
+};
 
 void
 proxy_set_hooks(const struct proxy_hooks *h)
 {
 	hooks = h != NULL ? h : &no_hooks;
+}
+
+/* The one place a request changes state: forward only. */
+static void
+set_state(struct proxy_req *r, enum proxy_state s)
+{
+	if (s < r->state) {
+		log_warnx("%s: request state %s -> %s refused", r->c->lc->name,
+		    state_names[r->state % PROXY_NSTATES], state_names[s % PROXY_NSTATES]);
+		return;
+	}
+	r->state = s;
 }
 
 static uint64_t
@@ -76,219 +104,26 @@ sink_add_evbuffer(void *arg, const char *name, size_t name_len,
 	return 0;
 }
 
-/*
- * A head is built in one flat buffer (on the stack unless it is large) and
- * handed to the output in one evbuffer_add: per-field evbuffer_add and
- * printf calls were a visible share of the per-request cost.
- */
-struct hbuf {
-	char *p;
-	size_t len, cap;
-	int heap;		/* p was malloc'd */
-	int failed;		/* out of memory: the head is unusable */
-	char stack[4096];
-};
-
-static void
-hb_init(struct hbuf *b)
-{
-	b->p = b->stack;
-	b->len = 0;
-	b->cap = sizeof(b->stack);
-	b->heap = 0;
-	b->failed = 0;
-}
-
-static void
-hb_free(struct hbuf *b)
-{
-	if (b->heap)
-		free(b->p);
-	b->p = NULL;
-}
-
-static int
-hb_reserve(struct hbuf *b, size_t n)
-{
-	size_t cap;
-	char *np;
-
-	if (b->len + n <= b->cap)
-		return 0;
-	if (b->failed)
-		return -1;
-	for (cap = b->cap * 2; cap < b->len + n; cap *= 2)
-		;
-	if (b->heap)
-		np = realloc(b->p, cap);
-	else if ((np = malloc(cap)) != NULL)
-		memcpy(np, b->p, b->len);
-	if (np == NULL) {
-		b->failed = 1;
-		return -1;
-	}
-	b->p = np;
-	b->cap = cap;
-	b->heap = 1;
-	return 0;
-}
-
-static void
-hb_add(struct hbuf *b, const void *data, size_t n)
-{
-	if (hb_reserve(b, n) == 0) {
-		memcpy(b->p + b->len, data, n);
-		b->len += n;
-	}
-}
-
-#define HB_LIT(b, lit)	hb_add((b), (lit), sizeof(lit) - 1)
-
-static void
-hb_str(struct hbuf *b, const char *s)
-{
-	hb_add(b, s, strlen(s));
-}
-
-static void
-hb_u64(struct hbuf *b, uint64_t v)
-{
-	char d[FMT_U64_MAX];
-
-	hb_add(b, d, fmt_u64(d, v));
-}
-
-/* "name: value\r\n" with one reservation. */
-static void
-hb_field(struct hbuf *b, const char *name, size_t nlen, const char *value, size_t vlen)
-{
-	char *q;
-
-	if (hb_reserve(b, nlen + vlen + 4) < 0)
-		return;
-	q = b->p + b->len;
-	memcpy(q, name, nlen);
-	q += nlen;
-	*q++ = ':';
-	*q++ = ' ';
-	memcpy(q, value, vlen);
-	q += vlen;
-	*q++ = '\r';
-	*q++ = '\n';
-	b->len = (size_t)(q - b->p);
-}
-
-/* The sink the hooks add headers through. */
-static int
-sink_add_hbuf(void *arg, const char *name, size_t name_len,
-    const char *value, size_t value_len)
-{
-	struct hbuf *b = arg;
-
-	hb_field(b, name, name_len, value, value_len);
-	return b->failed ? -1 : 0;
-}
-
 static int
 method_is(const struct proxy_req *r, const char *m)
 {
 	return strcmp(r->method, m) == 0;
 }
 
-/*
- * Build the head to forward: request line in HTTP/1.1, end-to-end fields in
- * their order, hop-by-hop fields removed (RFC 9110 7.6.1), framing fields
- * recomputed, X-Forwarded-* added for OpenStack's HTTPProxyToWSGI.
- */
+/* Everything of the request body has gone to the upstream (or there is none). */
 static int
-build_forward_head(struct proxy_req *r, const struct h1_msg *m, struct hbuf *b)
+req_body_done(const struct proxy_req *r)
 {
-	const struct tb_listener_conf *lc = r->c->lc;
-	uint8_t drop[H1_MAX_HEADERS_CAP / 8];
-	struct tb_hdr_sink sink = { sink_add_hbuf, b };
-	const struct tb_hdr *h;
-	int xff = -1;
-	size_t i;
-
-	memset(drop, 0, sizeof(drop));
-	hb_str(b, r->method);
-	HB_LIT(b, " ");
-	hb_str(b, r->target);
-	HB_LIT(b, " HTTP/1.1\r\n");
-	for (i = 0; i < m->n_hdrs; i++) {
-		h = &m->hdrs[i];
-		if (h1_is_hop_by_hop(m, h) || hdr_name_is(h, "Content-Length") ||
-		    hdr_name_is(h, "Expect") || hdr_name_is(h, "X-Forwarded-Proto") ||
-		    hdr_name_is(h, "X-Forwarded-Host") ||
-		    (hdr_name_is(h, "Proxy-Authorization") && !lc->keep_proxy_authorization) ||
-		    /* only we say who the client certificate names */
-		    (lc->tls_client_subject_header != NULL &&
-		    hdr_name_is(h, lc->tls_client_subject_header)))
-			drop[i / 8] |= (uint8_t)(1u << (i % 8));
-		else if (hdr_name_is(h, "X-Forwarded-For")) {
-			drop[i / 8] |= (uint8_t)(1u << (i % 8));
-			if (xff < 0)
-				xff = (int)i;
-		}
+	switch (r->req_body) {
+	case H1_BODY_LENGTH:
+		return r->req_remaining == 0;
+	case H1_BODY_CHUNKED:
+		return r->req_chunk.state == H1_CHUNK_DONE;
+	case H1_BODY_NONE:
+	case H1_BODY_EOF:	/* never for requests */
+		break;
 	}
-	if (hooks->on_request != NULL)
-		hooks->on_request(r, m, drop, &sink);
-	for (i = 0; i < m->n_hdrs; i++) {
-		if (drop[i / 8] & (1u << (i % 8)))
-			continue;
-		h = &m->hdrs[i];
-		hb_field(b, h->name, h->name_len, h->value, h->value_len);
-	}
-	if (!(m->flags & H1_F_HAS_HOST)) {	/* HTTP/1.0 without Host */
-		HB_LIT(b, "Host: ");
-		hb_str(b, lc->upstream_host);
-		HB_LIT(b, ":");
-		hb_u64(b, lc->upstream_port);
-		HB_LIT(b, "\r\n");
-	}
-	if (r->req_body == H1_BODY_LENGTH) {
-		HB_LIT(b, "Content-Length: ");
-		hb_u64(b, r->req_remaining);
-		HB_LIT(b, "\r\n");
-	} else if (r->req_body == H1_BODY_CHUNKED) {
-		HB_LIT(b, "Transfer-Encoding: chunked\r\n");
-	}
-	if (lc->x_forwarded) {
-		/* Append to every X-Forwarded-For value received, in order. */
-		HB_LIT(b, "X-Forwarded-For: ");
-		if (xff >= 0) {
-			for (i = (size_t)xff; i < m->n_hdrs; i++) {
-				h = &m->hdrs[i];
-				if (!hdr_name_is(h, "X-Forwarded-For"))
-					continue;
-				hb_add(b, h->value, h->value_len);
-				HB_LIT(b, ", ");
-			}
-		}
-		hb_str(b, r->c->peer);
-		if (r->c->tls != NULL)
-			HB_LIT(b, "\r\nX-Forwarded-Proto: https\r\n");
-		else
-			HB_LIT(b, "\r\nX-Forwarded-Proto: http\r\n");
-		if (r->host[0] != '\0') {
-			HB_LIT(b, "X-Forwarded-Host: ");
-			hb_str(b, r->host);
-			HB_LIT(b, "\r\n");
-		}
-	} else if (xff >= 0) {
-		/* Not ours to change: pass the received values through. */
-		for (i = (size_t)xff; i < m->n_hdrs; i++)
-			if (hdr_name_is(&m->hdrs[i], "X-Forwarded-For"))
-				hb_field(b, m->hdrs[i].name, m->hdrs[i].name_len,
-				    m->hdrs[i].value, m->hdrs[i].value_len);
-	}
-	if (lc->tls_client_subject_header != NULL && r->c->tls != NULL &&
-	    r->c->tls->subject[0] != '\0')
-		hb_field(b, lc->tls_client_subject_header,
-		    strlen(lc->tls_client_subject_header), r->c->tls->subject,
-		    strlen(r->c->tls->subject));
-	HB_LIT(b, "\r\n");
-	return b->failed ? -1 : 0;
+	return 1;
 }
 
 /*
@@ -302,7 +137,7 @@ upstream_timeouts(struct proxy_req *r)
 	struct timeval tv;
 
 	tv = config_timeval(r->c->lc->upstream_timeout);
-	sock_set_timeouts(r->uc->sk, r->req_state == PROXY_BODY_DONE ? &tv : NULL, &tv);
+	sock_set_timeouts(r->uc->sk, req_body_done(r) ? &tv : NULL, &tv);
 }
 
 /* Lend an upstream connection to r and send the head; 0/-1. */
@@ -367,6 +202,17 @@ capture_fields(struct proxy_req *r, const struct h1_msg *m)
 	}
 }
 
+/* The client connection may carry another request after this one only if
+ * the client's framing is intact and nobody asked to close. */
+static void
+keepalive_unless_body_pending(struct proxy_req *r)
+{
+	if (req_body_done(r) && !(r->flags & PROXY_F_CLIENT_CLOSE))
+		r->flags |= PROXY_F_KEEPALIVE;
+	else
+		r->flags &= ~PROXY_F_KEEPALIVE;
+}
+
 struct proxy_req *
 proxy_start(struct conn *c, const struct h1_msg *m, size_t head_len)
 {
@@ -389,32 +235,31 @@ proxy_start(struct conn *c, const struct h1_msg *m, size_t head_len)
 	memcpy(r->target, m->target, m->target_len);
 	r->target[m->target_len] = '\0';
 	r->version_minor = m->version_minor;
-	r->is_head = method_is(r, "HEAD");
-	r->idempotent = r->is_head || method_is(r, "GET") || method_is(r, "OPTIONS") ||
-	    method_is(r, "PUT") || method_is(r, "DELETE") || method_is(r, "TRACE");
-	r->client_close = (m->flags & H1_F_CONN_CLOSE) != 0;
+	if (method_is(r, "HEAD"))
+		r->flags |= PROXY_F_HEAD;
+	if ((r->flags & PROXY_F_HEAD) || method_is(r, "GET") || method_is(r, "OPTIONS") ||
+	    method_is(r, "PUT") || method_is(r, "DELETE") || method_is(r, "TRACE"))
+		r->flags |= PROXY_F_IDEMPOTENT;
+	if (m->flags & H1_F_CONN_CLOSE)
+		r->flags |= PROXY_F_CLIENT_CLOSE;
 	r->req_body = m->body;
 	r->req_remaining = m->body == H1_BODY_LENGTH ? m->content_length : 0;
-	r->req_state = m->body == H1_BODY_NONE ? PROXY_BODY_DONE : PROXY_BODY_PENDING;
 	h1_chunk_init(&r->req_chunk, 0);
-	r->expect_continue = (m->flags & H1_F_EXPECT_CONTINUE) && m->body != H1_BODY_NONE;
+	if ((m->flags & H1_F_EXPECT_CONTINUE) && m->body != H1_BODY_NONE)
+		r->flags |= PROXY_F_EXPECT;
 	copy_field(r->upstream_addr, sizeof(r->upstream_addr), c->lc->upstream_addr.text,
 	    strlen(c->lc->upstream_addr.text));
 	capture_fields(r, m);
+	c->req = r;
 
-	/* CONNECT tunnels and an Expect we don't know are refused cleanly. */
+	/* CONNECT tunnels and an Expect we don't know are refused cleanly;
+	 * with a body we won't read, the connection closes after. */
 	if (method_is(r, "CONNECT") || (m->flags & H1_F_EXPECT_OTHER)) {
-		int status = method_is(r, "CONNECT") ? 405 : 417;
-
 		evbuffer_drain(in, head_len);
-		c->req = r;
-		r->status = status;
-		r->resp_state = PROXY_RESP_DONE;
-		r->req_state = PROXY_BODY_DONE;
-		conn_send_error(c, status, m->body != H1_BODY_NONE);
-		r->keepalive = m->body == H1_BODY_NONE && !r->client_close;
-		r->upstream_reusable = 0;
-		/* Completion is reported once the reply is flushed. */
+		if (m->body != H1_BODY_NONE)
+			r->flags |= PROXY_F_CLIENT_CLOSE;
+		keepalive_unless_body_pending(r);
+		reply_error(r, method_is(r, "CONNECT") ? 405 : 417);
 		return r;
 	}
 
@@ -422,7 +267,7 @@ proxy_start(struct conn *c, const struct h1_msg *m, size_t head_len)
 	 * or taken over when it outgrew the stack buffer. */
 	b = &hb;
 	hb_init(b);
-	if (build_forward_head(r, m, b) < 0)
+	if (proxy_head_forward(b, r, m, hooks->on_request) < 0)
 		goto fail_nomem;
 	r->fwd_head_len = b->len;
 	if (b->heap) {
@@ -434,24 +279,22 @@ proxy_start(struct conn *c, const struct h1_msg *m, size_t head_len)
 		memcpy(r->fwd_head, b->p, r->fwd_head_len);
 	}
 	b = NULL;
-	evbuffer_drain(in, head_len);
-	c->req = r;
+	evbuffer_drain(in, head_len);	/* m points into it until here */
 
 	if (upstream_attach(r, 1) < 0) {
 		STATS_INC(tb_stats.upstream_errors[STATS_UP_CONNECT_REFUSED]);
 		r->err = PROXY_ERR_UPSTREAM_UNAVAILABLE;
-		r->status = 502;
-		r->resp_state = PROXY_RESP_DONE;
-		send_error_reply(r, 502, r->req_state != PROXY_BODY_DONE);
-		r->keepalive = r->req_state == PROXY_BODY_DONE && !r->client_close;
+		keepalive_unless_body_pending(r);
+		reply_error(r, 502);
 		return r;
 	}
-	if (r->expect_continue) {
+	set_state(r, req_body_done(r) ? PROXY_WAITING : PROXY_SENDING);
+	if (r->flags & PROXY_F_EXPECT) {
 		/* We answer 100-continue ourselves (and strip Expect): the body then
 		 * streams to the upstream as it arrives. */
 		evbuffer_add(sock_output(c->sk), "HTTP/1.1 100 Continue\r\n\r\n", 25);
 	}
-	if (r->req_state == PROXY_BODY_PENDING) {
+	if (r->state == PROXY_SENDING) {
 		/* A client that stops sending its body is cut off after idle
 		 * timeout (the write timeout is set for the connection's life). */
 		tv = config_timeval(c->lc->client_idle_timeout);
@@ -474,10 +317,65 @@ fail_nomem:
 	return NULL;
 }
 
-int
-proxy_req_finished(const struct proxy_req *r)
+/* Count, trace and log the request: once, from req_end or proxy_req_free. */
+static void
+report(struct proxy_req *r)
 {
-	return r->resp_state == PROXY_RESP_DONE && r->req_state == PROXY_BODY_DONE;
+	struct conn *c = r->c;
+	struct timespec now;
+	char line[2048], tbuf[64];
+	struct tm tm;
+	int n;
+
+	r->duration_us = (now_ns() - r->t_start_ns) / 1000;
+	clock_gettime(CLOCK_REALTIME, &now);
+	r->t_end_wall = now;
+	stats_request_done(c->stats, r->status, r->bytes_in, r->bytes_out, r->duration_us);
+	if (hooks->on_complete != NULL)
+		hooks->on_complete(r);
+	if (log_access_enabled()) {
+		gmtime_r(&r->t_start_wall.tv_sec, &tm);
+		strftime(tbuf, sizeof(tbuf), "%d/%b/%Y:%H:%M:%S +0000", &tm);
+		/* combined log format + upstream address, upstream time, total time */
+		n = snprintf(line, sizeof(line),
+		    "%s - - [%s] \"%s %.1024s HTTP/1.%d\" %d %llu \"%s\" \"%s\" %s %.3f %.3f%s",
+		    c->peer, tbuf, r->method, r->target, r->version_minor, r->status,
+		    (unsigned long long)r->bytes_out, r->referer[0] ? r->referer : "-",
+		    r->user_agent[0] ? r->user_agent : "-", r->upstream_addr,
+		    r->first_byte_us >= 0 ? (double)r->first_byte_us / 1e6 : -1.0,
+		    (double)r->duration_us / 1e6, r->log_extra);
+		if (n > 0)
+			log_access(line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
+	}
+}
+
+/*
+ * The one exit of a request (STYLE.md 14), however it ended; err says how
+ * (PROXY_OK: a complete exchange, unless an error was recorded before).
+ * Reports once, aborts the upstream connection if r still holds it (a
+ * complete exchange gave it back already), and hands the connection on:
+ * the next request from the connection's own event, or a close. The
+ * connection frees r later; callers return right after.
+ */
+static void
+req_end(struct proxy_req *r, enum proxy_err err, enum req_after after)
+{
+	if (r->state == PROXY_ENDED)
+		return;
+	if (r->err == PROXY_OK)
+		r->err = err;
+	set_state(r, PROXY_ENDED);
+	if (r->uc != NULL) {
+		upstream_close(r->uc);	/* mid-exchange: never reused */
+		r->uc = NULL;
+	}
+	report(r);
+	if (after == REQ_NEXT && (r->flags & PROXY_F_KEEPALIVE))
+		conn_request_ended(r->c, CONN_AFTER_NEXT);
+	else if (after == REQ_NEXT)
+		conn_request_ended(r->c, CONN_AFTER_FLUSH_CLOSE);
+	else
+		conn_request_ended(r->c, CONN_AFTER_CLOSE);
 }
 
 void
@@ -486,9 +384,9 @@ proxy_req_free(struct proxy_req *r)
 	if (r == NULL)
 		return;
 	/* Every request is logged, counted and traced once, however it ended
-	 * (an error reply followed by a close, a drain timeout...). */
-	if (!r->reported)
-		req_finish(r);
+	 * (its connection closed under it: a drain timeout...). */
+	if (r->state != PROXY_ENDED)
+		report(r);
 	if (r->uc != NULL) {
 		upstream_close(r->uc);	/* mid-exchange: never reused */
 		r->uc = NULL;
@@ -500,7 +398,7 @@ proxy_req_free(struct proxy_req *r)
 	free(r);
 }
 
-/* --- request body: client -> upstream ---------------------------------- */
+/* --- bodies -------------------------------------------------------------- */
 
 /* Move n bytes from in to out; for the dechunk case, drop them instead. */
 static void
@@ -633,23 +531,27 @@ take_spliced(struct sock *src, enum h1_body body, uint64_t *remaining,
 	return running;
 }
 
+/* --- request body: client -> upstream ------------------------------------ */
+
 static void
 pump_request(struct proxy_req *r)
 {
 	struct conn *c = r->c;
 	struct evbuffer *in, *out;
+	struct timeval tv;
 	uint64_t moved = 0;
 	int rc;
 
-	if (r->req_state == PROXY_BODY_DONE || r->uc == NULL)
+	if ((r->state != PROXY_SENDING && r->state != PROXY_RELAYING) ||
+	    req_body_done(r) || r->uc == NULL)
 		return;
 	in = sock_input(c->sk);
 	out = sock_output(r->uc->sk);
-	if (r->req_splicing) {
+	if (r->flags & PROXY_F_REQ_SPLICE) {
 		if (take_spliced(c->sk, r->req_body, &r->req_remaining, &r->req_chunk,
 		    &r->bytes_in))
 			return;
-		r->req_splicing = 0;
+		r->flags &= ~PROXY_F_REQ_SPLICE;
 	}
 	rc = move_body(r->req_body, &r->req_remaining, &r->req_chunk, in, out, 1, &moved);
 	r->bytes_in += moved;
@@ -658,28 +560,25 @@ pump_request(struct proxy_req *r)
 		    r->req_chunk.err ? r->req_chunk.err : "?");
 		STATS_INC(tb_stats.bad_requests);
 		r->err = PROXY_ERR_BAD_REQUEST_BODY;
-		if (r->resp_state == PROXY_RESP_HEAD) {
+		if (r->state == PROXY_SENDING) {
 			upstream_close(r->uc);
 			r->uc = NULL;
-			r->status = 400;
-			r->resp_state = PROXY_RESP_DONE;
-			r->req_state = PROXY_BODY_DONE;
-			r->keepalive = 0;
-			conn_send_error(c, 400, 1);
-			req_finish(r);
+			r->flags &= ~PROXY_F_KEEPALIVE;	/* the framing is lost */
+			reply_error(r, 400);
 		} else {
-			proxy_client_gone(r);
+			req_end(r, PROXY_ERR_BAD_REQUEST_BODY, REQ_CLOSE);
 		}
 		return;
 	}
 	if (rc == 1) {
-		struct timeval tv;
-
-		r->req_state = PROXY_BODY_DONE;
 		tv = config_timeval(c->lc->client_idle_timeout);
 		sock_set_timeouts(c->sk, NULL, &tv);
+		if (r->state == PROXY_SENDING)
+			set_state(r, PROXY_WAITING);
 		if (r->connect_us >= 0 || r->uc->reused)
 			upstream_timeouts(r);
+		if (moved > 0)
+			sock_write_now(r->uc->sk);
 		return;
 	}
 	if (evbuffer_get_length(out) >= CONN_OUT_HIGH) {
@@ -693,62 +592,40 @@ pump_request(struct proxy_req *r)
 		sock_write_now(r->uc->sk);
 	else if (try_splice(r, c->sk, r->uc->sk, r->req_body, r->req_remaining,
 	    &r->req_chunk))
-		r->req_splicing = 1;
+		r->flags |= PROXY_F_REQ_SPLICE;
 }
 
-/* --- response: upstream -> client -------------------------------------- */
+/* --- the proxy's own replies --------------------------------------------- */
 
-/* Report and reset: the request is over (successfully or not). */
+/*
+ * Answer r with the proxy's own reply (status set here), carrying the
+ * hooks' response headers (the trace id, so the client can find the failed
+ * request's trace). The request ends once it is flushed
+ * (proxy_client_drained); without keep-alive nothing more is read.
+ */
 static void
-req_finish(struct proxy_req *r)
-{
-	struct conn *c = r->c;
-	struct timespec now;
-	char line[2048], tbuf[64];
-	struct tm tm;
-	int n;
-
-	if (r->reported)
-		return;
-	r->reported = 1;
-	r->duration_us = (now_ns() - r->t_start_ns) / 1000;
-	clock_gettime(CLOCK_REALTIME, &now);
-	r->t_end_wall = now;
-	stats_request_done(c->stats, r->status, r->bytes_in, r->bytes_out, r->duration_us);
-	if (hooks->on_complete != NULL)
-		hooks->on_complete(r);
-	if (log_access_enabled()) {
-		gmtime_r(&r->t_start_wall.tv_sec, &tm);
-		strftime(tbuf, sizeof(tbuf), "%d/%b/%Y:%H:%M:%S +0000", &tm);
-		/* combined log format + upstream address, upstream time, total time */
-		n = snprintf(line, sizeof(line),
-		    "%s - - [%s] \"%s %.1024s HTTP/1.%d\" %d %llu \"%s\" \"%s\" %s %.3f %.3f%s",
-		    c->peer, tbuf, r->method, r->target, r->version_minor, r->status,
-		    (unsigned long long)r->bytes_out, r->referer[0] ? r->referer : "-",
-		    r->user_agent[0] ? r->user_agent : "-", r->upstream_addr,
-		    r->first_byte_us >= 0 ? (double)r->first_byte_us / 1e6 : -1.0,
-		    (double)r->duration_us / 1e6, r->log_extra);
-		if (n > 0)
-			log_access(line, (size_t)n < sizeof(line) ? (size_t)n : sizeof(line) - 1);
-	}
-}
-
-/* An error reply the proxy makes for r, with the hooks' response headers
- * (the trace id), so the client can find the failed request's trace. */
-static void
-send_error_reply(struct proxy_req *r, int status, int close_after)
+reply_error(struct proxy_req *r, int status)
 {
 	struct evbuffer *b = NULL;
 	struct tb_hdr_sink sink;
+	struct conn *c = r->c;
+	int close_after = !(r->flags & PROXY_F_KEEPALIVE);
 
+	r->status = status;
 	if (hooks->on_response != NULL && (b = evbuffer_new()) != NULL) {
 		sink.add = sink_add_evbuffer;
 		sink.arg = b;
 		hooks->on_response(r, NULL, &sink);
 	}
-	conn_send_error_hdrs(r->c, status, close_after, b);
+	r->bytes_out += proxy_head_error(sock_output(c->sk), status, close_after, b);
 	if (b != NULL)
 		evbuffer_free(b);
+	set_state(r, PROXY_FLUSHING);
+	if (close_after)
+		sock_disable(c->sk, SOCK_READING);	/* its framing is unknown */
+	sock_enable(c->sk, SOCK_WRITING);
+	sock_set_write_low(c->sk, 0);
+	sock_write_now(c->sk);
 }
 
 /* The request failed before any response byte reached the client. */
@@ -756,109 +633,73 @@ static void
 fail_before_response(struct proxy_req *r, int status, enum proxy_err err)
 {
 	r->err = err;
-	r->status = status;
-	r->resp_state = PROXY_RESP_DONE;
 	if (r->uc != NULL) {
 		upstream_close(r->uc);
 		r->uc = NULL;
 	}
 	/* The client's body framing is only known if we read all of it. */
-	r->keepalive = r->req_state == PROXY_BODY_DONE && !r->client_close;
-	sock_enable(r->c->sk, SOCK_WRITING);
-	send_error_reply(r, status, !r->keepalive);
-	if (r->keepalive) {
-		/* conn_write_cb -> proxy_client_drained finishes it. */
-		return;
-	}
-	req_finish(r);
-	r->c->req = NULL;
-	proxy_req_free(r);
+	keepalive_unless_body_pending(r);
+	reply_error(r, status);
 }
+
+/* --- response: upstream -> client ---------------------------------------- */
 
 /* Build and queue the response head for the client. */
 static void
 send_response_head(struct proxy_req *r, const struct h1_msg *m)
 {
 	struct conn *c = r->c;
-	struct evbuffer *out = sock_output(c->sk);
 	struct hbuf hb, *b = &hb;
-	struct tb_hdr_sink sink = { sink_add_hbuf, b };
-	const struct tb_hdr *h;
-	int pass_cl = m->body == H1_BODY_NONE;	/* HEAD/304: CL describes the entity */
-	size_t i;
 	int i_rid;
 
 	r->status = m->status;
 	r->resp_body = m->body;
 	r->resp_remaining = m->body == H1_BODY_LENGTH ? m->content_length : 0;
 	h1_chunk_init(&r->resp_chunk, 0);
-	r->dechunk = m->body == H1_BODY_CHUNKED && r->version_minor == 0;
-	r->upstream_reusable = m->body != H1_BODY_EOF && !(m->flags & H1_F_CONN_CLOSE) &&
-	    !h1_connection_has(m, "close");
-	r->keepalive = !r->client_close && !c->w->draining && m->body != H1_BODY_EOF &&
-	    !r->dechunk && r->req_state == PROXY_BODY_DONE;
+	if (m->body == H1_BODY_CHUNKED && r->version_minor == 0)
+		r->flags |= PROXY_F_DECHUNK;
+	if (m->body != H1_BODY_EOF && !(m->flags & H1_F_CONN_CLOSE) &&
+	    !h1_connection_has(m, "close"))
+		r->flags |= PROXY_F_UP_REUSABLE;
+	if (!(r->flags & (PROXY_F_CLIENT_CLOSE | PROXY_F_DECHUNK)) && !c->w->draining &&
+	    m->body != H1_BODY_EOF && req_body_done(r))
+		r->flags |= PROXY_F_KEEPALIVE;
 	if ((i_rid = hdr_find(m->hdrs, m->n_hdrs, 0, "X-OpenStack-Request-ID")) >= 0)
 		copy_field(r->request_id, sizeof(r->request_id), m->hdrs[i_rid].value,
 		    m->hdrs[i_rid].value_len);
 
 	hb_init(b);
-	HB_LIT(b, "HTTP/1.1 ");
-	hb_u64(b, (uint64_t)m->status);
-	HB_LIT(b, " ");
-	hb_add(b, m->reason, m->reason_len);
-	HB_LIT(b, "\r\n");
-	for (i = 0; i < m->n_hdrs; i++) {
-		h = &m->hdrs[i];
-		if (h1_is_hop_by_hop(m, h))
-			continue;
-		if (hdr_name_is(h, "Content-Length") && !pass_cl)
-			continue;
-		hb_field(b, h->name, h->name_len, h->value, h->value_len);
-	}
-	if (m->body == H1_BODY_LENGTH) {
-		HB_LIT(b, "Content-Length: ");
-		hb_u64(b, m->content_length);
-		HB_LIT(b, "\r\n");
-	} else if (m->body == H1_BODY_CHUNKED && !r->dechunk) {
-		HB_LIT(b, "Transfer-Encoding: chunked\r\n");
-	}
-	if (hooks->on_response != NULL)
-		hooks->on_response(r, m, &sink);
-	if (!r->keepalive)
-		HB_LIT(b, "Connection: close\r\n");
-	else if (r->version_minor == 0)
-		HB_LIT(b, "Connection: keep-alive\r\n");
-	HB_LIT(b, "\r\n");
-	if (!b->failed) {
+	if (proxy_head_response(b, r, m, hooks->on_response) == 0) {
 		r->bytes_out += b->len;
-		evbuffer_add(out, b->p, b->len);
+		evbuffer_add(sock_output(c->sk), b->p, b->len);
 	} else {
 		log_warnx("%s: out of memory building a response head", c->lc->name);
-		r->keepalive = 0;	/* the client gets nothing; close it */
+		r->flags &= ~PROXY_F_KEEPALIVE;	/* the client gets nothing; close it */
 	}
 	hb_free(b);
 }
 
-/* Upstream delivered everything: give the connection back to the pool. */
+/* Upstream delivered everything: give its connection back, flush, end. */
 static void
 response_complete(struct proxy_req *r)
 {
-	sock_write_now(r->c->sk);
-	r->resp_state = PROXY_RESP_DONE;
+	struct conn *c = r->c;
+	int body_done = req_body_done(r);
+
+	set_state(r, PROXY_FLUSHING);
 	if (r->uc != NULL) {
-		upstream_put(r->uc, r->upstream_reusable && r->req_state == PROXY_BODY_DONE);
+		upstream_put(r->uc, (r->flags & PROXY_F_UP_REUSABLE) && body_done);
 		r->uc = NULL;
 	}
-	if (r->req_state != PROXY_BODY_DONE) {
-		/* Early answer (e.g. 413): the rest of the body can't be framed. */
-		r->keepalive = 0;
-		r->req_state = PROXY_BODY_DONE;
-	}
-	/* Done once the client output is flushed (conn_write_cb). */
-	sock_set_write_low(r->c->sk, 0);
-	sock_enable(r->c->sk, SOCK_WRITING);
-	if (evbuffer_get_length(sock_output(r->c->sk)) == 0)
-		proxy_client_drained(r);
+	/* Early answer (e.g. 413): the rest of the body can't be framed. */
+	if (!body_done)
+		r->flags &= ~PROXY_F_KEEPALIVE;
+	sock_set_write_low(c->sk, 0);
+	sock_enable(c->sk, SOCK_WRITING);
+	if (evbuffer_get_length(sock_output(c->sk)) == 0)
+		proxy_client_drained(r);	/* ends r */
+	else
+		sock_write_now(c->sk);		/* ends r once written */
 }
 
 static void
@@ -879,7 +720,7 @@ pump_response(struct proxy_req *r)
 	in = sock_input(r->uc->sk);
 	out = sock_output(c->sk);
 
-	while (r->resp_state == PROXY_RESP_HEAD) {
+	while (r->state == PROXY_SENDING || r->state == PROXY_WAITING) {
 		len = evbuffer_get_length(in);
 		if (len == 0)
 			return;
@@ -903,7 +744,8 @@ pump_response(struct proxy_req *r)
 		if (parse_len > lim.max_head_bytes + 1)
 			parse_len = lim.max_head_bytes + 1;
 		p = evbuffer_pullup(in, (ssize_t)parse_len);
-		rc = h1_parse_response((const char *)p, parse_len, &lim, r->is_head, m);
+		rc = h1_parse_response((const char *)p, parse_len, &lim,
+		    (r->flags & PROXY_F_HEAD) != 0, m);
 		if (rc == 0)
 			return;
 		if (rc < 0) {
@@ -930,34 +772,32 @@ pump_response(struct proxy_req *r)
 		r->fwd_head = NULL;
 		send_response_head(r, m);
 		evbuffer_drain(in, (size_t)rc);
-		r->resp_state = PROXY_RESP_BODY;
+		set_state(r, PROXY_RELAYING);
 		if (r->resp_body == H1_BODY_NONE) {
 			response_complete(r);
 			return;
 		}
 	}
-	if (r->resp_state != PROXY_RESP_BODY)
+	if (r->state != PROXY_RELAYING)
 		return;
-	if (r->resp_splicing) {
+	if (r->flags & PROXY_F_RESP_SPLICE) {
 		if (take_spliced(r->uc->sk, r->resp_body, &r->resp_remaining,
 		    &r->resp_chunk, &r->bytes_out))
 			return;
-		r->resp_splicing = 0;
+		r->flags &= ~PROXY_F_RESP_SPLICE;
 	}
 
 	rc = move_body(r->resp_body, &r->resp_remaining, &r->resp_chunk, in, out,
-	    !r->dechunk, &moved);
+	    !(r->flags & PROXY_F_DECHUNK), &moved);
 	r->bytes_out += moved;
 	if (rc < 0) {
 		log_warnx("%s: upstream %s: bad chunked response body (%s)", c->lc->name,
 		    r->upstream_addr, r->resp_chunk.err ? r->resp_chunk.err : "?");
 		STATS_INC(tb_stats.upstream_errors[STATS_UP_BAD_RESPONSE]);
-		r->err = PROXY_ERR_UPSTREAM_ABORTED;
-		req_finish(r);
-		conn_close(c);
+		req_end(r, PROXY_ERR_UPSTREAM_ABORTED, REQ_CLOSE);
 		return;
 	}
-	if (rc == 1 || (r->upstream_eof && evbuffer_get_length(in) == 0)) {
+	if (rc == 1 || ((r->flags & PROXY_F_UP_EOF) && evbuffer_get_length(in) == 0)) {
 		response_complete(r);
 		return;
 	}
@@ -971,7 +811,7 @@ pump_response(struct proxy_req *r)
 		sock_write_now(c->sk);
 	else if (try_splice(r, r->uc->sk, c->sk, r->resp_body, r->resp_remaining,
 	    &r->resp_chunk))
-		r->resp_splicing = 1;
+		r->flags |= PROXY_F_RESP_SPLICE;
 }
 
 static void
@@ -986,7 +826,7 @@ up_write_cb(struct sock *sk, void *arg)
 {
 	struct proxy_req *r = arg;
 
-	if (r->req_state == PROXY_BODY_PENDING) {
+	if ((r->state == PROXY_SENDING || r->state == PROXY_RELAYING) && !req_body_done(r)) {
 		sock_set_write_low(sk, 0);
 		sock_enable(r->c->sk, SOCK_READING);
 		pump_request(r);
@@ -1000,6 +840,7 @@ up_event_cb(struct sock *sk, int what, void *arg)
 	struct conn *c = r->c;
 	const struct tb_listener_conf *lc = c->lc;
 	int connecting = r->uc != NULL && !r->uc->reused && r->connect_us < 0;
+	int no_response = r->state == PROXY_SENDING || r->state == PROXY_WAITING;
 	char why[256];
 
 	if (what & SOCK_CONNECTED) {
@@ -1023,29 +864,28 @@ up_event_cb(struct sock *sk, int what, void *arg)
 		return;
 	}
 
-	if ((what & SOCK_EOF) && r->resp_state == PROXY_RESP_BODY &&
-	    r->resp_body == H1_BODY_EOF) {
+	if ((what & SOCK_EOF) && r->state == PROXY_RELAYING && r->resp_body == H1_BODY_EOF) {
 		/* Read-until-close body (RFC 9112 6.3 rule 8): this is its end,
 		 * once what is still buffered has gone to the client. */
-		r->upstream_eof = 1;
-		r->upstream_reusable = 0;
+		r->flags |= PROXY_F_UP_EOF;
+		r->flags &= ~PROXY_F_UP_REUSABLE;
 		pump_response(r);
 		return;
 	}
 
-	if (r->resp_state == PROXY_RESP_HEAD &&
-	    evbuffer_get_length(sock_input(sk)) == 0 && !(what & SOCK_TIMEOUT) &&
-	    r->uc->reused && r->idempotent && r->req_body == H1_BODY_NONE && !r->retried) {
+	if (no_response && evbuffer_get_length(sock_input(sk)) == 0 &&
+	    !(what & SOCK_TIMEOUT) && r->uc->reused && (r->flags & PROXY_F_IDEMPOTENT) &&
+	    r->req_body == H1_BODY_NONE && !(r->flags & PROXY_F_RETRIED)) {
 		/* A pooled connection the server had closed: retry once, fresh. */
 		STATS_INC(tb_stats.upstream_errors[STATS_UP_RETRIED]);
-		r->retried = 1;
+		r->flags |= PROXY_F_RETRIED;
 		upstream_close(r->uc);
 		r->uc = NULL;
 		if (upstream_attach(r, 0) == 0)
 			return;
 	}
 
-	if (r->resp_state == PROXY_RESP_HEAD) {
+	if (no_response) {
 		if (what & SOCK_TIMEOUT) {
 			STATS_INC(tb_stats.upstream_errors[connecting ? STATS_UP_CONNECT_TIMEOUT :
 			    STATS_UP_TIMEOUT]);
@@ -1065,18 +905,15 @@ up_event_cb(struct sock *sk, int what, void *arg)
 	STATS_INC(tb_stats.upstream_errors[(what & SOCK_TIMEOUT) ? STATS_UP_TIMEOUT :
 	    STATS_UP_RESET]);
 	log_info("%s: upstream %s: failed mid-response", lc->name, r->upstream_addr);
-	r->err = PROXY_ERR_UPSTREAM_ABORTED;
-	req_finish(r);
-	conn_close(c);
+	req_end(r, PROXY_ERR_UPSTREAM_ABORTED, REQ_CLOSE);
 }
 
-/* --- client side events (from conn.c) ---------------------------------- */
+/* --- client side events (from conn.c) ------------------------------------ */
 
 void
 proxy_client_readable(struct proxy_req *r)
 {
-	if (r->req_state == PROXY_BODY_PENDING)
-		pump_request(r);
+	pump_request(r);
 	/* Otherwise: pipelined bytes wait in the input (read watermark bounds them). */
 }
 
@@ -1085,14 +922,12 @@ proxy_client_drained(struct proxy_req *r)
 {
 	struct conn *c = r->c;
 
-	if (r->resp_state == PROXY_RESP_DONE) {
-		if (evbuffer_get_length(sock_output(c->sk)) != 0)
-			return;
-		req_finish(r);
-		conn_request_done(c, r->keepalive);
+	if (r->state == PROXY_FLUSHING) {
+		if (evbuffer_get_length(sock_output(c->sk)) == 0)
+			req_end(r, PROXY_OK, REQ_NEXT);
 		return;
 	}
-	if (r->resp_state == PROXY_RESP_BODY && r->uc != NULL) {
+	if (r->state == PROXY_RELAYING && r->uc != NULL) {
 		sock_set_write_low(c->sk, 0);
 		sock_enable(r->uc->sk, SOCK_READING);
 		pump_response(r);
@@ -1100,19 +935,16 @@ proxy_client_drained(struct proxy_req *r)
 }
 
 void
-proxy_client_gone(struct proxy_req *r)
+proxy_client_gone(struct proxy_req *r, int eof)
 {
-	struct conn *c = r->c;
-
+	/* A half-close after the whole response is queued: flush, then go. */
+	if (eof && r->state == PROXY_FLUSHING) {
+		r->flags &= ~PROXY_F_KEEPALIVE;
+		proxy_client_drained(r);
+		return;
+	}
 	/* The upstream request is aborted: its connection is closed, not reused. */
-	if (r->err == PROXY_OK)
-		r->err = PROXY_ERR_CLIENT_GONE;
 	if (r->status == 0)
 		r->status = 499;	/* nginx's "client closed request", for logs */
-	if (r->uc != NULL) {
-		upstream_close(r->uc);
-		r->uc = NULL;
-	}
-	req_finish(r);
-	conn_close(c);
+	req_end(r, PROXY_ERR_CLIENT_GONE, REQ_CLOSE);
 }

@@ -27,16 +27,32 @@ enum proxy_err {
 	PROXY_ERR_BAD_REQUEST_BODY,	/* malformed chunked body from the client */
 };
 
-enum proxy_body_state {
-	PROXY_BODY_PENDING = 0,		/* bytes still to move */
-	PROXY_BODY_DONE,		/* all bytes moved */
+/*
+ * Where a request is: one state (STYLE.md 4). The request body's own
+ * progress is its framing (req_remaining, req_chunk), so an early answer
+ * (RELAYING while the body still goes up) needs no second state.
+ */
+enum proxy_state {
+	PROXY_SENDING = 0,	/* request going to the upstream, no response yet */
+	PROXY_WAITING,		/* request sent; waiting for the response head */
+	PROXY_RELAYING,		/* response body going to the client */
+	PROXY_FLUSHING,		/* the whole response is queued for the client */
+	PROXY_ENDED,		/* reported; the connection frees it */
+	PROXY_NSTATES,
 };
 
-enum proxy_resp_state {
-	PROXY_RESP_HEAD = 0,		/* waiting for the response head */
-	PROXY_RESP_BODY,		/* relaying the body */
-	PROXY_RESP_DONE,		/* last byte handed to the client output */
-};
+/* proxy_req.flags */
+#define PROXY_F_HEAD		0x0001	/* HEAD request: no response body */
+#define PROXY_F_IDEMPOTENT	0x0002	/* may be sent again on a fresh connection */
+#define PROXY_F_CLIENT_CLOSE	0x0004	/* the client asked to close after this one */
+#define PROXY_F_EXPECT		0x0008	/* Expect: 100-continue (we answer it) */
+#define PROXY_F_RETRIED		0x0010	/* was sent again once */
+#define PROXY_F_DECHUNK		0x0020	/* chunked upstream, HTTP/1.0 client: strip framing */
+#define PROXY_F_KEEPALIVE	0x0040	/* the client connection stays open after this */
+#define PROXY_F_UP_REUSABLE	0x0080	/* the upstream connection may be pooled after */
+#define PROXY_F_UP_EOF		0x0100	/* read-until-close body: the upstream closed */
+#define PROXY_F_REQ_SPLICE	0x0200	/* the request body goes by splice(2) now */
+#define PROXY_F_RESP_SPLICE	0x0400	/* ...the response body */
 
 #define PROXY_MAX_FIELD 512	/* copies kept of short request fields */
 
@@ -52,30 +68,19 @@ struct proxy_req {
 	char referer[PROXY_MAX_FIELD];
 	char request_id[128];		/* upstream's X-OpenStack-Request-ID */
 	int version_minor;		/* client's HTTP/1.x */
-	int is_head;
-	int idempotent;
-	int client_close;		/* client asked to close after this one */
+	enum proxy_state state;
+	unsigned flags;			/* PROXY_F_* */
 	enum h1_body req_body;
 	uint64_t req_remaining;
 	struct h1_chunk req_chunk;
-	enum proxy_body_state req_state;
 	char *fwd_head;			/* forwarded head, kept for one retry (owned) */
 	size_t fwd_head_len;
-	int retried;
-	int expect_continue;
 
 	/* response */
-	enum proxy_resp_state resp_state;
 	int status;
 	enum h1_body resp_body;
 	uint64_t resp_remaining;
 	struct h1_chunk resp_chunk;
-	int dechunk;			/* chunked upstream, HTTP/1.0 client: strip framing */
-	int keepalive;			/* client connection stays open after this */
-	int upstream_reusable;
-	int upstream_eof;		/* read-until-close body: upstream closed */
-	int req_splicing;		/* the request body goes by splice(2) now */
-	int resp_splicing;		/* ...the response body */
 	size_t resp_scan_off;
 	size_t resp_next_parse;
 
@@ -89,7 +94,6 @@ struct proxy_req {
 	uint64_t duration_us;		/* set when done */
 	struct timespec t_end_wall;
 	enum proxy_err err;
-	int reported;			/* completion reported (exactly once) */
 	char upstream_addr[128];
 
 	void *hook_data;		/* owned by the hooks (freed in on_free) */
@@ -129,12 +133,11 @@ struct proxy_req *proxy_start(struct conn *c, const struct h1_msg *m, size_t hea
 /* Events from the client side, called by conn.c. */
 void proxy_client_readable(struct proxy_req *r);
 void proxy_client_drained(struct proxy_req *r);	/* client output below low mark */
-void proxy_client_gone(struct proxy_req *r);	/* EOF/error/timeout on the client */
+/* EOF (eof = 1), error or timeout on the client. */
+void proxy_client_gone(struct proxy_req *r, int eof);
 
-/* Free (aborts the upstream connection if still held). */
+/* Free; a request not ended yet (its connection closed under it) is
+ * reported first. Aborts the upstream connection if still held. */
 void proxy_req_free(struct proxy_req *r);
-
-/* 1 when the request is complete and its response fully handed over. */
-int proxy_req_finished(const struct proxy_req *r);
 
 #endif

@@ -1,0 +1,268 @@
+/*
+ * proxy_head.c: the heads the relay writes (see proxy_head.h): forwarded
+ * request heads, response heads, the proxy's own replies.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/buffer.h>
+
+#include "conn.h"
+#include "fmt.h"
+#include "h1.h"
+#include "proxy.h"
+#include "proxy_head.h"
+#include "tls.h"
+
+void
+hb_init(struct hbuf *b)
+{
+	b->p = b->stack;
+	b->len = 0;
+	b->cap = sizeof(b->stack);
+	b->heap = 0;
+	b->failed = 0;
+}
+
+void
+hb_free(struct hbuf *b)
+{
+	if (b->heap)
+		free(b->p);
+	b->p = NULL;
+}
+
+static int
+hb_reserve(struct hbuf *b, size_t n)
+{
+	size_t cap;
+	char *np;
+
+	if (b->len + n <= b->cap)
+		return 0;
+	if (b->failed)
+		return -1;
+	for (cap = b->cap * 2; cap < b->len + n; cap *= 2)
+		;
+	if (b->heap)
+		np = realloc(b->p, cap);
+	else if ((np = malloc(cap)) != NULL)
+		memcpy(np, b->p, b->len);
+	if (np == NULL) {
+		b->failed = 1;
+		return -1;
+	}
+	b->p = np;
+	b->cap = cap;
+	b->heap = 1;
+	return 0;
+}
+
+static void
+hb_add(struct hbuf *b, const void *data, size_t n)
+{
+	if (hb_reserve(b, n) == 0) {
+		memcpy(b->p + b->len, data, n);
+		b->len += n;
+	}
+}
+
+#define HB_LIT(b, lit)	hb_add((b), (lit), sizeof(lit) - 1)
+
+static void
+hb_str(struct hbuf *b, const char *s)
+{
+	hb_add(b, s, strlen(s));
+}
+
+static void
+hb_u64(struct hbuf *b, uint64_t v)
+{
+	char d[FMT_U64_MAX];
+
+	hb_add(b, d, fmt_u64(d, v));
+}
+
+/* "name: value\r\n" with one reservation. */
+static void
+hb_field(struct hbuf *b, const char *name, size_t nlen, const char *value, size_t vlen)
+{
+	char *q;
+
+	if (hb_reserve(b, nlen + vlen + 4) < 0)
+		return;
+	q = b->p + b->len;
+	memcpy(q, name, nlen);
+	q += nlen;
+	*q++ = ':';
+	*q++ = ' ';
+	memcpy(q, value, vlen);
+	q += vlen;
+	*q++ = '\r';
+	*q++ = '\n';
+	b->len = (size_t)(q - b->p);
+}
+
+int
+hb_sink_add(void *arg, const char *name, size_t name_len,
+    const char *value, size_t value_len)
+{
+	struct hbuf *b = arg;
+
+	hb_field(b, name, name_len, value, value_len);
+	return b->failed ? -1 : 0;
+}
+
+int
+proxy_head_forward(struct hbuf *b, struct proxy_req *r, const struct h1_msg *m,
+    proxy_head_hook on_request)
+{
+	const struct tb_listener_conf *lc = r->c->lc;
+	uint8_t drop[H1_MAX_HEADERS_CAP / 8];
+	struct tb_hdr_sink sink = { hb_sink_add, b };
+	const struct tb_hdr *h;
+	int xff = -1;
+	size_t i;
+
+	memset(drop, 0, sizeof(drop));
+	hb_str(b, r->method);
+	HB_LIT(b, " ");
+	hb_str(b, r->target);
+	HB_LIT(b, " HTTP/1.1\r\n");
+	for (i = 0; i < m->n_hdrs; i++) {
+		h = &m->hdrs[i];
+		if (h1_is_hop_by_hop(m, h) || hdr_name_is(h, "Content-Length") ||
+		    hdr_name_is(h, "Expect") || hdr_name_is(h, "X-Forwarded-Proto") ||
+		    hdr_name_is(h, "X-Forwarded-Host") ||
+		    (hdr_name_is(h, "Proxy-Authorization") && !lc->keep_proxy_authorization) ||
+		    /* only we say who the client certificate names */
+		    (lc->tls_client_subject_header != NULL &&
+		    hdr_name_is(h, lc->tls_client_subject_header)))
+			drop[i / 8] |= (uint8_t)(1u << (i % 8));
+		else if (hdr_name_is(h, "X-Forwarded-For")) {
+			drop[i / 8] |= (uint8_t)(1u << (i % 8));
+			if (xff < 0)
+				xff = (int)i;
+		}
+	}
+	if (on_request != NULL)
+		on_request(r, m, drop, &sink);
+	for (i = 0; i < m->n_hdrs; i++) {
+		if (drop[i / 8] & (1u << (i % 8)))
+			continue;
+		h = &m->hdrs[i];
+		hb_field(b, h->name, h->name_len, h->value, h->value_len);
+	}
+	if (!(m->flags & H1_F_HAS_HOST)) {	/* HTTP/1.0 without Host */
+		HB_LIT(b, "Host: ");
+		hb_str(b, lc->upstream_host);
+		HB_LIT(b, ":");
+		hb_u64(b, lc->upstream_port);
+		HB_LIT(b, "\r\n");
+	}
+	if (r->req_body == H1_BODY_LENGTH) {
+		HB_LIT(b, "Content-Length: ");
+		hb_u64(b, r->req_remaining);
+		HB_LIT(b, "\r\n");
+	} else if (r->req_body == H1_BODY_CHUNKED) {
+		HB_LIT(b, "Transfer-Encoding: chunked\r\n");
+	}
+	if (lc->x_forwarded) {
+		/* Append to every X-Forwarded-For value received, in order. */
+		HB_LIT(b, "X-Forwarded-For: ");
+		if (xff >= 0) {
+			for (i = (size_t)xff; i < m->n_hdrs; i++) {
+				h = &m->hdrs[i];
+				if (!hdr_name_is(h, "X-Forwarded-For"))
+					continue;
+				hb_add(b, h->value, h->value_len);
+				HB_LIT(b, ", ");
+			}
+		}
+		hb_str(b, r->c->peer);
+		if (r->c->tls != NULL)
+			HB_LIT(b, "\r\nX-Forwarded-Proto: https\r\n");
+		else
+			HB_LIT(b, "\r\nX-Forwarded-Proto: http\r\n");
+		if (r->host[0] != '\0') {
+			HB_LIT(b, "X-Forwarded-Host: ");
+			hb_str(b, r->host);
+			HB_LIT(b, "\r\n");
+		}
+	} else if (xff >= 0) {
+		/* Not ours to change: pass the received values through. */
+		for (i = (size_t)xff; i < m->n_hdrs; i++)
+			if (hdr_name_is(&m->hdrs[i], "X-Forwarded-For"))
+				hb_field(b, m->hdrs[i].name, m->hdrs[i].name_len,
+				    m->hdrs[i].value, m->hdrs[i].value_len);
+	}
+	if (lc->tls_client_subject_header != NULL && r->c->tls != NULL &&
+	    r->c->tls->subject[0] != '\0')
+		hb_field(b, lc->tls_client_subject_header,
+		    strlen(lc->tls_client_subject_header), r->c->tls->subject,
+		    strlen(r->c->tls->subject));
+	HB_LIT(b, "\r\n");
+	return b->failed ? -1 : 0;
+}
+
+int
+proxy_head_response(struct hbuf *b, struct proxy_req *r, const struct h1_msg *m,
+    void (*add)(struct proxy_req *r, const struct h1_msg *m, struct tb_hdr_sink *sink))
+{
+	struct tb_hdr_sink sink = { hb_sink_add, b };
+	const struct tb_hdr *h;
+	int pass_cl = m->body == H1_BODY_NONE;	/* HEAD/304: CL describes the entity */
+	size_t i;
+
+	HB_LIT(b, "HTTP/1.1 ");
+	hb_u64(b, (uint64_t)m->status);
+	HB_LIT(b, " ");
+	hb_add(b, m->reason, m->reason_len);
+	HB_LIT(b, "\r\n");
+	for (i = 0; i < m->n_hdrs; i++) {
+		h = &m->hdrs[i];
+		if (h1_is_hop_by_hop(m, h))
+			continue;
+		if (hdr_name_is(h, "Content-Length") && !pass_cl)
+			continue;
+		hb_field(b, h->name, h->name_len, h->value, h->value_len);
+	}
+	if (m->body == H1_BODY_LENGTH) {
+		HB_LIT(b, "Content-Length: ");
+		hb_u64(b, m->content_length);
+		HB_LIT(b, "\r\n");
+	} else if (m->body == H1_BODY_CHUNKED && !(r->flags & PROXY_F_DECHUNK)) {
+		HB_LIT(b, "Transfer-Encoding: chunked\r\n");
+	}
+	if (add != NULL)
+		add(r, m, &sink);
+	if (!(r->flags & PROXY_F_KEEPALIVE))
+		HB_LIT(b, "Connection: close\r\n");
+	else if (r->version_minor == 0)
+		HB_LIT(b, "Connection: keep-alive\r\n");
+	HB_LIT(b, "\r\n");
+	return b->failed ? -1 : 0;
+}
+
+size_t
+proxy_head_error(struct evbuffer *out, int status, int close_after,
+    struct evbuffer *extra)
+{
+	const char *reason = h1_reason(status);
+	size_t before = evbuffer_get_length(out);
+	int n;
+
+	n = evbuffer_add_printf(out,
+	    "HTTP/1.1 %d %s\r\n"
+	    "Content-Type: text/plain\r\n"
+	    "Content-Length: %zu\r\n"
+	    "%s",
+	    status, reason, strlen(reason) + 5,
+	    close_after ? "Connection: close\r\n" : "");
+	if (n > 0 && extra != NULL)
+		evbuffer_add_buffer(out, extra);
+	if (n > 0)
+		(void)evbuffer_add_printf(out, "\r\n%d %s\n", status, reason);
+	return evbuffer_get_length(out) - before;
+}
