@@ -23,6 +23,9 @@
 
 #include "sock.h"
 
+/* A new sock's first read; each read that fills its space doubles the next. */
+#define SOCK_READ_FIRST	(16 * 1024)
+
 /* One SSL_write: a full TLS record's worth of plaintext. */
 #define SOCK_TLS_WRITE	16384
 
@@ -72,6 +75,7 @@ struct sock {
 	struct sock_splice *sp;		/* a relay this sock is the src or dst of */
 	uint64_t sp_moved;		/* src: bytes relayed, not yet taken */
 	int eof_seen;			/* the socket reached EOF: nothing to relay */
+	size_t rd_size;			/* next read's size: grows to SOCK_READ_MAX */
 	int sp_running;			/* src: the relay goes on */
 };
 
@@ -218,6 +222,7 @@ sock_new(struct event_base *base, int fd, SSL *ssl, enum sock_tls_role role)
 		goto fail;
 	s->base = base;
 	s->fd = fd;
+	s->rd_size = SOCK_READ_FIRST;
 	s->ssl = ssl;
 	s->rev = event_new(base, fd, EV_READ | EV_PERSIST, sock_read_ev, s);
 	s->wev = event_new(base, fd, EV_WRITE | EV_PERSIST, sock_write_ev, s);
@@ -581,9 +586,16 @@ do_read(struct sock *s)
 		room = s->read_high != 0 ? s->read_high - len : SOCK_READ_MAX;
 		if (room > SOCK_READ_MAX - total)
 			room = SOCK_READ_MAX - total;
+		if (room > s->rd_size)
+			room = s->rd_size;
 		got = 0;
 		end = s->ssl != NULL ? read_tls(s, room, &got) : read_plain(s, room, &got);
 		total += got;
+		/* A read that filled its space: the peer sends in bulk, read
+		 * more at once next time (a small API call never makes the
+		 * evbuffer reserve 256 KiB). */
+		if (got == room && s->rd_size < SOCK_READ_MAX)
+			s->rd_size *= 2;
 		if (end != RD_FULL)
 			break;
 	}
