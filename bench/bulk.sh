@@ -420,8 +420,12 @@ if has syscalls; then
 		for r in "${tb_rows[@]}" nginx haproxy haproxy-splice; do strace_row "$r" $m; done
 	done
 fi
+cpustat() {	# CPU $PCPU: "user+nice+system irq+softirq steal all" in ticks, from /proc/stat
+	awk -v c="cpu$PCPU" '$1 == c {print $2 + $3 + $4, $7 + $8, $9, $2 + $3 + $4 + $5 + $6 + $7 + $8 + $9}' /proc/stat
+}
 t_start=$(date +%s)
 load0=$(cut -d' ' -f1-3 /proc/loadavg)
+stat0=$(cpustat)
 runs=$ROUNDS
 has bulk || has wrk64k || has wrksmall || has tls || runs=0
 for i in $(seq "$runs"); do
@@ -451,13 +455,14 @@ for r in "${tb_rows[@]}"; do
 	curl -s "http://127.0.0.1:$a/metrics" |
 		sed -n "s/^\(tracebridge_spans_[a-z_]*\)\({[^}]*}\)\{0,1\} /$r \1\2 /p" >> "$work/spans"
 done
+stat1=$(cpustat)
 [ ! -s "$work/fail.log" ] || { echo "failures:" >&2; cat "$work/fail.log" >&2; }
 
 # --- report -----------------------------------------------------------------------
 echo "# bench/bulk.sh $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)), $(uname -r)"
 echo "# ROUNDS=$ROUNDS SIZE=$SIZE ($bytes bytes) SECS=$secs CONNS=$conns, proxies on CPU $PCPU, load on CPU $LCPU; load average before $load0, after $(cut -d' ' -f1-3 /proc/loadavg); $(($(date +%s) - t_start)) s"
 echo "# TB_BIN=$TB_BIN${TB_BIN_B:+ TB_BIN_B=$TB_BIN_B}; $(/usr/sbin/nginx -v 2>&1); $(haproxy -v | head -1 | cut -d' ' -f1-3); $(curl --version | head -1 | cut -d' ' -f1-2)"
-summarize "$work/results" "$bytes" "$hz" "$work/ciphers" "$spans" "$work/spans" "$SIZE" "$SYS_N" <<'PY'
+summarize "$work/results" "$bytes" "$hz" "$work/ciphers" "$spans" "$work/spans" "$SIZE" "$SYS_N" "$stat0" "$stat1" "$PCPU" <<'PY'
 nbytes, hz = float(sys.argv[2]), float(sys.argv[3])
 ciphers = dict(l.split(None, 1) for l in open(sys.argv[4]) if len(l.split()) > 1)
 spans_counted = int(sys.argv[5])
@@ -548,14 +553,25 @@ counters = [l.split() for l in open(sys.argv[6])] if sys.argv[6] else []
 traced = sum(int(float(x[6])) for x in rows if x[1].endswith("+trace") and x[0].startswith("wrk"))
 traced += sum(1 for x in rows if x[1].endswith("+trace") and x[0] in ("bulk", "tls"))
 if traced:
+    rec = {}
+    for c in counters:
+        k = (c[0], "recorded" if "recorded" in c[1] else "dropped")
+        rec[k] = rec.get(k, 0) + int(float(c[2]))
     print("spans: %d requests on traced rows (wrk's count: not those in flight when a row ends), "
-          "%d traces found in Redis; %s" % (traced, spans_counted,
-          ", ".join("%s %s %s" % (c[0], c[1].replace("tracebridge_", ""), c[2]) for c in counters)))
+          "%d traces found in Redis; %s" % (traced, spans_counted, ", ".join(
+          "%s %s %d" % (k[0], k[1], v) for k, v in sorted(rec.items()))))
 
 # the issue's targets, for each tracebridge row
 tbs = [r for r in order("bulk") + order("wrk64k") + order("wrksmall") + order("tls") if r.startswith("tracebridge")]
 tbs = list(dict.fromkeys(tbs))
 others = ("nginx", "haproxy", "haproxy-splice")
+# what else ran on the proxies' CPU during the rounds (a shared machine, a VM)
+st0, st1 = [float(v) for v in sys.argv[9].split()], [float(v) for v in sys.argv[10].split()]
+own = sum(float(x[5]) for x in rows if x[0] in ("bulk", "tls")) + sum(float(x[8]) for x in rows if x[0].startswith("wrk"))
+if st1[3] > st0[3] and own:
+    d = [(b - a) / hz for a, b in zip(st0, st1)]
+    print("\nCPU %s during the rounds, %.0f s: proxies under test %.1f s (utime+stime), other processes %.1f s, "
+          "irq+softirq %.1f s, steal %.1f s" % (sys.argv[11], d[3], own / hz, d[0] - own / hz, d[1], d[2]))
 if any(x[0] != "syscalls" for x in rows):
     print("\nTargets (issue 11)")
     print("| target | row | measured | met |")
