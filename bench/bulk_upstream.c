@@ -5,7 +5,7 @@
  *
  * Listens on 127.0.0.1:PORT, one thread per connection, blocking sockets,
  * keep-alive. It must never be what limits a benchmark:
- *   GET /bulk          FILE, with Content-Length, sent by sendfile(2) from
+ *   GET /bulk[?...]    FILE, with Content-Length, sent by sendfile(2) from
  *                      the page cache (the head goes first with MSG_MORE);
  *   PUT or POST /any   the body (Content-Length or chunked) read with recv(2)
  *                      into a 1 MiB buffer and discarded; the answer is 200
@@ -258,7 +258,8 @@ static void *serve(void *arg)
 			snprintf(body, sizeof body, "%llu\n", total);
 			if (answer(c, "200 OK", body, keep) < 0)
 				break;
-		} else if (strcmp(method, "GET") == 0 && strcmp(target, "/bulk") == 0) {
+		} else if (strcmp(method, "GET") == 0 && strncmp(target, "/bulk", 5) == 0 &&
+			   (target[5] == 0 || target[5] == '?')) {
 			if (send_file(c, keep) < 0)
 				break;
 		} else {
