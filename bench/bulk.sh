@@ -493,8 +493,10 @@ for sec in ("bulk", "tls"):
     if sec == "tls":
         suites = sorted(set(v.split()[1] for v in ciphers.values()))
         print("\n%s download and upload over TLS 1.3 (%s), medians of %d rounds" % (label, ", ".join(suites), n))
+        print()
     else:
         print("\n%s download and upload, plain HTTP, medians of %d rounds" % (label, n))
+        print()
     print("| row | dir | MB/s | x %s | proxy CPU ms/GiB | peak RSS MiB | failed |" % ref)
     print("|---|---|---:|---:|---:|---:|---:|")
     for d in ("down", "up"):
@@ -518,6 +520,7 @@ for mode, what in (("keepalive", "one keep-alive connection"), ("close", "Connec
     for x in xs:
         calls.setdefault(x[3], {})[x[1]] = (float(x[4]) / sysn, float(x[5]) / sysn)
     print("\nsyscalls per GET /64k (strace -c -f, %d requests, %s)" % (sysn, what))
+    print()
     print("| syscall | " + " | ".join(cols) + " |")
     print("|---|" + "---:|" * len(cols))
     names = sorted(calls, key=lambda n: -max(v[0] for v in calls[n].values()))
@@ -535,6 +538,7 @@ for sec, what in (("wrk64k", "64 KiB responses"), ("wrksmall", "48-byte response
     ng = med_of([float(x[4]) for x in ok(sel(sec, "nginx"))])
     ngc = med_of([float(x[8]) / hz * 1e6 / max(float(x[6]), 1) for x in ok(sel(sec, "nginx"))])
     print("\nwrk, %s, medians" % what)
+    print()
     print("| row | req/s | x nginx | p99 ms | proxy CPU us/req | x nginx CPU/req | peak RSS MiB | errors | failed |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in order(sec):
@@ -574,6 +578,7 @@ if st1[3] > st0[3] and own:
           "irq+softirq %.1f s, steal %.1f s" % (sys.argv[11], d[3], own / hz, d[0] - own / hz, d[1], d[2]))
 if any(x[0] != "syscalls" for x in rows):
     print("\nTargets (issue 11)")
+    print()
     print("| target | row | measured | met |")
     print("|---|---|---|---|")
 def line(t, r, m, c):
