@@ -14,7 +14,8 @@
 #   SECTIONS   subset of "bulk wrk64k wrksmall tls" (default: those four),
 #              or "syscalls" (what bench/syscalls.sh runs; SYS_N requests)
 #   PROXY_CPU  the CPU of every proxy (default 1), LOAD_CPU that of curl,
-#              wrk, the upstreams and redis-server (default 0)
+#              wrk, the upstreams and redis-server (default 0); lib.sh's
+#              scripts use the opposite layout (tracebridge on CPU 0)
 #   KEEP=1     keep the temp dir (configs, logs, raw results)
 # Rows, every proxy with 1 worker, upstream keep-alive, pinned alone on
 # PROXY_CPU (only one of them is loaded at a time):
@@ -49,7 +50,8 @@
 #             (curl URL globbing) and with Connection: close (a connection
 #             each): syscalls per request by name; once, whatever ROUNDS
 # Medians over rounds are printed as Markdown tables with ratios (bulk: vs
-# no-proxy; wrk: vs nginx) and the issue's targets, met or not.
+# no-proxy; tls and wrk: vs nginx), the CPU other processes took on
+# PROXY_CPU meanwhile, and the issue's targets, met or not.
 set -eu
 top=$(cd "$(dirname "$0")/.." && pwd)
 . "$top/bench/lib.sh"
