@@ -179,7 +179,7 @@ fail:
 
 /* A TLS connection that never got to a request: count why, log, close. */
 static void
-tls_failed(struct conn *c, enum tls_fail reason, const char *why)
+handshake_failed(struct conn *c, enum tls_fail reason, const char *why)
 {
 	if (c->stats != NULL)
 		STATS_INC(c->stats->tls_failures[reason]);
@@ -231,19 +231,19 @@ conn_peek_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	if (n <= 0) {
-		tls_failed(c, TLS_FAIL_CLOSED, n == 0 ? "connection closed" :
+		handshake_failed(c, TLS_FAIL_CLOSED, n == 0 ? "connection closed" :
 		    strerror(errno));
 		return;
 	}
 	if (b != 22) {
 		if (isalpha(b))
 			plain_http_reply(fd);
-		tls_failed(c, isalpha(b) ? TLS_FAIL_PLAIN_HTTP : TLS_FAIL_NOT_TLS,
+		handshake_failed(c, isalpha(b) ? TLS_FAIL_PLAIN_HTTP : TLS_FAIL_NOT_TLS,
 		    isalpha(b) ? "plain HTTP request" : "not a TLS record");
 		return;
 	}
 	if ((ssl = tls_server_ssl(c->lc->tls)) == NULL) {
-		tls_failed(c, TLS_FAIL_OTHER, "out of memory");
+		handshake_failed(c, TLS_FAIL_OTHER, "out of memory");
 		return;
 	}
 	/* The sock owns fd and ssl from here, even when it fails. Clients
@@ -252,7 +252,7 @@ conn_peek_cb(evutil_socket_t fd, short what, void *arg)
 	 * never open to truncation). */
 	c->fd = -1;
 	if ((sk = sock_new(c->w->base, fd, ssl, SOCK_TLS_ACCEPT)) == NULL) {
-		tls_failed(c, TLS_FAIL_OTHER, "out of memory");
+		handshake_failed(c, TLS_FAIL_OTHER, "out of memory");
 		return;
 	}
 	conn_set_state(c, CONN_TLS_HANDSHAKE);
@@ -266,7 +266,7 @@ tls_done(struct conn *c)
 	SSL *ssl = sock_ssl(c->sk);
 
 	if ((c->tls = malloc(sizeof(*c->tls))) == NULL) {
-		tls_failed(c, TLS_FAIL_OTHER, "out of memory");
+		handshake_failed(c, TLS_FAIL_OTHER, "out of memory");
 		return;
 	}
 	tls_server_info(ssl, c->tls);
@@ -534,9 +534,9 @@ conn_event_cb(struct sock *sk, int what, void *arg)
 		if (what & SOCK_CONNECTED)
 			tls_done(c);
 		else if (what & SOCK_TIMEOUT)
-			tls_failed(c, TLS_FAIL_TIMEOUT, "write timeout");
+			handshake_failed(c, TLS_FAIL_TIMEOUT, "write timeout");
 		else
-			tls_failed(c, tls_server_failure(sock_ssl(sk), sock_ssl_error(sk),
+			handshake_failed(c, tls_server_failure(sock_ssl(sk), sock_ssl_error(sk),
 			    (what & SOCK_EOF) != 0, why, sizeof(why)), why);
 		return;
 	}
@@ -556,7 +556,7 @@ conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 	switch (c->state) {
 	case CONN_TLS_PEEK:
 	case CONN_TLS_HANDSHAKE:
-		tls_failed(c, TLS_FAIL_TIMEOUT, "no handshake within client_header_timeout");
+		handshake_failed(c, TLS_FAIL_TIMEOUT, "no handshake within client_header_timeout");
 		break;
 	case CONN_READ_HEAD:
 		if (c->head_started) {

@@ -251,6 +251,9 @@ proxy_start(struct conn *c, const struct h1_msg *m, size_t head_len)
 	    strlen(c->lc->upstream_addr.text));
 	capture_fields(r, m);
 	c->req = r;
+	if (m->flags & H1_F_UPGRADE)	/* Upgrade is not forwarded (hop-by-hop) */
+		log_debug("%s: client %s: upgrade not supported, served as a plain request",
+		    c->lc->name, c->peer);
 
 	/* CONNECT tunnels and an Expect we don't know are refused cleanly;
 	 * with a body we won't read, the connection closes after. */

@@ -731,20 +731,6 @@ sampling_reason_name(enum sampling_reason r)
 	return reason_names[r];
 }
 
-const char *
-sampling_scope_name(enum sampling_scope s)
-{
-	switch (s) {
-	case SAMPLING_SCOPE_OPERATION:
-		return "operation";
-	case SAMPLING_SCOPE_SERVICE:
-		return "service";
-	case SAMPLING_SCOPE_DEFAULT:
-		return "default";
-	}
-	return "unknown";
-}
-
 /*
  * One (service, operation) row. Written by its worker only; the key is
  * filled before ready is released, so the control thread reads a row only

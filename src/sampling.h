@@ -223,7 +223,6 @@ enum sampling_reason {
 };
 
 const char *sampling_reason_name(enum sampling_reason r);
-const char *sampling_scope_name(enum sampling_scope s);
 
 struct sampling_result {
 	int sampled;			/* 0 or 1 */

@@ -72,7 +72,7 @@ stats_request_done(struct stats_listener *l, int status, uint64_t bytes_in,
 
 /* A counter with one series per listener: the uint64_t at off in each. */
 static void
-listener_counter(struct evbuffer *out, struct stats_listener *head,
+counter_by_listener(struct evbuffer *out, struct stats_listener *head,
     const char *name, const char *help, size_t off)
 {
 	struct stats_listener *l;
@@ -146,10 +146,10 @@ stats_write_prometheus(struct evbuffer *out)
 			evbuffer_add_printf(out,
 			    "tracebridge_requests_total{listener=\"%s\",code=\"%s\"} %lu\n",
 			    l->name, cls_names[i], (unsigned long)STATS_GET(l->requests[i]));
-	listener_counter(out, head, "tls_handshakes_total",
+	counter_by_listener(out, head, "tls_handshakes_total",
 	    "Completed TLS handshakes with clients.",
 	    offsetof(struct stats_listener, tls_handshakes));
-	listener_counter(out, head, "tls_resumed_total",
+	counter_by_listener(out, head, "tls_resumed_total",
 	    "Client TLS handshakes that resumed a session.",
 	    offsetof(struct stats_listener, tls_resumed));
 	evbuffer_add_printf(out,
@@ -160,9 +160,9 @@ stats_write_prometheus(struct evbuffer *out)
 			evbuffer_add_printf(out,
 			    "tracebridge_tls_handshake_failures_total{listener=\"%s\",reason=\"%s\"} %lu\n",
 			    l->name, tls_fail_names[i], (unsigned long)STATS_GET(l->tls_failures[i]));
-	listener_counter(out, head, "bytes_in_total", "Bytes received from clients.",
+	counter_by_listener(out, head, "bytes_in_total", "Bytes received from clients.",
 	    offsetof(struct stats_listener, bytes_in));
-	listener_counter(out, head, "bytes_out_total", "Bytes sent to clients.",
+	counter_by_listener(out, head, "bytes_out_total", "Bytes sent to clients.",
 	    offsetof(struct stats_listener, bytes_out));
 	evbuffer_add_printf(out,
 	    "# HELP tracebridge_request_duration_seconds Time from request head to last response byte.\n"

@@ -75,12 +75,6 @@ upstream_pool_free(struct upstream_pool *p)
 	free(p);
 }
 
-unsigned
-upstream_pool_idle(const struct upstream_pool *p)
-{
-	return p->n_idle;
-}
-
 static void
 idle_drop(struct upstream_conn *uc)
 {

@@ -58,7 +58,4 @@ void upstream_put(struct upstream_conn *uc, int reusable);
 /* Close and free (an aborted request). */
 void upstream_close(struct upstream_conn *uc);
 
-/* Number of idle pooled connections (for tests and metrics). */
-unsigned upstream_pool_idle(const struct upstream_pool *p);
-
 #endif
