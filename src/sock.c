@@ -433,6 +433,25 @@ sock_output(struct sock *s)
 	return s->out;
 }
 
+int
+sock_stray(struct sock *s)
+{
+	char b;
+	ssize_t n;
+
+	if (s->dead || s->eof_seen)
+		return SOCK_STRAY_EOF;
+	if (evbuffer_get_length(s->in) != 0 ||
+	    (s->ssl != NULL && (SSL_pending(s->ssl) > 0 || SSL_has_pending(s->ssl))))
+		return SOCK_STRAY_BYTES;
+	n = recv(s->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+	if (n > 0)
+		return SOCK_STRAY_BYTES;
+	if (n == 0 || (errno != EAGAIN && errno != EWOULDBLOCK))
+		return SOCK_STRAY_EOF;	/* closed, reset... */
+	return SOCK_STRAY_NONE;
+}
+
 SSL *
 sock_ssl(const struct sock *s)
 {

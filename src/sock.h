@@ -100,6 +100,18 @@ struct evbuffer *sock_output(struct sock *s);
  */
 void sock_write_now(struct sock *s);
 
+/*
+ * What waits to be read on an idle sock: SOCK_STRAY_NONE when nothing
+ * (not in the input, not inside OpenSSL, not in the socket: a
+ * non-blocking peek), SOCK_STRAY_EOF when the peer closed,
+ * SOCK_STRAY_BYTES otherwise. For a pooled connection about to carry a
+ * request: bytes after a response must never be taken for the next one.
+ */
+#define SOCK_STRAY_NONE		0
+#define SOCK_STRAY_EOF		1
+#define SOCK_STRAY_BYTES	2
+int sock_stray(struct sock *s);
+
 /* NULL for a plain sock. */
 SSL *sock_ssl(const struct sock *s);
 /* The first OpenSSL library error of a failed TLS operation, or 0. */

@@ -123,12 +123,16 @@ stats_write_prometheus(struct evbuffer *out)
 	    (unsigned long)STATS_GET(tb_stats.upstream_tls_handshakes),
 	    (unsigned long)STATS_GET(tb_stats.upstream_tls_resumed));
 	evbuffer_add_printf(out,
+	    "# HELP tracebridge_upstream_pool_stray_total Upstream connections closed instead of reused: bytes after a complete response.\n"
+	    "# TYPE tracebridge_upstream_pool_stray_total counter\n"
+	    "tracebridge_upstream_pool_stray_total %lu\n"
 	    "# HELP tracebridge_splices_total Body parts relayed socket to socket by splice(2).\n"
 	    "# TYPE tracebridge_splices_total counter\n"
 	    "tracebridge_splices_total %lu\n"
 	    "# HELP tracebridge_spliced_bytes_total Body bytes relayed by splice(2), both directions.\n"
 	    "# TYPE tracebridge_spliced_bytes_total counter\n"
 	    "tracebridge_spliced_bytes_total %lu\n",
+	    (unsigned long)STATS_GET(tb_stats.upstream_pool_stray),
 	    (unsigned long)STATS_GET(tb_stats.splices),
 	    (unsigned long)STATS_GET(tb_stats.spliced_bytes));
 	evbuffer_add_printf(out,

@@ -99,6 +99,25 @@ idle_event_cb(struct sock *sk, int what, void *arg)
 	idle_drop(arg);
 }
 
+/*
+ * Stray bytes on a connection that should be silent are the upstream
+ * breaking HTTP (more than its Content-Length, a second response...):
+ * counted and logged, the connection closed. An EOF is a server that
+ * closed an idle connection: normal.
+ */
+static int
+stray_check(struct upstream_conn *uc)
+{
+	int st = sock_stray(uc->sk);
+
+	if (st == SOCK_STRAY_BYTES) {
+		STATS_INC(tb_stats.upstream_pool_stray);
+		log_warnx("upstream %s: bytes after a complete response: "
+		    "connection closed, not reused", uc->key);
+	}
+	return st;
+}
+
 /* The session slot of (tls_id, key): found, or a free or evicted one. */
 static struct upstream_tls_session *
 session_slot(struct upstream_pool *p, uint64_t tls_id, const char *key)
@@ -128,17 +147,24 @@ upstream_get(struct upstream_pool *p, const struct tb_addr *addr,
     const struct tls_client *tls, int allow_reuse)
 {
 	struct upstream_tls_session *slot;
-	struct upstream_conn *uc;
+	struct upstream_conn *uc, *next;
 	uint64_t tls_id = tls != NULL ? tls_client_id(tls) : 0;
 	int fd = -1, one = 1;
 	SSL *ssl;
 
 	if (allow_reuse) {
-		TAILQ_FOREACH(uc, &p->idle, link) {
+		for (uc = TAILQ_FIRST(&p->idle); uc != NULL; uc = next) {
+			next = TAILQ_NEXT(uc, link);
 			if (uc->tls_id != tls_id || strcmp(uc->key, addr->text) != 0)
 				continue;
 			TAILQ_REMOVE(&p->idle, uc, link);
 			p->n_idle--;
+			/* Bytes or EOF may have arrived since it went idle, in
+			 * this loop iteration: the idle watch has not run yet. */
+			if (stray_check(uc) != SOCK_STRAY_NONE) {
+				uconn_destroy(uc);
+				continue;
+			}
 			/* The borrower sets its callbacks and timeouts. */
 			sock_setcb(uc->sk, NULL, NULL, NULL, NULL);
 			uc->reused = 1;
@@ -187,9 +213,11 @@ upstream_put(struct upstream_conn *uc, int reusable)
 	struct upstream_pool *p = uc->pool;
 	struct timeval idle = { UPSTREAM_IDLE_TIMEOUT, 0 };
 
+	/* Bytes after the response (more than its Content-Length said,
+	 * perhaps still in the socket after a splice) or an EOF: not reusable. */
 	if (!reusable || p->n_idle >= UPSTREAM_IDLE_MAX ||
-	    evbuffer_get_length(sock_input(uc->sk)) != 0 ||
-	    evbuffer_get_length(sock_output(uc->sk)) != 0) {
+	    evbuffer_get_length(sock_output(uc->sk)) != 0 ||
+	    stray_check(uc) != SOCK_STRAY_NONE) {
 		uconn_destroy(uc);
 		return;
 	}
