@@ -1,8 +1,8 @@
 """TLS (issue 6): termination on listeners (certificates, SNI, protocol
 versions, ALPN, client certificates, resumption, plain HTTP on a TLS port,
 handshake timeout, reload), https:// upstreams (verification, keep-alive,
-resumption, client certificate), streaming 1 GiB through TLS both sides, the
-configuration check and the metrics. Certificates are made at test time by
+resumption, client certificate), streaming 1 GiB through TLS both sides and
+down through a TLS listener, the configuration check and the metrics. Certificates are made at test time by
 tls_certs.py with the openssl command. Clients: Python's ssl module, curl and
 openssl s_client.
 
@@ -23,6 +23,7 @@ import time
 
 import pytest
 
+from bulk import BulkConn, bulk_sha256, request_head
 from conftest import BINARY, HERE, PY, Conn, free_port, kill, metrics, wait_for, wait_port
 from tls_certs import pki  # noqa: F401  (the session fixture)
 
@@ -1015,6 +1016,29 @@ def test_1gib_upload_tls_in_tls_out_bounded_memory(pki, make_proxy, tls_upstream
     assert seen_before_end, "upstream saw no byte before the upload ended"
     hwm = p.status("VmHWM")
     print("1 GiB TLS upload: tracebridge VmHWM %d KiB" % hwm)
+    assert hwm < 64 * 1024
+
+
+def test_1gib_download_over_tls_listener_bounded_memory(pki, make_proxy, upstream):
+    # a plain upstream behind a TLS listener: byte exact, and never spliced
+    # (splice(2) moves ciphertext only between two plain sockets)
+    conf = tls_conf(pki.ecdsa).replace("upstream_timeout = 5", "upstream_timeout = 30")
+    p = make_proxy(conf, upstream=upstream.url)
+    before = metric(p, "tracebridge_splices_total")
+    c = TlsConn(p.port, client_ctx(pki), timeout=60)
+    b = BulkConn(sock=c.sock, timeout=60)
+    b.send(request_head("GET", "/bulk?size=%d&seed=31&mode=length" % GIB))
+    r = b.response()
+    assert r.status == 200
+    assert r.header("Content-Length") == str(GIB)
+    assert r.complete and r.nbytes == GIB
+    assert r.sha256 == bulk_sha256(31, GIB)
+    assert c.sock.version() == "TLSv1.3"
+    # the connection goes on
+    assert b.request("GET", "/after").json()["path"] == "/after"
+    assert metric(p, "tracebridge_splices_total") == before
+    hwm = p.status("VmHWM")
+    print("1 GiB TLS download: tracebridge VmHWM %d KiB" % hwm)
     assert hwm < 64 * 1024
 
 

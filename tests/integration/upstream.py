@@ -13,12 +13,20 @@ requires one that CA signed; its subject is then sent back in the JSON
 answer ("client_subject"). Closes the upstream decides on (/close,
 Connection: close, the connection dropped after /arm-drop) send a TLS
 close_notify first; /reset does not.
+
+/bulk serves large deterministic bodies (see bulk_response); the same
+functions here let a test compute what it should receive, or send the same
+stream as an upload.
 """
+import functools
 import hashlib
 import json
+import math
 import os
+import random
 import socket
 import ssl
+import struct
 import sys
 import threading
 import time
@@ -135,6 +143,161 @@ ATTR = {"commonName": "CN", "organizationName": "O", "organizationalUnitName": "
         "countryName": "C", "localityName": "L", "stateOrProvinceName": "ST"}
 
 
+# --- /bulk: big deterministic bodies -------------------------------------------
+
+# The stream of seed S is bulk_block(S) repeated: 1 MiB + 7 bytes, so it is
+# not periodic at 1 MiB or any power of two (a proxy that dropped or doubled
+# a pipe's or buffer's worth of bytes changes the hash).
+BULK_BLOCK = (1 << 20) + 7
+MIB = 1 << 20
+
+
+@functools.lru_cache(maxsize=8)
+def bulk_block(seed):
+    return random.Random(seed).randbytes(BULK_BLOCK)
+
+
+def bulk_pieces(seed, start, n):
+    """Bytes [start, start + n) of seed's stream, as memoryviews of at most
+    one block (no copy)."""
+    block = memoryview(bulk_block(seed))
+    pos, end = start, start + n
+    while pos < end:
+        off = pos % BULK_BLOCK
+        k = min(BULK_BLOCK - off, end - pos)
+        yield block[off:off + k]
+        pos += k
+
+
+@functools.lru_cache(maxsize=16)
+def bulk_sha256(seed, size):
+    """SHA-256 (hex) of the first size bytes of seed's stream."""
+    h = hashlib.sha256()
+    for piece in bulk_pieces(seed, 0, size):
+        h.update(piece)
+    return h.hexdigest()
+
+
+def bulk_chunk_sizes(seed, maxchunk):
+    """Endless chunk sizes in 1..maxchunk, log-uniform (seeded): as many
+    1-byte chunks as maxchunk ones, every size class between, so bodies mix
+    chunks too small to splice with ones far above the threshold."""
+    rng = random.Random(seed * 7919 + 1)
+    top = math.log2(maxchunk) + 1
+    while True:
+        yield max(1, min(maxchunk, int(2 ** rng.uniform(0, top))))
+
+
+def chunked_frames(seed, size, maxchunk, trailers=(), cut=None):
+    """The chunked encoding of seed's first size bytes, chunk sizes from
+    bulk_chunk_sizes(seed, maxchunk), a chunk extension on every 16th chunk,
+    then the last chunk with trailers: (name, value) pairs, or a function
+    of the number of chunks returning them. Yields buffers to send in
+    order; small frames are coalesced so that 1-byte chunks do not cost a
+    syscall each. cut: stop after that many body bytes, mid-chunk, with no
+    last chunk."""
+    out = bytearray()
+    pos = n_chunks = 0
+    sizes = bulk_chunk_sizes(seed, maxchunk)
+    limit = size if cut is None else min(cut, size)
+    while pos < size:
+        k = min(next(sizes), size - pos)
+        ext = b";n=%d" % n_chunks if n_chunks % 16 == 0 else b""
+        out += b"%x%s\r\n" % (k, ext)
+        n_chunks += 1
+        take = min(k, limit - pos)
+        if take < 4096:
+            for piece in bulk_pieces(seed, pos, take):
+                out += piece
+        else:
+            yield bytes(out)
+            out.clear()
+            yield from bulk_pieces(seed, pos, take)
+        pos += take
+        if cut is not None and pos >= limit:
+            if out:
+                yield bytes(out)
+            return
+        out += b"\r\n"
+        if len(out) >= 1 << 18:
+            yield bytes(out)
+            out.clear()
+    if callable(trailers):
+        trailers = trailers(n_chunks)
+    out += b"0\r\n" + b"".join(b"%s: %s\r\n" % (k.encode(), v.encode())
+                               for k, v in trailers) + b"\r\n"
+    yield bytes(out)
+
+
+# What /bulk?extra=E sends after the body: a complete response of its own,
+# repeated, so a proxy that lets it through shows it (X-Smuggled).
+SMUGGLED = b"HTTP/1.1 200 OK\r\nContent-Length: 9\r\nX-Smuggled: 1\r\n\r\nSMUGGLED!"
+
+
+def bulk_junk(n):
+    return (SMUGGLED * (n // len(SMUGGLED) + 1))[:n]
+
+
+def hard_close(sock):
+    """Close with a TCP RST (SO_LINGER 0), no close_notify."""
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    sock.close()
+
+
+def bulk_response(sock, cid, q):
+    """GET /bulk?size=N&seed=S&mode=length|chunked|close&maxchunk=M&cut=K
+    &reset=1&extra=E: N bytes of seed S's stream (default seed 1), framed by
+    Content-Length (length, the default), chunked with chunk sizes 1..M
+    (default 1 MiB) and X-Bulk-Chunks / X-Bulk-Size trailers, or by the
+    close of the connection (close). cut=K: only K body bytes, then the
+    connection is closed (reset=1: with an RST). extra=E (length): E more
+    bytes (bulk_junk) in the same write as the body's end; the connection
+    then goes on serving requests. Returns True if the connection goes on."""
+    size = int(q.get("size", "0"))
+    seed = int(q.get("seed", "1"))
+    mode = q.get("mode", "length")
+    cut = int(q["cut"]) if "cut" in q else None
+    extra = int(q.get("extra", "0"))
+    head = "HTTP/1.1 200 OK\r\nX-Conn-Id: %d\r\n" % cid
+    if mode == "length":
+        head += "Content-Length: %d\r\n" % size
+    elif mode == "chunked":
+        head += "Transfer-Encoding: chunked\r\nTrailer: X-Bulk-Chunks, X-Bulk-Size\r\n"
+    elif mode == "close":
+        head += "Connection: close\r\n"
+    else:
+        send(sock, 400, b"bad mode\n", [("X-Conn-Id", str(cid))], reason="Bad Request")
+        return True
+    sock.sendall(head.encode() + b"\r\n")
+    if mode == "chunked":
+        maxchunk = int(q.get("maxchunk", str(MIB)))
+        for frame in chunked_frames(seed, size, maxchunk, cut=cut, trailers=lambda n: [
+                ("X-Bulk-Chunks", str(n)), ("X-Bulk-Size", str(size))]):
+            sock.sendall(frame)
+    else:
+        last = None
+        for piece in bulk_pieces(seed, 0, size if cut is None else min(cut, size)):
+            if last is not None:
+                sock.sendall(last)
+            last = piece
+        # the body's last piece and the extra bytes go in one write
+        tail = bytes(last) if last is not None else b""
+        if extra and mode == "length" and cut is None:
+            tail += bulk_junk(extra)
+        if tail:
+            sock.sendall(tail)
+    if cut is not None and q.get("reset") == "1":
+        hard_close(sock)
+        return False
+    if cut is not None or mode == "close":
+        close(sock)
+        return False
+    return True
+
+
 def handle(sock, cid):
     f = sock.makefile("rb", buffering=1 << 16)
     drop_next = False
@@ -191,6 +354,10 @@ def handle(sock, cid):
                 sock.sendall(block[:k])
                 left -= k
             continue
+        if path == "/bulk":
+            if bulk_response(sock, cid, q):
+                continue
+            return
         if path == "/chunked":
             parts = int(q.get("parts", "3"))
             sock.sendall(("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nX-Conn-Id: %d\r\n"
