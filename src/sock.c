@@ -434,7 +434,7 @@ sock_output(struct sock *s)
 }
 
 int
-sock_stray(struct sock *s)
+sock_stray(struct sock *s, int peek)
 {
 	char b;
 	ssize_t n;
@@ -444,6 +444,8 @@ sock_stray(struct sock *s)
 	if (evbuffer_get_length(s->in) != 0 ||
 	    (s->ssl != NULL && (SSL_pending(s->ssl) > 0 || SSL_has_pending(s->ssl))))
 		return SOCK_STRAY_BYTES;
+	if (!peek)
+		return SOCK_STRAY_NONE;
 	n = recv(s->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
 	if (n > 0)
 		return SOCK_STRAY_BYTES;

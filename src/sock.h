@@ -110,7 +110,7 @@ void sock_write_now(struct sock *s);
 #define SOCK_STRAY_NONE		0
 #define SOCK_STRAY_EOF		1
 #define SOCK_STRAY_BYTES	2
-int sock_stray(struct sock *s);
+int sock_stray(struct sock *s, int peek);	/* peek 0: no syscall, what is known */
 
 /* NULL for a plain sock. */
 SSL *sock_ssl(const struct sock *s);

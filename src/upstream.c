@@ -106,9 +106,9 @@ idle_event_cb(struct sock *sk, int what, void *arg)
  * closed an idle connection: normal.
  */
 static int
-stray_check(struct upstream_conn *uc)
+stray_check(struct upstream_conn *uc, int peek)
 {
-	int st = sock_stray(uc->sk);
+	int st = sock_stray(uc->sk, peek);
 
 	if (st == SOCK_STRAY_BYTES) {
 		STATS_INC(tb_stats.upstream_pool_stray);
@@ -161,7 +161,7 @@ upstream_get(struct upstream_pool *p, const struct tb_addr *addr,
 			p->n_idle--;
 			/* Bytes or EOF may have arrived since it went idle, in
 			 * this loop iteration: the idle watch has not run yet. */
-			if (stray_check(uc) != SOCK_STRAY_NONE) {
+			if (stray_check(uc, 1) != SOCK_STRAY_NONE) {
 				uconn_destroy(uc);
 				continue;
 			}
@@ -213,11 +213,12 @@ upstream_put(struct upstream_conn *uc, int reusable)
 	struct upstream_pool *p = uc->pool;
 	struct timeval idle = { UPSTREAM_IDLE_TIMEOUT, 0 };
 
-	/* Bytes after the response (more than its Content-Length said,
-	 * perhaps still in the socket after a splice) or an EOF: not reusable. */
+	/* Bytes after the response (more than its Content-Length said) or
+	 * an EOF: not reusable. Bytes still in the socket (after a splice, or
+	 * arriving later) are found when it is taken out again. */
 	if (!reusable || p->n_idle >= UPSTREAM_IDLE_MAX ||
 	    evbuffer_get_length(sock_output(uc->sk)) != 0 ||
-	    stray_check(uc) != SOCK_STRAY_NONE) {
+	    stray_check(uc, 0) != SOCK_STRAY_NONE) {
 		uconn_destroy(uc);
 		return;
 	}
