@@ -472,18 +472,13 @@ sources_start(const struct tb_config *cfg)
 	pc.url = cfg->sampling.policy_url;
 	pc.poll_interval = cfg->sampling.policy_poll_interval;
 	pc.default_probability = default_probability(cfg);
-	if (cfg->sampling.policy_redis_key != NULL) {
-		if (tc != NULL && tc->redis_url.kind == TB_REDIS_TCP) {
-			pc.redis_host = tc->redis_url.addr.host;
-			pc.redis_port = tc->redis_url.addr.port;
-			pc.redis_password = tc->redis_url.password[0] ?
-			    tc->redis_url.password : NULL;
-			pc.redis_db = tc->redis_url.db;
-			pc.redis_key = cfg->sampling.policy_redis_key;
-			pc.redis_channel = cfg->sampling.policy_channel;
-		} else {
-			log_warnx("[sampling] policy_redis_key needs a redis:// connection_string; ignored");
-		}
+	if (cfg->sampling.policy_redis_key != NULL && tc != NULL) {
+		/* the same server as the spans, any kind of connection string */
+		pc.redis.url = &tc->redis_url;
+		pc.redis.sentinel_service_name = cfg->profiler.sentinel_service_name;
+		pc.redis.sentinel_timeout = cfg->profiler.socket_timeout;
+		pc.redis_key = cfg->sampling.policy_redis_key;
+		pc.redis_channel = cfg->sampling.policy_channel;
 	}
 	if (pc.file == NULL && pc.url == NULL && pc.redis_key == NULL)
 		return 0;
@@ -535,10 +530,11 @@ sources_key(const struct tb_config *cfg, char *out, size_t len)
 	const struct tb_sampling_conf *s = &cfg->sampling;
 	size_t i, off;
 
-	off = (size_t)snprintf(out, len, "%s|%s|%g|%s|%s|%s|%g",
+	off = (size_t)snprintf(out, len, "%s|%s|%g|%s|%s|%s|%s|%g|%g",
 	    s->policy_file ? s->policy_file : "", s->policy_url ? s->policy_url : "",
 	    s->policy_poll_interval, s->policy_redis_key ? s->policy_redis_key : "",
 	    s->policy_channel ? s->policy_channel : "", cfg->profiler.connection_string,
+	    cfg->profiler.sentinel_service_name, cfg->profiler.socket_timeout,
 	    default_probability(cfg));
 	for (i = 0; i < cfg->n_listeners && off < len; i++)
 		off += (size_t)snprintf(out + off, len - off, "|%s", cfg->listeners[i].service);

@@ -126,8 +126,8 @@ def drivers():
             rc, "".join(d.stderr))
 
 
-def redis_args(r):
-    return ["--redis", "127.0.0.1:%d" % r.port, "--key", "tb:policy",
+def redis_args(r, url=None):
+    return ["--redis", url or r.url, "--key", "tb:policy",
             "--channel", "tb:policy"]
 
 
@@ -192,7 +192,7 @@ def test_redis_restart_then_reread(redis_server, drivers):
 
 def test_redis_absent_at_start_then_up(servers, drivers):
     port = free_port()
-    d = drivers("--redis", "127.0.0.1:%d" % port, "--key", "tb:policy",
+    d = drivers("--redis", "redis://127.0.0.1:%d" % port, "--key", "tb:policy",
                 "--channel", "tb:policy")
     d.wait_for(is_policy("builtin"), 2)
     r = servers("late", port=port)
