@@ -67,6 +67,7 @@ int
 main(int argc, char **argv)
 {
 	struct sink_conf conf;
+	struct tb_redis_url url;
 	struct sink_stats st;
 	struct bench b;
 	char err[256];
@@ -75,7 +76,12 @@ main(int argc, char **argv)
 
 	memset(&b, 0, sizeof(b));
 	memset(&conf, 0, sizeof(conf));
-	conf.connection_string = argc > 1 ? argv[1] : "redis://127.0.0.1:6379";
+	if (tb_redis_url_parse(argc > 1 ? argv[1] : "redis://127.0.0.1:6379",
+	    &url, err, sizeof(err)) == -1) {
+		fprintf(stderr, "bench_sink: connection string: %s\n", err);
+		return 2;
+	}
+	conf.redis.url = &url;
 	b.n = argc > 2 ? atol(argv[2]) : 200000;
 	conf.max_inflight_bytes = argc > 3 ? (size_t)atol(argv[3]) : 0;
 	snprintf(b.base_id, sizeof(b.base_id),

@@ -41,7 +41,7 @@
 #include "config.h"
 #include "h1.h"
 #include "sampling.h"
-#include "sink_redis.h"
+#include "redis.h"
 
 enum sect_kind {
 	SECT_DEFAULT = 0,	/* [DEFAULT] and the options before any section */
@@ -601,37 +601,18 @@ chk_group(void *field, char *why, size_t wl)
 	return -1;
 }
 
-/* The scheme here; the rest by the Redis sink's parser (it owns the
- * format), so a bad host, port or db is reported with file, line and
- * option. Its messages never quote the password. */
+/* By the one Redis connection string parser (redis.c), so a bad scheme,
+ * host, port or db is reported with file, line and option. Its messages
+ * never quote the password (nor anything else of the value). */
 static int
 chk_connection_string(void *field, char *why, size_t wl)
 {
-	const char *s = *(char **)field;
-	struct sink_url url;
-	char err[256];
-	const char *msg = err;
+	struct tb_redis_url url;
 	int rc;
 
-	if (s != NULL && strncmp(s, "rediss://", 9) == 0) {
-		snprintf(why, wl, "rediss:// (TLS) is not supported");
-		return -1;
-	}
-	if (!(s != NULL && ((strncmp(s, "redis://", 8) == 0 && s[8] != '\0') ||
-	    (strncmp(s, "unix://", 7) == 0 && s[7] != '\0') ||
-	    (strncmp(s, "redissentinel://", 16) == 0 && s[16] != '\0')))) {
-		snprintf(why, wl,
-		    "expected a redis://, unix:// or redissentinel:// URL");
-		return -1;
-	}
-	rc = sink_parse_url(s, &url, err, sizeof(err));
+	rc = tb_redis_url_parse(*(char **)field, &url, why, wl);
 	explicit_bzero(&url, sizeof(url));	/* it holds the password */
-	if (rc == 0)
-		return 0;
-	if (strncmp(msg, "connection string: ", 19) == 0)
-		msg += 19;
-	snprintf(why, wl, "%s", msg);
-	return -1;
+	return rc;
 }
 
 /* [A-Za-z0-9_.]+: span names end up in Redis keys and metric labels. */

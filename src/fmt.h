@@ -1,7 +1,8 @@
 /*
  * fmt.h: number formatting for the request path, where snprintf's parsing
  * of a format string is a visible share of the cost. Shared by the proxy
- * (heads), the trace codecs, span JSON and the Redis protocol writer.
+ * (heads), the trace codecs, span JSON and the Redis protocol writer; and
+ * the value of a hex digit, for the percent-decoding of span.c and redis.c.
  */
 #ifndef TB_FMT_H
 #define TB_FMT_H
@@ -39,6 +40,20 @@ fmt_u64_digits(uint64_t v)
 		n++;
 	}
 	return n;
+}
+
+/* The value of the hex digit c (either case), -1 for any other byte: the
+ * %XX of percent-encoding (webob's paths in span.c, passwords in redis.c). */
+static inline int
+fmt_hexval(int c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	return -1;
 }
 
 #endif

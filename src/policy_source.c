@@ -20,31 +20,17 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <hiredis/hiredis.h>
-#include <hiredis/async.h>
-#include <hiredis/adapters/libevent.h>
 
 #include "log.h"
 #include "policy_source.h"
+#include "redis.h"
 #include "sampling.h"
 
 #define PS_MAX_DOC		(4 * 1024 * 1024)
-#define PS_BACKOFF_MIN		0.1
-#define PS_BACKOFF_MAX		5.0
-#define PS_CONNECT_TIMEOUT	3.0	/* hiredis 0.14 async has none itself */
+#define PS_CONNECT_TIMEOUT	3.0	/* default of the Redis connections */
 #define PS_HTTP_TIMEOUT_MAX	5
 
 struct policy_source;
-
-struct ps_redis {
-	struct policy_source *ps;
-	const char *what;		/* "command" / "subscribe", for logs */
-	int is_sub;
-	redisAsyncContext *ac;		/* NULL while disconnected */
-	int connected;
-	double backoff;
-	struct event *retry;		/* reconnect after backoff */
-	struct event *watchdog;		/* connect timeout */
-};
 
 struct ps_url_svc {
 	struct policy_source *ps;
@@ -73,9 +59,9 @@ struct policy_source {
 	int file_missing;		/* logged once per disappearance */
 
 	/* redis */
-	char *host, *password, *key, *channel, *redis_source;
-	int port, db;
-	struct ps_redis cmd, sub;
+	char *key, *redis_source;
+	struct tb_redis *cmd;		/* GET */
+	struct tb_redis *sub;		/* SUBSCRIBE channel, or NULL */
 	char *redis_last;		/* last accepted text */
 	size_t redis_last_len;
 
@@ -241,46 +227,14 @@ file_check_cb(evutil_socket_t fd, short what, void *arg)
 /* redis                                                               */
 /* ------------------------------------------------------------------ */
 
-static void redis_connect(struct ps_redis *r);
-
-static void
-redis_schedule(struct ps_redis *r)
-{
-	struct timeval tv;
-
-	if (r->ps->closing)
-		return;
-	tv_from(r->backoff, &tv);
-	evtimer_add(r->retry, &tv);
-	r->backoff *= 2;
-	if (r->backoff > PS_BACKOFF_MAX)
-		r->backoff = PS_BACKOFF_MAX;
-}
-
-static void
-redis_retry_cb(evutil_socket_t fd, short what, void *arg)
-{
-	redis_connect(arg);
-}
-
-/* Not connected in time: drop the attempt. No connect or disconnect
- * callback runs for a context freed before it connected; pending command
- * callbacks run with a NULL reply, which they ignore. */
-static void
-redis_watchdog_cb(evutil_socket_t fd, short what, void *arg)
-{
-	struct ps_redis *r = arg;
-	redisAsyncContext *ac = r->ac;
-
-	if (ac == NULL || r->connected)
-		return;
-	log_warnx("sampling: redis %s:%d (%s connection): connect timed out",
-	    r->ps->host, r->ps->port, r->what);
-	r->ac = NULL;
-	ac->data = NULL;
-	redisAsyncFree(ac);
-	redis_schedule(r);
-}
+/*
+ * Two connections through the one Redis client (redis.h: any connection
+ * string, evdns, AUTH/SELECT, timeouts, backoff, Sentinel): one for GET,
+ * one SUBSCRIBEd to the channel (a subscribed connection may send nothing
+ * else). The key is read whenever the command connection becomes ready
+ * (so after every reconnect), when the subscription is confirmed (a
+ * PUBLISH may have been missed while away) and on every message.
+ */
 
 static void
 redis_apply(struct policy_source *ps, const char *text, size_t len, int force)
@@ -302,21 +256,18 @@ redis_apply(struct policy_source *ps, const char *text, size_t len, int force)
 	ps->redis_last_len = len;
 }
 
-/* GET reply; privdata non-NULL = the operator published: apply even if
+/* GET reply; cmd_arg non-NULL = the operator published: apply even if
  * unchanged, "last loaded wins". */
 static void
-redis_get_cb(redisAsyncContext *ac, void *reply, void *privdata)
+redis_reply_cb(void *arg, void *cmd_arg, const redisReply *rep)
 {
-	struct ps_redis *r = ac->data;
-	redisReply *rep = reply;
-	struct policy_source *ps;
+	struct policy_source *ps = arg;
 
-	if (rep == NULL || r == NULL || r->ps->closing)
-		return;		/* context going away */
-	ps = r->ps;
+	if (ps->closing)
+		return;
 	switch (rep->type) {
 	case REDIS_REPLY_STRING:
-		redis_apply(ps, rep->str, rep->len, privdata != NULL);
+		redis_apply(ps, rep->str, rep->len, cmd_arg != NULL);
 		break;
 	case REDIS_REPLY_NIL:
 		log_debug("sampling: redis key %s not set", ps->key);
@@ -331,167 +282,64 @@ redis_get_cb(redisAsyncContext *ac, void *reply, void *privdata)
 	}
 }
 
+/* GET now; when the connection is not ready this does nothing: it GETs
+ * once it is. */
 static void
 redis_get(struct policy_source *ps, int force)
 {
-	if (ps->cmd.ac == NULL)
-		return;		/* it GETs on connect anyway */
-	redisAsyncCommand(ps->cmd.ac, redis_get_cb, force ? (void *)1 : NULL,
-	    "GET %s", ps->key);
-}
-
-/* SUBSCRIBE replies: ["subscribe", ch, n] after every (re)subscribe, then
- * ["message", ch, payload] per PUBLISH. */
-static void
-redis_sub_cb(redisAsyncContext *ac, void *reply, void *privdata)
-{
-	struct ps_redis *r = ac->data;
-	redisReply *rep = reply;
-
-	if (rep == NULL || r == NULL || r->ps->closing)
-		return;
-	if (rep->type == REDIS_REPLY_ERROR) {
-		log_warnx("sampling: redis SUBSCRIBE %s: %.200s", r->ps->channel,
-		    rep->str);
-		return;
-	}
-	if (rep->type != REDIS_REPLY_ARRAY || rep->elements < 1 ||
-	    rep->element[0]->type != REDIS_REPLY_STRING)
-		return;
-	if (strcmp(rep->element[0]->str, "message") == 0) {
-		log_debug("sampling: policy change announced on %s", r->ps->channel);
-		redis_get(r->ps, 1);
-	} else if (strcmp(rep->element[0]->str, "subscribe") == 0) {
-		/* a PUBLISH may have been missed while we were away */
-		redis_get(r->ps, 0);
-	}
+	if (ps->cmd != NULL)
+		(void)tb_redis_command(ps->cmd, force ? (void *)1 : NULL,
+		    "GET %s", ps->key);
 }
 
 static void
-redis_reply_check_cb(redisAsyncContext *ac, void *reply, void *privdata)
+redis_ready_cb(void *arg)
 {
-	redisReply *rep = reply;
-	struct ps_redis *r = ac->data;
-
-	if (rep != NULL && r != NULL && rep->type == REDIS_REPLY_ERROR)
-		log_warnx("sampling: redis %s %s:%d: %s: %.200s", r->what,
-		    r->ps->host, r->ps->port, (const char *)privdata, rep->str);
+	redis_get(arg, 0);
 }
 
 static void
-redis_connect_cb(const redisAsyncContext *ac, int status)
+redis_message_cb(void *arg, enum tb_redis_event ev, const char *data,
+    size_t len)
 {
-	struct ps_redis *r = ac->data;
+	struct policy_source *ps = arg;
 
-	if (r == NULL)
-		return;
-	if (status != REDIS_OK) {
-		/* hiredis frees the context after this returns */
-		log_warnx("sampling: redis %s:%d (%s connection): %s", r->ps->host,
-		    r->ps->port, r->what, ac->errstr);
-		r->ac = NULL;
-		evtimer_del(r->watchdog);
-		redis_schedule(r);
-		return;
-	}
-	r->connected = 1;
-	r->backoff = PS_BACKOFF_MIN;
-	evtimer_del(r->watchdog);
-	log_info("sampling: redis %s:%d (%s connection) up", r->ps->host,
-	    r->ps->port, r->what);
+	if (ev == TB_REDIS_MESSAGE)
+		log_debug("sampling: policy change announced on the channel");
+	/* a message: the operator published, apply even if unchanged */
+	redis_get(ps, ev == TB_REDIS_MESSAGE);
 }
 
-static void
-redis_disconnect_cb(const redisAsyncContext *ac, int status)
-{
-	struct ps_redis *r = ac->data;
-
-	if (r == NULL)
-		return;
-	r->ac = NULL;
-	r->connected = 0;
-	if (r->ps->closing)
-		return;
-	log_warnx("sampling: redis %s:%d (%s connection) lost: %s", r->ps->host,
-	    r->ps->port, r->what, status == REDIS_OK ? "closed" : ac->errstr);
-	redis_schedule(r);
-}
-
-/*
- * Open one connection. Commands are queued at once (hiredis sends them
- * when the socket connects): AUTH, SELECT, then GET or SUBSCRIBE, so every
- * (re)connect re-reads the key.
- */
-static void
-redis_connect(struct ps_redis *r)
-{
-	struct policy_source *ps = r->ps;
-	redisAsyncContext *ac;
-	struct timeval tv;
-
-	if (ps->closing || r->ac != NULL)
-		return;
-	ac = redisAsyncConnect(ps->host, ps->port);
-	if (ac == NULL || ac->err) {
-		log_warnx("sampling: redis %s:%d (%s connection): %s", ps->host,
-		    ps->port, r->what, ac != NULL ? ac->errstr : "out of memory");
-		if (ac != NULL)
-			redisAsyncFree(ac);
-		redis_schedule(r);
-		return;
-	}
-	ac->data = r;
-	if (redisLibeventAttach(ac, ps->base) != REDIS_OK) {
-		redisAsyncFree(ac);
-		redis_schedule(r);
-		return;
-	}
-	redisAsyncSetConnectCallback(ac, redis_connect_cb);
-	redisAsyncSetDisconnectCallback(ac, redis_disconnect_cb);
-	r->ac = ac;
-	r->connected = 0;
-	if (ps->password != NULL)
-		redisAsyncCommand(ac, redis_reply_check_cb, "AUTH", "AUTH %s",
-		    ps->password);
-	if (ps->db > 0)
-		redisAsyncCommand(ac, redis_reply_check_cb, "SELECT", "SELECT %d",
-		    ps->db);
-	if (r->is_sub)
-		redisAsyncCommand(ac, redis_sub_cb, NULL, "SUBSCRIBE %s",
-		    ps->channel);
-	else
-		redisAsyncCommand(ac, redis_get_cb, NULL, "GET %s", ps->key);
-	tv_from(PS_CONNECT_TIMEOUT, &tv);
-	evtimer_add(r->watchdog, &tv);
-}
-
+/* Start both connections. 0/-1 with err. */
 static int
-redis_init(struct policy_source *ps, struct ps_redis *r, int is_sub)
+redis_init(struct policy_source *ps, const struct policy_source_conf *conf,
+    char *err, size_t errlen)
 {
-	r->ps = ps;
-	r->is_sub = is_sub;
-	r->what = is_sub ? "subscribe" : "command";
-	r->backoff = PS_BACKOFF_MIN;
-	r->retry = evtimer_new(ps->base, redis_retry_cb, r);
-	r->watchdog = evtimer_new(ps->base, redis_watchdog_cb, r);
-	return r->retry != NULL && r->watchdog != NULL ? 0 : -1;
-}
+	struct tb_redis_conf rc = conf->redis;
+	struct tb_redis_handlers h;
 
-static void
-redis_close(struct ps_redis *r)
-{
-	redisAsyncContext *ac = r->ac;
-
-	if (r->retry != NULL)
-		event_free(r->retry);
-	if (r->watchdog != NULL)
-		event_free(r->watchdog);
-	r->retry = r->watchdog = NULL;
-	r->ac = NULL;
-	if (ac != NULL) {
-		ac->data = NULL;	/* late callbacks see no owner */
-		redisAsyncFree(ac);
+	if (rc.connect_timeout <= 0)
+		rc.connect_timeout = PS_CONNECT_TIMEOUT;
+	memset(&h, 0, sizeof(h));
+	h.arg = ps;
+	h.ready = redis_ready_cb;
+	h.reply = redis_reply_cb;
+	rc.name = "sampling: redis (command)";
+	if ((ps->cmd = tb_redis_new(ps->base, &rc, &h, err, errlen)) == NULL)
+		return -1;
+	if (conf->redis_channel == NULL)
+		return 0;
+	memset(&h, 0, sizeof(h));
+	h.arg = ps;
+	h.message = redis_message_cb;
+	rc.name = "sampling: redis (subscribe)";
+	if ((ps->sub = tb_redis_new(ps->base, &rc, &h, err, errlen)) == NULL)
+		return -1;
+	if (tb_redis_subscribe(ps->sub, conf->redis_channel) == -1) {
+		ps_err(err, errlen, "%s%s", "out of memory", "");
+		return -1;
 	}
+	return 0;
 }
 
 /* ------------------------------------------------------------------ */
@@ -788,12 +636,6 @@ nomem:
 /* ------------------------------------------------------------------ */
 
 static char *
-dup_or_null(const char *s)
-{
-	return s != NULL ? strdup(s) : NULL;
-}
-
-static char *
 prefixed(const char *prefix, const char *s)
 {
 	size_t n = strlen(prefix) + strlen(s) + 1;
@@ -836,25 +678,15 @@ policy_source_new(struct event_base *base, struct sampling_hub *hub,
 		evtimer_add(ps->file_timer, &ps->file_tv);
 	}
 
-	if (conf->redis_host != NULL && conf->redis_key != NULL) {
-		ps->host = strdup(conf->redis_host);
-		ps->port = conf->redis_port > 0 ? conf->redis_port : 6379;
-		ps->password = dup_or_null(conf->redis_password);
-		ps->db = conf->redis_db;
+	if (conf->redis.url != NULL && conf->redis_key != NULL) {
 		ps->key = strdup(conf->redis_key);
-		ps->channel = dup_or_null(conf->redis_channel);
 		ps->redis_source = prefixed("redis:", conf->redis_key);
-		if (ps->host == NULL || ps->key == NULL || ps->redis_source == NULL ||
-		    (conf->redis_password != NULL && ps->password == NULL) ||
-		    (conf->redis_channel != NULL && ps->channel == NULL) ||
-		    redis_init(ps, &ps->cmd, 0) == -1 ||
-		    (ps->channel != NULL && redis_init(ps, &ps->sub, 1) == -1)) {
+		if (ps->key == NULL || ps->redis_source == NULL) {
 			ps_err(err, errlen, "%s%s", "out of memory", "");
 			goto fail;
 		}
-		redis_connect(&ps->cmd);
-		if (ps->channel != NULL)
-			redis_connect(&ps->sub);
+		if (redis_init(ps, conf, err, errlen) == -1)
+			goto fail;
 	}
 
 	if (conf->url != NULL) {
@@ -906,8 +738,8 @@ policy_source_free(struct policy_source *ps)
 	ps->closing = 1;
 	if (ps->file_timer != NULL)
 		event_free(ps->file_timer);
-	redis_close(&ps->cmd);
-	redis_close(&ps->sub);
+	tb_redis_free(ps->cmd);		/* no handler runs after this */
+	tb_redis_free(ps->sub);
 	if (ps->poll_timer != NULL)
 		event_free(ps->poll_timer);
 	for (i = 0; i < ps->n_svcs; i++)
@@ -923,10 +755,7 @@ policy_source_free(struct policy_source *ps)
 	free(ps->svcs);
 	free(ps->file);
 	free(ps->file_source);
-	free(ps->host);
-	free(ps->password);
 	free(ps->key);
-	free(ps->channel);
 	free(ps->redis_source);
 	free(ps->redis_last);
 	free(ps->url);

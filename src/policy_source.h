@@ -6,7 +6,9 @@
  *          inode, size or mtime change (checked every check_interval s);
  *   redis  GET key at start, after every (re)connect, and on every message
  *          published on channel (one SUBSCRIBE connection, one command
- *          connection, reconnect with backoff 0.1 s doubling to 5 s);
+ *          connection, both through the one Redis client of redis.h:
+ *          redis://, unix:// or redissentinel://, reconnect with backoff
+ *          0.1 s doubling to 5 s, a new master after a failover);
  *   url    a Jaeger remote-sampling endpoint (http:// only), polled every
  *          poll_interval with ?service=NAME for each service; the answers
  *          merge into one policy (policy_from_remote), a failed or invalid
@@ -23,6 +25,8 @@
 
 #include <stddef.h>
 
+#include "redis.h"
+
 struct event_base;
 struct sampling_hub;
 
@@ -30,10 +34,10 @@ struct policy_source_conf {
 	const char *file;		/* NULL = no file */
 	double check_interval;		/* file stat period, s; <= 0: 1 */
 
-	const char *redis_host;		/* NULL = no Redis source */
-	int redis_port;
-	const char *redis_password;	/* NULL = no AUTH; never logged */
-	int redis_db;			/* SELECT when > 0 */
+	/* The Redis server (any connection string: redis://, unix://,
+	 * redissentinel://), copied; .url NULL = no Redis source. Names of
+	 * log lines are set here; connect_timeout defaults to 3 s. */
+	struct tb_redis_conf redis;
 	const char *redis_key;		/* GET this */
 	const char *redis_channel;	/* NULL = no SUBSCRIBE (read at start only) */
 

@@ -6,8 +6,9 @@
  * thread. sink_redis_record() formats the span into the RESP commands
  * (LPUSH osprofiler_opt:<base_id> <start> <stop>, optionally
  * SET osprofiler_error:<base_id> and EXPIRE), appends them to a bounded
- * FIFO and returns. The FIFO is written to Redis pipelined through hiredis'
- * async API on the same loop; a span leaves the FIFO only when Redis has
+ * FIFO and returns. The FIFO is written to Redis pipelined through the one
+ * Redis client (redis.h: connection, reconnects, Sentinel, timeouts) on the
+ * same loop; a span leaves the FIFO only when Redis has
  * answered every one of its commands, so after a connection loss exactly
  * the unacknowledged spans are sent again, in order. Spans are written in
  * batches (64 KiB gathered, or 10 ms after the first), so a busy worker
@@ -31,56 +32,21 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "redis.h"
+
 struct event_base;
 struct evbuffer;
 struct span_rec;
 
-#define SINK_MAX_SENTINELS	8
-
-enum sink_url_kind {
-	SINK_URL_TCP = 0,	/* redis://[[user]:password@]host[:port][/db] */
-	SINK_URL_UNIX,		/* unix://[[user]:password@]/path[?db=N] */
-	SINK_URL_SENTINEL,	/* redissentinel://[:password@]h:p[,h:p...][/db] */
-};
-
-struct sink_hostport {
-	char host[256];		/* IPv6 without brackets */
-	uint16_t port;
-};
-
-/* A parsed connection string; plain data, no pointers to free. */
-struct sink_url {
-	enum sink_url_kind kind;
-	struct sink_hostport addr;	/* SINK_URL_TCP */
-	char path[108];			/* SINK_URL_UNIX (sun_path size) */
-	struct sink_hostport sentinels[SINK_MAX_SENTINELS];
-	size_t n_sentinels;
-	char username[128];		/* "" = none (AUTH password) */
-	char password[256];		/* percent-decoded; "" = no AUTH */
-	int db;				/* SELECT when > 0 */
-};
-
-/*
- * Parse a connection string in osprofiler's (redis-py's from_url) syntax,
- * see enum sink_url_kind. Returns 0, or -1 with a one-line reason in err
- * that never contains the password. Exported so config validation can
- * reject bad strings at load time.
- */
-int sink_parse_url(const char *s, struct sink_url *out, char *err,
-    size_t errlen);
-
 /* Constructor input; zero / NULL fields take the default shown. */
 struct sink_conf {
-	const char *connection_string;	/* required */
-	const char *sentinel_service_name;	/* "mymaster" */
-	double socket_timeout;		/* sentinel query timeout, 0.1 s */
+	/* The connection (url required; copied): tb_redis' defaults apply,
+	 * 2 s connect timeout (AUTH/SELECT/ROLE included), 5 s command
+	 * timeout, backoff 0.1 s doubling to 5 s; name "redis". */
+	struct tb_redis_conf redis;
 	int filter_error_trace;		/* 0 */
 	long span_ttl;			/* s, 0 = never expire */
 	size_t span_buffer_bytes;	/* 16 MiB */
-	double connect_timeout;		/* 2 s (and for AUTH/SELECT/ROLE) */
-	double command_timeout;		/* 5 s without any reply while waiting */
-	double backoff_min;		/* 0.1 s, doubling per failure ... */
-	double backoff_max;		/* ... up to 5 s */
 	size_t max_inflight_bytes;	/* 1 MiB written but unacknowledged */
 };
 
@@ -88,8 +54,8 @@ struct sink_redis;
 
 /*
  * Create a sink on base (which must outlive it) and start connecting.
- * conf is copied. Returns NULL with a reason in err for a bad connection
- * string or ENOMEM; a Redis that is down is not an error (spans wait).
+ * conf (and its url) is copied. Returns NULL with a reason in err only for
+ * ENOMEM; a Redis that is down is not an error (spans wait).
  */
 struct sink_redis *sink_redis_new(struct event_base *base,
     const struct sink_conf *conf, char *err, size_t errlen);

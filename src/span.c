@@ -384,18 +384,6 @@ span_json_str(struct span_buf *out, const char *s, size_t n, int latin1)
 	return 0;
 }
 
-static int
-span_hexval(unsigned char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /*
  * webob's request.path for a raw path, quoted: the WSGI server
  * percent-decodes the request path into PATH_INFO (unquote: a '%' not
@@ -417,8 +405,8 @@ span_path_w(char *w, const char *s, size_t n)
 	for (i = 0; i < n; i++) {
 		c = p[i];
 		if (c == '%' && i + 2 < n &&
-		    (hi = span_hexval(p[i + 1])) >= 0 &&
-		    (lo = span_hexval(p[i + 2])) >= 0) {
+		    (hi = fmt_hexval(p[i + 1])) >= 0 &&
+		    (lo = fmt_hexval(p[i + 2])) >= 0) {
 			c = (unsigned char)(hi << 4 | lo);
 			i += 2;
 		}

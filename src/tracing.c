@@ -17,6 +17,7 @@
 #include "log.h"
 #include "policy_source.h"
 #include "proxy.h"
+#include "redis.h"
 #include "sampling.h"
 #include "sink_redis.h"
 #include "span.h"
@@ -29,6 +30,10 @@ struct tracing_conf {
 	int enabled;			/* [profiler] enabled */
 	struct trace_conf *trace;
 	struct sampling_rules *rules;
+	/* [profiler] connection_string, parsed once per configuration, for
+	 * the span sinks and the Redis policy source alike */
+	struct tb_redis_url redis_url;
+	const char *connection_string;	/* the text, to compare configs */
 	struct sink_conf sink;		/* strings point into the tb_config */
 };
 
@@ -85,6 +90,7 @@ tracing_conf_free(void *arg)
 		return;
 	trace_conf_free(tc->trace);
 	sampling_rules_free(tc->rules);
+	explicit_bzero(&tc->redis_url, sizeof(tc->redis_url));
 	free(tc);
 }
 
@@ -94,7 +100,6 @@ tracing_conf_attach(struct tb_config *cfg, char *err, size_t errlen)
 	struct tracing_conf *tc;
 	const struct tb_tracing_conf *t = &cfg->tracing;
 	const struct tb_profiler_conf *p = &cfg->profiler;
-	struct sink_url url;
 
 	if ((tc = calloc(1, sizeof(*tc))) == NULL) {
 		snprintf(err, errlen, "out of memory");
@@ -103,6 +108,12 @@ tracing_conf_attach(struct tb_config *cfg, char *err, size_t errlen)
 	tc->enabled = p->enabled;
 	cfg->ext = tc;
 	cfg->ext_free = tracing_conf_free;
+	/* config_load checked it already (with FILE:LINE); the policy source
+	 * uses it even when spans are not recorded */
+	if (tb_redis_url_parse(p->connection_string, &tc->redis_url, err,
+	    errlen) < 0)
+		goto fail;
+	tc->connection_string = p->connection_string;
 	if (!p->enabled)
 		return 0;	/* a plain proxy: trace headers pass untouched */
 	tc->trace = trace_conf_new((const char *const *)t->extract, t->n_extract,
@@ -115,11 +126,9 @@ tracing_conf_attach(struct tb_config *cfg, char *err, size_t errlen)
 	if (sampling_rules_parse((const char *const *)cfg->sampling.operation_rules,
 	    cfg->sampling.n_operation_rules, &tc->rules, err, errlen) < 0)
 		goto fail;
-	if (p->enabled && sink_parse_url(p->connection_string, &url, err, errlen) < 0)
-		goto fail;
-	tc->sink.connection_string = p->connection_string;
-	tc->sink.sentinel_service_name = p->sentinel_service_name;
-	tc->sink.socket_timeout = p->socket_timeout;
+	tc->sink.redis.url = &tc->redis_url;
+	tc->sink.redis.sentinel_service_name = p->sentinel_service_name;
+	tc->sink.redis.sentinel_timeout = p->socket_timeout;
 	tc->sink.filter_error_trace = p->filter_error_trace;
 	tc->sink.span_ttl = (long)t->span_ttl;
 	tc->sink.span_buffer_bytes = t->span_buffer_bytes;
@@ -322,9 +331,9 @@ sink_key(const struct tracing_conf *tc, char *out, size_t len)
 {
 	const struct sink_conf *s = &tc->sink;
 
-	snprintf(out, len, "%s|%s|%g|%d|%ld|%zu", s->connection_string,
-	    s->sentinel_service_name, s->socket_timeout, s->filter_error_trace,
-	    s->span_ttl, s->span_buffer_bytes);
+	snprintf(out, len, "%s|%s|%g|%d|%ld|%zu", tc->connection_string,
+	    s->redis.sentinel_service_name, s->redis.sentinel_timeout,
+	    s->filter_error_trace, s->span_ttl, s->span_buffer_bytes);
 }
 
 void
@@ -452,9 +461,9 @@ route_sampling(struct evbuffer *body, const char **ctype)
 static int
 sources_start(const struct tb_config *cfg)
 {
+	const struct tracing_conf *tc = cfg->ext;
 	struct policy_source_conf pc;
 	const char **services;
-	struct sink_url url;
 	size_t i, j, n = 0;
 	char err[256];
 
@@ -463,18 +472,13 @@ sources_start(const struct tb_config *cfg)
 	pc.url = cfg->sampling.policy_url;
 	pc.poll_interval = cfg->sampling.policy_poll_interval;
 	pc.default_probability = default_probability(cfg);
-	if (cfg->sampling.policy_redis_key != NULL) {
-		if (sink_parse_url(cfg->profiler.connection_string, &url, err, sizeof(err)) == 0 &&
-		    url.kind == SINK_URL_TCP) {
-			pc.redis_host = url.addr.host;
-			pc.redis_port = url.addr.port;
-			pc.redis_password = url.password[0] ? url.password : NULL;
-			pc.redis_db = url.db;
-			pc.redis_key = cfg->sampling.policy_redis_key;
-			pc.redis_channel = cfg->sampling.policy_channel;
-		} else {
-			log_warnx("[sampling] policy_redis_key needs a redis:// connection_string; ignored");
-		}
+	if (cfg->sampling.policy_redis_key != NULL && tc != NULL) {
+		/* the same server as the spans, any kind of connection string */
+		pc.redis.url = &tc->redis_url;
+		pc.redis.sentinel_service_name = cfg->profiler.sentinel_service_name;
+		pc.redis.sentinel_timeout = cfg->profiler.socket_timeout;
+		pc.redis_key = cfg->sampling.policy_redis_key;
+		pc.redis_channel = cfg->sampling.policy_channel;
 	}
 	if (pc.file == NULL && pc.url == NULL && pc.redis_key == NULL)
 		return 0;
@@ -526,10 +530,11 @@ sources_key(const struct tb_config *cfg, char *out, size_t len)
 	const struct tb_sampling_conf *s = &cfg->sampling;
 	size_t i, off;
 
-	off = (size_t)snprintf(out, len, "%s|%s|%g|%s|%s|%s|%g",
+	off = (size_t)snprintf(out, len, "%s|%s|%g|%s|%s|%s|%s|%g|%g",
 	    s->policy_file ? s->policy_file : "", s->policy_url ? s->policy_url : "",
 	    s->policy_poll_interval, s->policy_redis_key ? s->policy_redis_key : "",
 	    s->policy_channel ? s->policy_channel : "", cfg->profiler.connection_string,
+	    cfg->profiler.sentinel_service_name, cfg->profiler.socket_timeout,
 	    default_probability(cfg));
 	for (i = 0; i < cfg->n_listeners && off < len; i++)
 		off += (size_t)snprintf(out + off, len - off, "|%s", cfg->listeners[i].service);

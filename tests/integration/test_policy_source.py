@@ -16,7 +16,7 @@ import time
 
 import pytest
 
-from conftest import BUILDDIR, free_port
+from conftest import BUILDDIR, free_port, sentinel_setup, wait_for
 
 DRIVER = os.path.join(BUILDDIR, "tests", "unit", "tb_policy_driver")
 
@@ -126,8 +126,8 @@ def drivers():
             rc, "".join(d.stderr))
 
 
-def redis_args(r):
-    return ["--redis", "127.0.0.1:%d" % r.port, "--key", "tb:policy",
+def redis_args(r, url=None):
+    return ["--redis", url or r.url, "--key", "tb:policy",
             "--channel", "tb:policy"]
 
 
@@ -192,7 +192,7 @@ def test_redis_restart_then_reread(redis_server, drivers):
 
 def test_redis_absent_at_start_then_up(servers, drivers):
     port = free_port()
-    d = drivers("--redis", "127.0.0.1:%d" % port, "--key", "tb:policy",
+    d = drivers("--redis", "redis://127.0.0.1:%d" % port, "--key", "tb:policy",
                 "--channel", "tb:policy")
     d.wait_for(is_policy("builtin"), 2)
     r = servers("late", port=port)
@@ -202,6 +202,57 @@ def test_redis_absent_at_start_then_up(servers, drivers):
         d.wait_for(is_policy("redis:tb:policy", 0.4), 8)
     finally:
         r.stop(signal.SIGKILL)     # killed before the driver is stopped
+
+
+def test_redis_unix_socket_and_db(servers, drivers, tmp_path):
+    """unix:// with ?db=N: the key is read from that database over the
+    socket, and a PUBLISH re-reads it."""
+    sock = str(tmp_path / "r.sock")
+    r = servers("redis", extra=["--unixsocket", sock])
+    r.client(db=2).set("tb:policy", prob(0.3))
+    r.client(db=0).set("tb:policy", prob(0.8))     # not this one
+    d = drivers(*redis_args(r, "unix://%s?db=2" % sock))
+    d.wait_for(is_policy("redis:tb:policy", 0.3), 5)
+    r.client(db=2).set("tb:policy", prob(0.6))
+    t0 = time.time()
+    r.cli("PUBLISH", "tb:policy", "changed")
+    d.wait_for(is_policy("redis:tb:policy", 0.6), 1.0)
+    assert time.time() - t0 < 1.0
+    # both connections go over the socket (flag U), in db 2: one for GET,
+    # one subscribed
+    unix = [c for c in r.client().client_list() if "U" in c["flags"]]
+    assert sorted((c["db"], c["sub"]) for c in unix) == [
+        ("2", "0"), ("2", "1")], unix
+
+
+def test_redis_sentinel_discovery_and_failover(servers, drivers):
+    """redissentinel://: the master is asked of the sentinel (the first
+    one listed is down), the key read and a PUBLISH followed; after the
+    master dies the sentinels' new master is used by both connections, and
+    a PUBLISH there is followed too."""
+    m, rep, s = sentinel_setup(servers)
+    m.client().set("tb:policy", prob(0.2))
+    url = "redissentinel://127.0.0.1:%d,127.0.0.1:%d" % (free_port(), s.port)
+    d = drivers(*redis_args(m, url), "--service-name", "mymaster",
+                "--socket-timeout", "0.5")
+    d.wait_for(is_policy("redis:tb:policy", 0.2), 5)
+    m.client().set("tb:policy", prob(0.4))
+    m.client().publish("tb:policy", "x")
+    d.wait_for(is_policy("redis:tb:policy", 0.4), 1.0)
+    rc = rep.client()
+    wait_for(lambda: rc.get("tb:policy") == prob(0.4).encode(), 10,
+             "the replica to copy the key")
+
+    m.stop(signal.SIGKILL)
+    wait_for(lambda: rc.info("replication")["role"] == "master", 20,
+             "failover to the replica")
+    # both connections move: the subscriber shows up on the new master
+    wait_for(lambda: rc.pubsub_numsub("tb:policy")[0][1] == 1, 20,
+             "the subscription on the new master")
+    rc.set("tb:policy", prob(0.9))
+    rc.publish("tb:policy", "x")
+    d.wait_for(is_policy("redis:tb:policy", 0.9), 10)
+    assert "sentinel" in "".join(d.stderr)
 
 
 def write_atomic(path, text):

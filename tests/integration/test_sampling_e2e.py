@@ -306,6 +306,28 @@ def test_redis_published_policy_applies_within_1s(tb, redis):
     assert "policy from redis:tb:policy in force" in p.logtext()
 
 
+def test_redis_policy_and_spans_over_unix_socket(make_proxy, upstream, servers,
+                                                tmp_path):
+    """The one connection string, unix:// with a db, serves the policy
+    source and the span sink alike (it used to be redis:// only for the
+    policy)."""
+    sock = str(tmp_path / "r.sock")
+    r = servers("unix", extra=["--unixsocket", sock])
+    db1 = r.client(db=1)
+    db1.set("tb:policy", json.dumps(prob(0.0)))
+    p = make_proxy(CONF, upstream=upstream.url, redis="unix://%s?db=1" % sock,
+                   sampling=REDIS_SAMPLING, tracing="", trust="true",
+                   service="api", enabled="true", workers=1)
+    assert wait_for(lambda: status(p)["source"] == "redis:tb:policy", 5)
+    assert not any(one(p.port) for _ in range(10))
+    db1.set("tb:policy", json.dumps(prob(1.0)))
+    db1.publish("tb:policy:changed", "x")
+    assert wait_for(lambda: one(p.port), 1.0, 0.005)
+    assert wait_for(lambda: db1.keys("osprofiler_opt:*"), 5)
+    assert not r.client(db=0).keys("osprofiler_opt:*")
+    assert "needs a redis://" not in p.logtext()
+
+
 # --- 4. broken policies are rejected, the old one stays ----------------------
 
 BROKEN = [

@@ -329,7 +329,7 @@ def test_password(servers):
 
 
 @pytest.mark.parametrize("url,why", [
-    ("http://127.0.0.1:6379", "scheme must be"),
+    ("http://127.0.0.1:6379", "expected a redis://"),
     ("redis://:6379", "missing host"),
     ("redis://h:99999", "port must be"),
     ("redis://h/x", "db number"),

@@ -2,9 +2,14 @@
  * tb_policy_driver.c: runs policy_source on an event_base the way the
  * control thread does, for tests/integration/test_policy_source.py.
  *
- *   tb_policy_driver [--file PATH] [--check SECS] [--redis HOST:PORT]
- *       [--password PW] [--key KEY] [--channel CH] [--url URL]
- *       [--poll SECS] [--service NAME]... [--default P]
+ *   tb_policy_driver [--file PATH] [--check SECS] [--redis CONNSTRING]
+ *       [--service-name NAME] [--socket-timeout SECS] [--key KEY]
+ *       [--channel CH] [--url URL] [--poll SECS] [--service NAME]...
+ *       [--default P]
+ *
+ * --redis takes a connection string as [profiler] connection_string does
+ * (redis://, unix://, redissentinel://); --service-name and
+ * --socket-timeout are [profiler] sentinel_service_name and socket_timeout.
  *
  * Prints one JSON object per line on stdout, at start and whenever the
  * policy in force or the rejection count changes:
@@ -246,7 +251,8 @@ main(int argc, char **argv)
 	struct driver d;
 	struct event *tick, *hup, *term, *intr;
 	struct timeval tv = { 0, 20000 };
-	char err[512], *host = NULL;
+	struct tb_redis_url url;
+	char err[512];
 	size_t n = 0;
 	int i;
 
@@ -269,17 +275,15 @@ main(int argc, char **argv)
 		} else if (strcmp(a, "--check") == 0) {
 			conf.check_interval = atof(v);
 		} else if (strcmp(a, "--redis") == 0) {
-			char *c;
-
-			host = strdup(v);
-			c = host != NULL ? strrchr(host, ':') : NULL;
-			if (c == NULL)
+			if (tb_redis_url_parse(v, &url, err, sizeof(err)) == -1) {
+				fprintf(stderr, "--redis: %s\n", err);
 				return 2;
-			*c = '\0';
-			conf.redis_host = host;
-			conf.redis_port = atoi(c + 1);
-		} else if (strcmp(a, "--password") == 0) {
-			conf.redis_password = v;
+			}
+			conf.redis.url = &url;
+		} else if (strcmp(a, "--service-name") == 0) {
+			conf.redis.sentinel_service_name = v;
+		} else if (strcmp(a, "--socket-timeout") == 0) {
+			conf.redis.sentinel_timeout = atof(v);
 		} else if (strcmp(a, "--key") == 0) {
 			conf.redis_key = v;
 		} else if (strcmp(a, "--channel") == 0) {
@@ -318,7 +322,6 @@ main(int argc, char **argv)
 		sampling_sampler_free(d.sampler);
 		sampling_hub_free(d.hub);
 		event_base_free(d.base);
-		free(host);
 		return 1;
 	}
 	report(&d);
@@ -339,6 +342,5 @@ main(int argc, char **argv)
 	sampling_sampler_free(d.sampler);
 	sampling_hub_free(d.hub);
 	event_base_free(d.base);
-	free(host);
 	return 0;
 }

@@ -23,6 +23,7 @@
 #include <event2/buffer.h>
 #include <event2/event.h>
 
+#include "redis.h"
 #include "sink_redis.h"
 #include "span.h"
 
@@ -172,6 +173,8 @@ main(int argc, char **argv)
 		{ "connect-timeout", 1, NULL, 'K' }, { NULL, 0, NULL, 0 },
 	};
 	struct sink_conf conf;
+	struct tb_redis_url url;
+	const char *cs = NULL;
 	struct drv d;
 	char err[256];
 	int c, print = 0;
@@ -210,15 +213,15 @@ main(int argc, char **argv)
 	d.tmpl.upstream_request_id_len = strlen(d.tmpl.upstream_request_id);
 	while ((c = getopt_long(argc, argv, "", opts, NULL)) != -1) {
 		switch (c) {
-		case 'u': conf.connection_string = optarg; break;
+		case 'u': cs = optarg; break;
 		case 'n': d.n = atol(optarg); break;
 		case 'r': d.rate = atol(optarg); break;
 		case 'b': conf.span_buffer_bytes = (size_t)atol(optarg); break;
 		case 't': conf.span_ttl = atol(optarg); break;
 		case 'f': conf.filter_error_trace = 1; break;
 		case 'e': d.errors_every = atol(optarg); break;
-		case 'S': conf.sentinel_service_name = optarg; break;
-		case 'T': conf.socket_timeout = atof(optarg); break;
+		case 'S': conf.redis.sentinel_service_name = optarg; break;
+		case 'T': conf.redis.sentinel_timeout = atof(optarg); break;
 		case 'd': d.drain = atof(optarg); break;
 		case 'B': d.base_id = optarg; break;
 		case 'P': d.per_trace = 1; break;
@@ -236,8 +239,8 @@ main(int argc, char **argv)
 		case 'M': d.metrics = 1; break;
 		case 'E': d.tmpl.etype = optarg; break;
 		case 'G': d.tmpl.message = optarg; break;
-		case 'C': conf.command_timeout = atof(optarg); break;
-		case 'K': conf.connect_timeout = atof(optarg); break;
+		case 'C': conf.redis.command_timeout = atof(optarg); break;
+		case 'K': conf.redis.connect_timeout = atof(optarg); break;
 		default: drv_usage();
 		}
 	}
@@ -263,8 +266,13 @@ main(int argc, char **argv)
 		span_buf_free(&b);
 		return 0;
 	}
-	if (conf.connection_string == NULL)
+	if (cs == NULL)
 		drv_usage();
+	if (tb_redis_url_parse(cs, &url, err, sizeof(err)) == -1) {
+		fprintf(stderr, "tb_sink_driver: connection string: %s\n", err);
+		return 3;
+	}
+	conf.redis.url = &url;
 	signal(SIGPIPE, SIG_IGN);
 	if ((d.base = event_base_new()) == NULL)
 		return 1;

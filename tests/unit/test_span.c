@@ -1,8 +1,8 @@
 /*
  * test_span.c: osprofiler notification JSON (exact bytes), timestamps,
  * string escaping against what Python's json.dumps writes, webob's path
- * quoting, hostile input still giving valid JSON, and the Redis connection
- * string parser (every accepted form and every rejected one).
+ * quoting, and hostile input still giving valid JSON (the Redis connection
+ * string parser is tested in test_redis.c).
  * Expected strings were produced with /usr/bin/python3 (json, urllib.parse,
  * datetime); tests/integration/test_sink_redis.py re-checks them against
  * osprofiler and webob themselves.
@@ -15,7 +15,6 @@
 
 #include <jansson.h>
 
-#include "sink_redis.h"
 #include "span.h"
 #include "tb_test.h"
 
@@ -677,131 +676,6 @@ test_fast_exact(void)
 	CHECK(gen_run(3000) == 0xf273a5566f98074bULL);
 }
 
-/* ---- connection strings ---- */
-
-static void
-test_url_good(void)
-{
-	struct sink_url u;
-	char err[256];
-
-	CHECK(sink_parse_url("redis://127.0.0.1:6379", &u, err,
-	    sizeof(err)) == 0 && u.kind == SINK_URL_TCP &&
-	    strcmp(u.addr.host, "127.0.0.1") == 0 && u.addr.port == 6379 &&
-	    u.db == 0 && u.password[0] == '\0');
-	CHECK(sink_parse_url("redis://localhost", &u, err, sizeof(err)) == 0 &&
-	    strcmp(u.addr.host, "localhost") == 0 && u.addr.port == 6379);
-	CHECK(sink_parse_url("REDIS://h:1/15", &u, err, sizeof(err)) == 0 &&
-	    u.addr.port == 1 && u.db == 15);
-	CHECK(sink_parse_url("redis://h/", &u, err, sizeof(err)) == 0 &&
-	    u.db == 0);
-	CHECK(sink_parse_url("redis://:s%40cr%3At@h:7000/2", &u, err,
-	    sizeof(err)) == 0 && strcmp(u.password, "s@cr:t") == 0 &&
-	    u.username[0] == '\0' && u.db == 2 && u.addr.port == 7000);
-	CHECK(sink_parse_url("redis://user:p@ss@h", &u, err,
-	    sizeof(err)) == 0 && strcmp(u.username, "user") == 0 &&
-	    strcmp(u.password, "p@ss") == 0 && strcmp(u.addr.host, "h") == 0);
-	CHECK(sink_parse_url("redis://[::1]:6380", &u, err, sizeof(err)) == 0 &&
-	    strcmp(u.addr.host, "::1") == 0 && u.addr.port == 6380);
-	CHECK(sink_parse_url("redis://[::1]", &u, err, sizeof(err)) == 0 &&
-	    u.addr.port == 6379);
-	CHECK(sink_parse_url("redis://h?db=3", &u, err, sizeof(err)) == 0 &&
-	    u.db == 3);
-	CHECK(sink_parse_url("unix:///run/redis/redis.sock", &u, err,
-	    sizeof(err)) == 0 && u.kind == SINK_URL_UNIX &&
-	    strcmp(u.path, "/run/redis/redis.sock") == 0 && u.db == 0);
-	CHECK(sink_parse_url("unix:///tmp/r.sock?db=4", &u, err,
-	    sizeof(err)) == 0 && strcmp(u.path, "/tmp/r.sock") == 0 &&
-	    u.db == 4);
-	CHECK(sink_parse_url("unix://:pw@/tmp/r.sock?db=1", &u, err,
-	    sizeof(err)) == 0 && strcmp(u.password, "pw") == 0 &&
-	    strcmp(u.path, "/tmp/r.sock") == 0 && u.db == 1);
-	CHECK(sink_parse_url("redissentinel://10.0.0.1:26379", &u, err,
-	    sizeof(err)) == 0 && u.kind == SINK_URL_SENTINEL &&
-	    u.n_sentinels == 1 && u.sentinels[0].port == 26379);
-	CHECK(sink_parse_url("redissentinel://:pw@a:1,b,[::1]:3/2", &u, err,
-	    sizeof(err)) == 0 && u.n_sentinels == 3 &&
-	    strcmp(u.sentinels[1].host, "b") == 0 &&
-	    u.sentinels[1].port == 26379 &&
-	    strcmp(u.sentinels[2].host, "::1") == 0 &&
-	    u.sentinels[2].port == 3 && u.db == 2 &&
-	    strcmp(u.password, "pw") == 0);
-}
-
-static void
-test_url_bad(void)
-{
-	static const struct {
-		const char *s, *why;
-	} bad[] = {
-		{ "", "empty" },
-		{ "127.0.0.1:6379", "scheme must be" },
-		{ "http://h", "scheme must be" },
-		{ "mongodb://h", "scheme must be" },
-		{ "rediss://h", "not supported" },
-		{ "redis://", "missing host" },
-		{ "redis://:6379", "missing host" },
-		{ "redis:///0", "missing host" },
-		{ "redis://h:", "port must be" },
-		{ "redis://h:0", "port must be" },
-		{ "redis://h:65536", "port must be" },
-		{ "redis://h:12x", "port must be" },
-		{ "redis://h:-1", "port must be" },
-		{ "redis://h/x", "db number" },
-		{ "redis://h/-1", "db number" },
-		{ "redis://h/1/2", "db number" },
-		{ "redis://h/99999999999", "db number" },
-		{ "redis://h?db=x", "db must be" },
-		{ "redis://h?timeout=1", "only parameter" },
-		{ "redis://h?db=1&x=2", "only parameter" },
-		{ "redis://secret@h", "credentials" },
-		{ "redis://:@h", "empty password" },
-		{ "redis://:%zz@h", "bad user name or password" },
-		{ "redis://:%00@h", "bad user name or password" },
-		{ "redis://:%4@h", "bad user name or password" },
-		{ "redis://h o", "spaces" },
-		{ "redis://h\n", "spaces" },
-		{ "redis://h#frag", "spaces" },
-		{ "redis://a,b", "redissentinel" },
-		{ "redis://h!", "bad character in host" },
-		{ "redis://::1:6379", "missing host" },
-		{ "redis://[::1", "unterminated" },
-		{ "redis://[::1]x", "junk after" },
-		{ "redis://[zz]:1", "bad IPv6" },
-		{ "unix://", "absolute path" },
-		{ "unix://relative.sock", "absolute path" },
-		{ "unix:///tmp/x?db=-1", "db must be" },
-		{ "redissentinel://", "missing host" },
-		{ "redissentinel://a:1,", "missing host" },
-		{ "redissentinel://a:1,,b:2", "missing host" },
-		{ "redissentinel://a:99999", "port must be" },
-		{ "redissentinel://a,b,c,d,e,f,g,h,i", "too many" },
-	};
-	char err[256], longu[600];
-	struct sink_url u;
-	size_t i;
-
-	for (i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-		err[0] = '\0';
-		CHECKF(sink_parse_url(bad[i].s, &u, err, sizeof(err)) == -1 &&
-		    strncmp(err, "connection string: ", 19) == 0 &&
-		    strstr(err, bad[i].why) != NULL, "\"%s\" -> \"%s\"",
-		    bad[i].s, err);
-	}
-	/* the password never shows in a message */
-	CHECK(sink_parse_url("redis://:hunter2@h:99999", &u, err,
-	    sizeof(err)) == -1 && strstr(err, "hunter2") == NULL);
-	CHECK(sink_parse_url(NULL, &u, err, sizeof(err)) == -1);
-	memset(longu, 'a', sizeof(longu));
-	memcpy(longu, "redis://", 8);
-	longu[sizeof(longu) - 1] = '\0';
-	CHECK(sink_parse_url(longu, &u, err, sizeof(err)) == -1 &&
-	    strstr(err, "too long") != NULL);
-	memcpy(longu, "unix:///", 8);
-	CHECK(sink_parse_url(longu, &u, err, sizeof(err)) == -1 &&
-	    strstr(err, "too long") != NULL);
-}
-
 int
 main(void)
 {
@@ -811,7 +685,5 @@ main(void)
 	test_path();
 	test_hostile();
 	test_fast_exact();
-	test_url_good();
-	test_url_bad();
 	TB_TEST_END();
 }

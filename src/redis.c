@@ -1,0 +1,1317 @@
+/*
+ * redis.c: the one Redis client (contract in redis.h).
+ *
+ * Connections. One data connection (hiredis async on the user's loop). In
+ * sentinel mode a second connection asks a sentinel for the master and then
+ * stays SUBSCRIBEd to +switch-master. Every hiredis callback finds the
+ * client in the context's data pointer and checks that the context is still
+ * the client's current one: the client detaches a context (clears both
+ * pointers) before it frees it, so the callbacks hiredis runs while tearing
+ * it down (replies with NULL, disconnect) are ignored (STYLE.md habit 11).
+ *
+ * States of the data connection, one at a time (cl_set_state):
+ *
+ *   IDLE -> RESOLVING (sentinel mode: asking for the master)
+ *        -> CONNECTING (evdns, then connect(2)) -> HANDSHAKE (AUTH, SELECT,
+ *           ROLE sent) -> READY (user commands flow) -> IDLE on any failure,
+ *           then the retry timer after the backoff delay.
+ */
+#include <errno.h>
+#include <limits.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <event2/util.h>
+#include <hiredis/hiredis.h>
+#include <hiredis/async.h>
+#include <hiredis/adapters/libevent.h>
+
+#include "fmt.h"
+#include "log.h"
+#include "redis.h"
+
+/* ------------------------------------------------------------------ */
+/* connection strings                                                  */
+/* ------------------------------------------------------------------ */
+
+/* What config and every caller say for a string that is no URL of ours. */
+#define URL_FORMS	"expected a redis://, unix:// or redissentinel:// URL"
+
+static void
+url_err(char *err, size_t errlen, const char *msg)
+{
+	if (err != NULL && errlen > 0)
+		snprintf(err, errlen, "%s", msg);
+}
+
+/* Percent-decode s[0..n) into out[outlen] (NUL-terminated); -1 if too
+ * long, a bad escape, or a NUL byte. */
+static int
+url_unquote(const char *s, size_t n, char *out, size_t outlen)
+{
+	size_t i, o = 0;
+	int hi, lo, c;
+
+	for (i = 0; i < n; i++) {
+		c = (unsigned char)s[i];
+		if (c == '%') {
+			if (i + 2 >= n)
+				return -1;
+			if ((hi = fmt_hexval(s[i + 1])) < 0 ||
+			    (lo = fmt_hexval(s[i + 2])) < 0)
+				return -1;
+			c = hi << 4 | lo;
+			i += 2;
+		}
+		if (c == 0 || o + 1 >= outlen)
+			return -1;
+		out[o++] = (char)c;
+	}
+	out[o] = '\0';
+	return 0;
+}
+
+/* A decimal in [min, max] spanning all of s[0..n); -1 otherwise. At most
+ * 10 digits, so the sum cannot overflow a long. */
+static long
+url_number(const char *s, size_t n, long min, long max)
+{
+	long v = 0;
+	size_t i;
+
+	if (n == 0 || n > 10)
+		return -1;
+	for (i = 0; i < n; i++) {
+		if (s[i] < '0' || s[i] > '9')
+			return -1;
+		v = v * 10 + (s[i] - '0');
+	}
+	return v < min || v > max ? -1 : v;
+}
+
+/*
+ * One "host[:port]" or "[v6]:port" of s[0..n) into hp. Host names are
+ * letters, digits, '.', '-', '_'; IPv6 literals hex digits, ':' and '.'.
+ */
+static int
+url_hostport(const char *s, size_t n, uint16_t defport,
+    struct tb_redis_hostport *hp, char *err, size_t errlen)
+{
+	const char *end = s + n, *h, *hend, *colon;
+	long port;
+	size_t i;
+
+	if (n == 0) {
+		url_err(err, errlen, "missing host");
+		return -1;
+	}
+	if (s[0] == '[') {
+		if ((hend = memchr(s, ']', n)) == NULL) {
+			url_err(err, errlen, "unterminated '[' in IPv6 host");
+			return -1;
+		}
+		h = s + 1;
+		colon = hend + 1 < end ? hend + 1 : NULL;
+		if (colon != NULL && *colon != ':') {
+			url_err(err, errlen, "junk after ']' in host");
+			return -1;
+		}
+		for (i = 0; h + i < hend; i++)
+			if (fmt_hexval(h[i]) < 0 && h[i] != ':' && h[i] != '.') {
+				url_err(err, errlen, "bad IPv6 address");
+				return -1;
+			}
+	} else {
+		h = s;
+		colon = memchr(s, ':', n);
+		hend = colon ? colon : end;
+		for (i = 0; h + i < hend; i++) {
+			char c = h[i];
+
+			if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+			    (c >= '0' && c <= '9') || c == '.' || c == '-' ||
+			    c == '_')) {
+				url_err(err, errlen, "bad character in host "
+				    "(IPv6 addresses go in [brackets])");
+				return -1;
+			}
+		}
+	}
+	if (hend == h) {
+		url_err(err, errlen, "missing host");
+		return -1;
+	}
+	if ((size_t)(hend - h) >= sizeof(hp->host)) {
+		url_err(err, errlen, "host name too long");
+		return -1;
+	}
+	memcpy(hp->host, h, (size_t)(hend - h));
+	hp->host[hend - h] = '\0';
+	hp->port = defport;
+	if (colon != NULL) {
+		port = url_number(colon + 1, (size_t)(end - colon - 1), 1,
+		    65535);
+		if (port < 0) {
+			url_err(err, errlen, "port must be a number in 1..65535");
+			return -1;
+		}
+		hp->port = (uint16_t)port;
+	}
+	return 0;
+}
+
+/* "?db=N" (the only parameter accepted) */
+static int
+url_query(const char *q, size_t n, struct tb_redis_url *u, char *err,
+    size_t errlen)
+{
+	long db;
+
+	if (n < 3 || strncmp(q, "db=", 3) != 0 || memchr(q, '&', n) != NULL) {
+		url_err(err, errlen, "the only parameter supported is ?db=N");
+		return -1;
+	}
+	if ((db = url_number(q + 3, n - 3, 0, INT_MAX)) < 0) {
+		url_err(err, errlen, "db must be a non-negative number");
+		return -1;
+	}
+	u->db = (int)db;
+	return 0;
+}
+
+int
+tb_redis_url_parse(const char *str, struct tb_redis_url *u, char *err,
+    size_t errlen)
+{
+	const char *p, *end, *at, *auth_end, *colon, *q, *slash, *item, *comma;
+	size_t n;
+	long db;
+
+	memset(u, 0, sizeof(*u));
+	if (str == NULL) {
+		url_err(err, errlen, URL_FORMS);
+		return -1;
+	}
+	if (strncasecmp(str, "redis://", 8) == 0) {
+		u->kind = TB_REDIS_TCP;
+		p = str + 8;
+	} else if (strncasecmp(str, "unix://", 7) == 0) {
+		u->kind = TB_REDIS_UNIX;
+		p = str + 7;
+	} else if (strncasecmp(str, "redissentinel://", 16) == 0) {
+		u->kind = TB_REDIS_SENTINEL;
+		p = str + 16;
+	} else if (strncasecmp(str, "rediss://", 9) == 0) {
+		url_err(err, errlen, "rediss:// (TLS) is not supported");
+		return -1;
+	} else {
+		url_err(err, errlen, URL_FORMS);
+		return -1;
+	}
+	if (*p == '\0') {	/* a scheme alone */
+		url_err(err, errlen, URL_FORMS);
+		return -1;
+	}
+	end = p + strlen(p);
+	for (q = p; q < end; q++)
+		if ((unsigned char)*q <= 0x20 || *q == 0x7f || *q == '#') {
+			url_err(err, errlen, "spaces, control characters and "
+			    "'#' are not allowed");
+			return -1;
+		}
+
+	/* query: only ?db=N */
+	if ((q = memchr(p, '?', (size_t)(end - p))) != NULL) {
+		if (url_query(q + 1, (size_t)(end - q - 1), u, err,
+		    errlen) == -1)
+			return -1;
+		end = q;
+	}
+
+	/* userinfo: everything before the last '@' of the authority */
+	auth_end = u->kind == TB_REDIS_UNIX ? end :
+	    (slash = memchr(p, '/', (size_t)(end - p))) ? slash : end;
+	at = NULL;
+	for (q = p; q < auth_end; q++)
+		if (*q == '@')
+			at = q;
+	if (at != NULL) {
+		colon = memchr(p, ':', (size_t)(at - p));
+		if (colon == NULL) {
+			url_err(err, errlen, "credentials must be written "
+			    "':password@' or 'user:password@'");
+			return -1;
+		}
+		if (url_unquote(p, (size_t)(colon - p), u->username,
+		    sizeof(u->username)) == -1 ||
+		    url_unquote(colon + 1, (size_t)(at - colon - 1),
+		    u->password, sizeof(u->password)) == -1) {
+			url_err(err, errlen, "bad user name or password "
+			    "(too long, bad %-escape or NUL)");
+			return -1;
+		}
+		if (u->password[0] == '\0') {
+			url_err(err, errlen, "empty password after ':'");
+			return -1;
+		}
+		p = at + 1;
+	}
+
+	if (u->kind == TB_REDIS_UNIX) {
+		n = (size_t)(end - p);
+		if (n == 0 || p[0] != '/') {
+			url_err(err, errlen, "unix:// needs an absolute path "
+			    "(unix:///path/to/redis.sock)");
+			return -1;
+		}
+		if (n >= sizeof(u->path)) {
+			url_err(err, errlen, "unix socket path too long");
+			return -1;
+		}
+		memcpy(u->path, p, n);
+		u->path[n] = '\0';
+		return 0;
+	}
+
+	/* "/db" after the authority */
+	if ((slash = memchr(p, '/', (size_t)(end - p))) != NULL) {
+		n = (size_t)(end - slash - 1);
+		if (n > 0) {
+			if ((db = url_number(slash + 1, n, 0, INT_MAX)) < 0) {
+				url_err(err, errlen, "the path must be a db "
+				    "number (/0, /1, ...)");
+				return -1;
+			}
+			u->db = (int)db;
+		}
+		end = slash;
+	}
+
+	if (u->kind == TB_REDIS_TCP) {
+		if (memchr(p, ',', (size_t)(end - p)) != NULL) {
+			url_err(err, errlen, "several hosts need "
+			    "redissentinel://");
+			return -1;
+		}
+		return url_hostport(p, (size_t)(end - p), 6379, &u->addr, err,
+		    errlen);
+	}
+
+	for (item = p; ; item = comma + 1) {
+		comma = memchr(item, ',', (size_t)(end - item));
+		if (u->n_sentinels == TB_REDIS_MAX_SENTINELS) {
+			url_err(err, errlen, "too many sentinels (at most 8)");
+			return -1;
+		}
+		if (url_hostport(item, (size_t)((comma ? comma : end) - item),
+		    26379, &u->sentinels[u->n_sentinels], err, errlen) == -1)
+			return -1;
+		u->n_sentinels++;
+		if (comma == NULL)
+			break;
+	}
+	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* the client                                                          */
+/* ------------------------------------------------------------------ */
+
+enum cl_state {
+	CL_IDLE = 0,		/* no data connection; the retry timer may run */
+	CL_RESOLVING,		/* asking a sentinel for the master */
+	CL_CONNECTING,		/* evdns, then connect(2) in progress */
+	CL_HANDSHAKE,		/* AUTH / SELECT / ROLE sent */
+	CL_READY,		/* user commands flow */
+};
+
+struct tb_redis {
+	struct event_base *base;	/* not owned */
+	struct tb_redis_conf conf;	/* name, service name: owned copies */
+	struct tb_redis_url url;	/* holds the password: cleared at free */
+	struct tb_redis_handlers h;
+	char *channel;			/* tb_redis_subscribe's, or NULL */
+
+	enum cl_state state;
+	redisAsyncContext *ac;		/* data connection or NULL */
+	struct event *timer;		/* connect/handshake/command timeout */
+	struct event *retry;		/* backoff before the next attempt */
+	double backoff;			/* next retry delay, seconds */
+	int hs_pending;			/* handshake replies outstanding */
+	int ever_connected;
+	int in_connect_cb;		/* hiredis' connect callback is running */
+	unsigned fails;			/* failed attempts since last ready */
+	uint64_t owed;			/* replies owed to the user */
+	uint64_t progress;		/* replies seen; for the command timeout */
+	uint64_t progress_at_arm;
+	char cur_host[256];		/* where the data connection goes */
+	uint16_t cur_port;
+	char where[280];		/* "host:port" or the socket path */
+
+	/* sentinel mode */
+	redisAsyncContext *sac;		/* query, then +switch-master, or NULL */
+	struct event *stimer;		/* sentinel_timeout for one query */
+	size_t sidx;			/* sentinel to ask next */
+	size_t stries;			/* sentinels asked in this round */
+	int sac_subscribed;
+
+	/* host names: resolved with evdns (slot 0 data, 1 sentinel) */
+	struct evdns_base *dns;		/* created on first use */
+	struct evdns_getaddrinfo_request *dns_req[2];
+};
+
+static void cl_start(struct tb_redis *c);
+static void cl_connect_addr(struct tb_redis *c, const char *ip);
+static void cl_sentinel_connect_addr(struct tb_redis *c, const char *ip);
+static void cl_sentinel_next(struct tb_redis *c);
+static void cl_dns_cancel(struct tb_redis *c, int slot);
+
+static void
+cl_set_state(struct tb_redis *c, enum cl_state st)
+{
+	static const char *const names[] = { "idle", "resolving",
+	    "connecting", "handshake", "ready" };
+
+	if (c->state != st)
+		log_debug("%s: %s -> %s", c->conf.name, names[c->state],
+		    names[st]);
+	c->state = st;
+}
+
+/* Where the data connection goes next; also the text of log lines. */
+static void
+cl_set_target(struct tb_redis *c, const char *host, size_t hlen,
+    uint16_t port)
+{
+	memcpy(c->cur_host, host, hlen);
+	c->cur_host[hlen] = '\0';
+	c->cur_port = port;
+	if (c->url.kind == TB_REDIS_UNIX)
+		snprintf(c->where, sizeof(c->where), "%s", c->url.path);
+	else
+		snprintf(c->where, sizeof(c->where), "%s:%u", c->cur_host,
+		    (unsigned)port);
+}
+
+static const char *
+cl_sentinel_name(struct tb_redis *c, char *buf, size_t len)
+{
+	const struct tb_redis_hostport *hp = &c->url.sentinels[c->sidx];
+
+	snprintf(buf, len, "%s:%u", hp->host, (unsigned)hp->port);
+	return buf;
+}
+
+/* A failed attempt: logged the first time and then every 10th, so an
+ * outage gives a few lines, not one per backoff step. */
+static void
+cl_log_fail(struct tb_redis *c, const char *what)
+{
+	c->fails++;
+	if (c->fails == 1 || c->fails % 10 == 0)
+		log_warnx("%s: connect to %s failed: %s (attempt %u)",
+		    c->conf.name, c->where, what, c->fails);
+}
+
+static void
+cl_arm(struct event *ev, double sec)
+{
+	struct timeval tv;
+
+	if (sec < 0.001)
+		sec = 0.001;
+	tv.tv_sec = (time_t)sec;
+	tv.tv_usec = (suseconds_t)((sec - (double)tv.tv_sec) * 1e6);
+	event_add(ev, &tv);
+}
+
+/* Unlink *acp from its client, then free it (hiredis defers that while it
+ * is inside one of its callbacks): the callbacks it still runs for it find
+ * no owner and do nothing. */
+static void
+cl_detach(redisAsyncContext **acp)
+{
+	redisAsyncContext *ac = *acp;
+
+	*acp = NULL;
+	if (ac != NULL) {
+		ac->data = NULL;
+		redisAsyncFree(ac);
+	}
+}
+
+static void
+cl_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	cl_start(arg);
+}
+
+/* Wait the backoff delay, then try again; the delay doubles up to max. */
+static void
+cl_schedule_retry(struct tb_redis *c)
+{
+	if (event_pending(c->retry, EV_TIMEOUT, NULL))
+		return;
+	cl_arm(c->retry, c->backoff);
+	c->backoff *= 2;
+	if (c->backoff > c->conf.backoff_max)
+		c->backoff = c->conf.backoff_max;
+}
+
+/*
+ * Drop the data connection (if any). A ready one is logged as lost (when
+ * loud: otherwise the caller said why already) and reported to the user
+ * with why, last, once everything here is consistent. Safe from any
+ * hiredis callback: the context is detached first, and redisAsyncFree
+ * defers the free while hiredis is inside a callback. The caller schedules
+ * the retry.
+ */
+static void
+cl_close(struct tb_redis *c, const char *why, int loud)
+{
+	int was_ready = c->state == CL_READY;
+
+	cl_detach(&c->ac);
+	cl_set_state(c, CL_IDLE);
+	event_del(c->timer);
+	cl_dns_cancel(c, 0);
+	c->owed = 0;
+	if (!was_ready)
+		return;
+	if (loud)
+		log_warnx("%s: connection to %s lost: %s", c->conf.name,
+		    c->where, why);
+	if (c->h.down != NULL)
+		c->h.down(c->h.arg, why);
+}
+
+/* Close and try again later: the usual end of a failure. */
+static void
+cl_fail(struct tb_redis *c, const char *why, int loud)
+{
+	cl_close(c, why, loud);
+	cl_schedule_retry(c);
+}
+
+/* connect / handshake / command timeout */
+static void
+cl_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct tb_redis *c = arg;
+
+	if (c->state != CL_READY) {
+		cl_log_fail(c, "timeout");
+		cl_fail(c, "timeout", 0);
+		return;
+	}
+	/* command timeout: no reply at all for a whole period */
+	if (c->owed > 0 && c->progress == c->progress_at_arm) {
+		cl_fail(c, "command timeout", 1);
+		return;
+	}
+	c->progress_at_arm = c->progress;
+	if (c->owed > 0)
+		cl_arm(c->timer, c->conf.command_timeout);
+}
+
+/*
+ * Errors that mean "not here, not now" rather than "never": a server
+ * still loading its data, a replica (a demoted master after a failover),
+ * a busy script. The user's command is lost with the connection (it hears
+ * "down"), and a fresh connection (in sentinel mode after asking the
+ * sentinels again) follows.
+ */
+static int
+cl_transient(const redisReply *r)
+{
+	static const char *const pfx[] = { "LOADING", "READONLY",
+	    "MASTERDOWN", "BUSY", "TRYAGAIN", NULL };
+	size_t i, n;
+
+	for (i = 0; pfx[i] != NULL; i++) {
+		n = strlen(pfx[i]);
+		if ((size_t)r->len >= n && strncmp(r->str, pfx[i], n) == 0)
+			return 1;
+	}
+	return 0;
+}
+
+/*
+ * TB_REDIS_F_LEAN_REPLIES. Nearly every reply on a span writer's
+ * connection is one integer (LPUSH, EXPIRE) or "+OK" (SET, AUTH, SELECT),
+ * and the writer only looks at its type; hiredis' default reader calloc'd
+ * a redisReply for each and freed it after the callback. Such a
+ * connection's reader gets these functions instead: a top-level integer or
+ * status reply is one shared object that nobody writes to (its value and
+ * text are not filled in), everything else (errors, whose text is logged;
+ * arrays such as ROLE's; anything nested) is left to hiredis' own
+ * functions. hiredis does not export those, so they are copied from a
+ * reader made for the purpose, once per process. This is the one place
+ * that touches hiredis' reader internals (STYLE.md habit 17).
+ */
+static redisReply lean_integer = { .type = REDIS_REPLY_INTEGER };
+static redisReply lean_status = { .type = REDIS_REPLY_STATUS };
+static redisReplyObjectFunctions lean_fns;
+static const redisReplyObjectFunctions *lean_default;
+static pthread_once_t lean_once = PTHREAD_ONCE_INIT;
+
+static void *
+lean_string(const redisReadTask *task, char *str, size_t len)
+{
+	if (task->parent == NULL && task->type == REDIS_REPLY_STATUS)
+		return &lean_status;
+	return lean_default->createString(task, str, len);
+}
+
+static void *
+lean_int(const redisReadTask *task, long long v)
+{
+	if (task->parent == NULL)
+		return &lean_integer;
+	return lean_default->createInteger(task, v);
+}
+
+static void
+lean_free(void *reply)
+{
+	if (reply != &lean_integer && reply != &lean_status)
+		lean_default->freeObject(reply);
+}
+
+static void
+lean_init(void)
+{
+	redisReader *r = redisReaderCreate();
+
+	if (r == NULL)
+		return;		/* lean_default stays NULL: hiredis' own */
+	if (r->fn != NULL && r->fn->createString != NULL &&
+	    r->fn->createInteger != NULL && r->fn->freeObject != NULL) {
+		lean_default = r->fn;	/* hiredis' static table */
+		lean_fns = *r->fn;
+		lean_fns.createString = lean_string;
+		lean_fns.createInteger = lean_int;
+		lean_fns.freeObject = lean_free;
+	}
+	redisReaderFree(r);
+}
+
+/* Give ac's reader the functions above (before any reply is read). */
+static void
+lean_attach(redisAsyncContext *ac)
+{
+	(void)pthread_once(&lean_once, lean_init);
+	if (lean_default != NULL)
+		ac->c.reader->fn = &lean_fns;
+}
+
+/* The client of ac while ac is its live data connection (sentinel 0) or
+ * sentinel connection (1), else NULL: a detached context has no owner. */
+static struct tb_redis *
+cl_owner(const redisAsyncContext *ac, int sentinel)
+{
+	struct tb_redis *c = ac->data;
+
+	return c != NULL && (sentinel ? c->sac : c->ac) == ac ? c : NULL;
+}
+
+#define cl_of(ac)		cl_owner((ac), 0)
+#define cl_of_sentinel(ac)	cl_owner((ac), 1)
+
+/* A reply to a user command: to the user, unless it is a transient error
+ * (see cl_transient). */
+static void
+cl_reply_cb(redisAsyncContext *ac, void *reply, void *priv)
+{
+	struct tb_redis *c = cl_of(ac);
+	redisReply *r = reply;
+
+	if (r == NULL || c == NULL || c->state != CL_READY)
+		return;
+	c->progress++;
+	if (c->owed > 0)
+		c->owed--;
+	if (r->type == REDIS_REPLY_ERROR && cl_transient(r)) {
+		log_warnx("%s: %s answered %.*s; reconnecting", c->conf.name,
+		    c->where, (int)(r->len > 120 ? 120 : r->len), r->str);
+		/* inside a hiredis callback: the free is deferred */
+		cl_fail(c, "transient error", 0);
+		return;
+	}
+	if (c->h.reply != NULL)
+		c->h.reply(c->h.arg, priv, r);
+}
+
+/* SUBSCRIBE replies: ["subscribe", ch, n] after every (re)subscribe, then
+ * ["message", ch, payload] per PUBLISH. */
+static void
+cl_sub_cb(redisAsyncContext *ac, void *reply, void *priv)
+{
+	struct tb_redis *c = cl_of(ac);
+	redisReply *r = reply;
+	const redisReply *p;
+
+	if (r == NULL || c == NULL || c->state != CL_READY)
+		return;
+	if (r->type == REDIS_REPLY_ERROR) {
+		log_warnx("%s: SUBSCRIBE %s: %.200s", c->conf.name,
+		    c->channel, r->str);
+		return;
+	}
+	if (r->type != REDIS_REPLY_ARRAY || r->elements < 1 ||
+	    r->element[0]->type != REDIS_REPLY_STRING || c->h.message == NULL)
+		return;
+	if (strcmp(r->element[0]->str, "message") == 0 && r->elements >= 3) {
+		p = r->element[2];
+		if (p->type == REDIS_REPLY_STRING)
+			c->h.message(c->h.arg, TB_REDIS_MESSAGE, p->str,
+			    p->len);
+	} else if (strcmp(r->element[0]->str, "subscribe") == 0) {
+		c->h.message(c->h.arg, TB_REDIS_SUBSCRIBED, NULL, 0);
+	}
+}
+
+static void
+cl_ready(struct tb_redis *c)
+{
+	cl_set_state(c, CL_READY);
+	c->backoff = c->conf.backoff_min;
+	c->fails = 0;
+	c->owed = 0;
+	event_del(c->timer);
+	log_info("%s: connected to %s", c->conf.name, c->where);
+	if (c->channel != NULL)
+		redisAsyncCommand(c->ac, cl_sub_cb, c, "SUBSCRIBE %s",
+		    c->channel);
+	if (c->h.ready != NULL)
+		c->h.ready(c->h.arg);
+}
+
+/* Replies to AUTH, SELECT and ROLE. */
+static void
+cl_handshake_cb(redisAsyncContext *ac, void *reply, void *priv)
+{
+	struct tb_redis *c = cl_of(ac);
+	redisReply *r = reply;
+	const char *what = NULL;
+
+	if (r == NULL || c == NULL || c->state != CL_HANDSHAKE)
+		return;
+	if (r->type == REDIS_REPLY_ERROR) {
+		/* the reply text, never the password */
+		log_warnx("%s: %s refused the handshake: %.*s", c->conf.name,
+		    c->where, (int)(r->len > 120 ? 120 : r->len), r->str);
+		what = "handshake refused";
+	} else if (r->type == REDIS_REPLY_ARRAY) {
+		/* ROLE: the first element says what this server is */
+		if (r->elements < 1 || r->element[0]->type !=
+		    REDIS_REPLY_STRING || strcmp(r->element[0]->str,
+		    "master") != 0) {
+			log_warnx("%s: %s is not a master, asking the "
+			    "sentinels again", c->conf.name, c->where);
+			what = "not a master";
+		}
+	}
+	if (what != NULL) {
+		cl_fail(c, what, 0);	/* not ready yet: logged above */
+		return;
+	}
+	if (--c->hs_pending == 0)
+		cl_ready(c);
+}
+
+static void
+cl_connect_cb(const redisAsyncContext *cac, int status)
+{
+	redisAsyncContext *ac = (redisAsyncContext *)cac;
+	struct tb_redis *c = cl_of(ac);
+	char db[16];
+
+	if (c == NULL)
+		return;
+	if (status != REDIS_OK) {
+		cl_log_fail(c, ac->errstr);
+		/* hiredis frees ac after this callback returns: detach only */
+		c->ac = NULL;
+		ac->data = NULL;
+		cl_set_state(c, CL_IDLE);
+		event_del(c->timer);
+		cl_schedule_retry(c);
+		return;
+	}
+	cl_set_state(c, CL_HANDSHAKE);
+	c->hs_pending = 0;
+	if (c->url.password[0] != '\0') {
+		if (c->url.username[0] != '\0')
+			redisAsyncCommand(ac, cl_handshake_cb, NULL,
+			    "AUTH %s %s", c->url.username, c->url.password);
+		else
+			redisAsyncCommand(ac, cl_handshake_cb, NULL,
+			    "AUTH %s", c->url.password);
+		c->hs_pending++;
+	}
+	if (c->url.db > 0) {
+		snprintf(db, sizeof(db), "%d", c->url.db);
+		redisAsyncCommand(ac, cl_handshake_cb, NULL, "SELECT %s", db);
+		c->hs_pending++;
+	}
+	if (c->url.kind == TB_REDIS_SENTINEL) {
+		redisAsyncCommand(ac, cl_handshake_cb, NULL, "ROLE");
+		c->hs_pending++;
+	}
+	if (c->hs_pending == 0) {
+		/* hiredis sets no REDIS_IN_CALLBACK around this callback, and
+		 * writes right after it: tb_redis_flush must not write here */
+		c->in_connect_cb = 1;
+		cl_ready(c);
+		c->in_connect_cb = 0;
+	}
+}
+
+static void
+cl_disconnect_cb(const redisAsyncContext *cac, int status)
+{
+	redisAsyncContext *ac = (redisAsyncContext *)cac;
+	struct tb_redis *c = cl_of(ac);
+
+	if (c == NULL)
+		return;
+	/* hiredis frees ac after this returns: only detach */
+	c->ac = NULL;
+	ac->data = NULL;
+	cl_fail(c, ac->errstr[0] ? ac->errstr : "closed by server", 1);
+}
+
+/* ---- name resolution ---- */
+
+/* 1 for an IPv4 or IPv6 literal (hiredis connects to it without DNS). */
+static int
+cl_numeric(const char *host)
+{
+	struct in6_addr a;
+
+	return inet_pton(AF_INET, host, &a) == 1 ||
+	    inet_pton(AF_INET6, host, &a) == 1;
+}
+
+static void
+cl_dns_cancel(struct tb_redis *c, int slot)
+{
+	struct evdns_getaddrinfo_request *req = c->dns_req[slot];
+
+	c->dns_req[slot] = NULL;
+	if (req != NULL)
+		evdns_getaddrinfo_cancel(req);	/* callback sees CANCEL */
+}
+
+/* Answer for slot 0 (data) or 1 (sentinel): connect to the first IPv4
+ * address, else the first address (Redis binds IPv4 loopback by default). */
+static void
+cl_dns_done(struct tb_redis *c, int slot, int result,
+    struct evutil_addrinfo *res)
+{
+	struct evutil_addrinfo *ai, *pick = NULL;
+	char ip[INET6_ADDRSTRLEN], sname[280];
+	const void *a;
+
+	c->dns_req[slot] = NULL;
+	for (ai = res; ai != NULL; ai = ai->ai_next)
+		if (pick == NULL || (ai->ai_family == AF_INET &&
+		    pick->ai_family != AF_INET))
+			pick = ai;
+	if (result != 0 || pick == NULL) {
+		if (res != NULL)
+			evutil_freeaddrinfo(res);
+		if (slot == 0) {
+			cl_log_fail(c, result ? evutil_gai_strerror(result) :
+			    "no address");
+			cl_set_state(c, CL_IDLE);
+			event_del(c->timer);
+			cl_schedule_retry(c);
+		} else {
+			log_warnx("%s: sentinel %s: %s", c->conf.name,
+			    cl_sentinel_name(c, sname, sizeof(sname)), result ?
+			    evutil_gai_strerror(result) : "no address");
+			cl_sentinel_next(c);
+		}
+		return;
+	}
+	a = pick->ai_family == AF_INET ?
+	    (const void *)&((struct sockaddr_in *)(void *)pick->ai_addr)->sin_addr :
+	    (const void *)&((struct sockaddr_in6 *)(void *)pick->ai_addr)->sin6_addr;
+	evutil_inet_ntop(pick->ai_family, a, ip, sizeof(ip));
+	evutil_freeaddrinfo(res);
+	if (slot == 0)
+		cl_connect_addr(c, ip);
+	else
+		cl_sentinel_connect_addr(c, ip);
+}
+
+static void
+cl_dns_data_cb(int result, struct evutil_addrinfo *res, void *arg)
+{
+	if (result == EVUTIL_EAI_CANCEL)
+		return;		/* the client gave up on it, maybe freed */
+	cl_dns_done(arg, 0, result, res);
+}
+
+static void
+cl_dns_sentinel_cb(int result, struct evutil_addrinfo *res, void *arg)
+{
+	if (result == EVUTIL_EAI_CANCEL)
+		return;
+	cl_dns_done(arg, 1, result, res);
+}
+
+/* Resolve host without blocking; the answer continues in cl_dns_done. */
+static void
+cl_resolve(struct tb_redis *c, int slot, const char *host)
+{
+	struct evutil_addrinfo hints;
+	struct evdns_getaddrinfo_request *req;
+
+	if (c->dns == NULL && (c->dns = evdns_base_new(c->base,
+	    EVDNS_BASE_INITIALIZE_NAMESERVERS |
+	    EVDNS_BASE_DISABLE_WHEN_INACTIVE)) == NULL) {
+		cl_dns_done(c, slot, EVUTIL_EAI_FAIL, NULL);
+		return;
+	}
+	memset(&hints, 0, sizeof(hints));
+	hints.ai_family = AF_UNSPEC;
+	hints.ai_socktype = SOCK_STREAM;
+	hints.ai_protocol = IPPROTO_TCP;
+	cl_dns_cancel(c, slot);
+	/* may answer at once (hosts file) and then returns NULL */
+	req = evdns_getaddrinfo(c->dns, host, NULL, &hints,
+	    slot == 0 ? cl_dns_data_cb : cl_dns_sentinel_cb, c);
+	if (req != NULL)
+		c->dns_req[slot] = req;
+}
+
+/* ---- the data connection ---- */
+
+/* Open the data connection to cur_host:cur_port (or the unix path). */
+static void
+cl_connect(struct tb_redis *c)
+{
+	if (c->ever_connected && c->h.reconnecting != NULL)
+		c->h.reconnecting(c->h.arg);
+	c->ever_connected = 1;
+	cl_dns_cancel(c, 0);	/* an answer for an earlier target */
+	cl_set_state(c, CL_CONNECTING);
+	cl_arm(c->timer, c->conf.connect_timeout);	/* covers DNS too */
+	if (c->url.kind == TB_REDIS_UNIX)
+		cl_connect_addr(c, NULL);
+	else if (cl_numeric(c->cur_host))
+		cl_connect_addr(c, c->cur_host);
+	else
+		cl_resolve(c, 0, c->cur_host);
+}
+
+/* Connect the data connection to ip (NULL: the unix socket). */
+static void
+cl_connect_addr(struct tb_redis *c, const char *ip)
+{
+	redisAsyncContext *ac;
+
+	if (ip == NULL)
+		ac = redisAsyncConnectUnix(c->url.path);
+	else
+		ac = redisAsyncConnect(ip, c->cur_port);
+	if (ac == NULL || ac->err ||
+	    redisLibeventAttach(ac, c->base) != REDIS_OK) {
+		cl_log_fail(c, ac != NULL && ac->err ? ac->errstr :
+		    "out of memory");
+		if (ac != NULL)
+			redisAsyncFree(ac);
+		cl_set_state(c, CL_IDLE);
+		event_del(c->timer);
+		cl_schedule_retry(c);
+		return;
+	}
+	ac->data = c;
+	if (c->conf.flags & TB_REDIS_F_LEAN_REPLIES)
+		lean_attach(ac);
+	redisAsyncSetConnectCallback(ac, cl_connect_cb);
+	redisAsyncSetDisconnectCallback(ac, cl_disconnect_cb);
+	c->ac = ac;
+}
+
+/* ---- sentinel ---- */
+
+static void cl_sentinel_query(struct tb_redis *c);
+
+static void
+cl_sentinel_drop(struct tb_redis *c)
+{
+	cl_detach(&c->sac);
+	c->sac_subscribed = 0;
+	event_del(c->stimer);
+	cl_dns_cancel(c, 1);
+}
+
+/* This sentinel did not answer usefully: ask the next, or back off after a
+ * whole round. */
+static void
+cl_sentinel_next(struct tb_redis *c)
+{
+	cl_sentinel_drop(c);
+	c->sidx = (c->sidx + 1) % c->url.n_sentinels;
+	if (++c->stries < c->url.n_sentinels) {
+		cl_sentinel_query(c);
+		return;
+	}
+	c->stries = 0;
+	if (c->state == CL_RESOLVING)
+		cl_set_state(c, CL_IDLE);
+	cl_schedule_retry(c);
+}
+
+/* Point the data connection at host:port (a new master). */
+static void
+cl_use_master(struct tb_redis *c, const char *host, size_t hlen,
+    const char *port)
+{
+	long p = strtol(port, NULL, 10);
+	int same;
+
+	if (hlen >= sizeof(c->cur_host) || p <= 0 || p > 65535)
+		return;
+	same = c->cur_port == p && strncmp(c->cur_host, host, hlen) == 0 &&
+	    c->cur_host[hlen] == '\0';
+	if (c->ac != NULL && same)
+		return;	/* already there */
+	if (c->ac != NULL)
+		cl_close(c, "sentinel named a new master", 1);
+	if (!same)
+		c->backoff = c->conf.backoff_min;	/* a new master */
+	cl_set_target(c, host, hlen, (uint16_t)p);
+	event_del(c->retry);
+	cl_connect(c);
+}
+
+/* Messages on +switch-master: "<name> <oldip> <oldport> <newip> <newport>" */
+static void
+cl_sentinel_msg_cb(redisAsyncContext *ac, void *reply, void *priv)
+{
+	struct tb_redis *c = cl_of_sentinel(ac);
+	redisReply *r = reply;
+	char name[256], ip[256], port[8];
+
+	if (r == NULL || c == NULL)
+		return;
+	if (r->type != REDIS_REPLY_ARRAY || r->elements < 3 ||
+	    r->element[0]->type != REDIS_REPLY_STRING ||
+	    strcmp(r->element[0]->str, "message") != 0 ||
+	    r->element[2]->type != REDIS_REPLY_STRING)
+		return;
+	if (sscanf(r->element[2]->str, "%255s %*s %*s %255s %7s", name, ip,
+	    port) != 3 || strcmp(name, c->conf.sentinel_service_name) != 0)
+		return;
+	log_info("%s: sentinel: master %s switched to %s:%s", c->conf.name,
+	    name, ip, port);
+	cl_use_master(c, ip, strlen(ip), port);
+}
+
+/* Reply to SENTINEL get-master-addr-by-name. */
+static void
+cl_sentinel_addr_cb(redisAsyncContext *ac, void *reply, void *priv)
+{
+	struct tb_redis *c = cl_of_sentinel(ac);
+	redisReply *r = reply;
+	char sname[280];
+
+	if (r == NULL || c == NULL)
+		return;
+	event_del(c->stimer);
+	if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
+	    r->element[0]->type != REDIS_REPLY_STRING ||
+	    r->element[1]->type != REDIS_REPLY_STRING) {
+		log_warnx("%s: sentinel %s does not know master %s",
+		    c->conf.name, cl_sentinel_name(c, sname, sizeof(sname)),
+		    c->conf.sentinel_service_name);
+		cl_sentinel_next(c);
+		return;
+	}
+	c->stries = 0;
+	/* keep this connection to hear about failovers */
+	redisAsyncCommand(ac, cl_sentinel_msg_cb, NULL,
+	    "SUBSCRIBE +switch-master");
+	c->sac_subscribed = 1;
+	if (c->state == CL_RESOLVING)
+		cl_set_state(c, CL_IDLE);
+	cl_use_master(c, r->element[0]->str, r->element[0]->len,
+	    r->element[1]->str);
+}
+
+static void
+cl_sentinel_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct tb_redis *c = arg;
+	char sname[280];
+
+	log_warnx("%s: sentinel %s did not answer in time", c->conf.name,
+	    cl_sentinel_name(c, sname, sizeof(sname)));
+	cl_sentinel_next(c);
+}
+
+static void
+cl_sentinel_connect_cb(const redisAsyncContext *cac, int status)
+{
+	redisAsyncContext *ac = (redisAsyncContext *)cac;
+	struct tb_redis *c = cl_of_sentinel(ac);
+	char sname[280];
+
+	if (c == NULL || status == REDIS_OK)
+		return;
+	c->sac = NULL;	/* hiredis frees it after we return */
+	ac->data = NULL;
+	log_warnx("%s: sentinel %s: %s", c->conf.name,
+	    cl_sentinel_name(c, sname, sizeof(sname)), ac->errstr);
+	cl_sentinel_next(c);
+}
+
+static void
+cl_sentinel_disconnect_cb(const redisAsyncContext *cac, int status)
+{
+	redisAsyncContext *ac = (redisAsyncContext *)cac;
+	struct tb_redis *c = cl_of_sentinel(ac);
+	int subscribed;
+
+	if (c == NULL)
+		return;
+	subscribed = c->sac_subscribed;
+	c->sac = NULL;
+	ac->data = NULL;
+	c->sac_subscribed = 0;
+	event_del(c->stimer);
+	if (!subscribed) {
+		cl_sentinel_next(c);
+		return;
+	}
+	/* lost the failover feed: ask again (the data connection stays if
+	 * the master did not change) */
+	log_warnx("%s: sentinel connection lost, asking again", c->conf.name);
+	cl_schedule_retry(c);
+}
+
+static void
+cl_sentinel_query(struct tb_redis *c)
+{
+	const struct tb_redis_hostport *hp = &c->url.sentinels[c->sidx];
+
+	cl_sentinel_drop(c);
+	if (c->ac == NULL)
+		cl_set_state(c, CL_RESOLVING);
+	cl_arm(c->stimer, c->conf.sentinel_timeout);	/* covers DNS too */
+	if (cl_numeric(hp->host))
+		cl_sentinel_connect_addr(c, hp->host);
+	else
+		cl_resolve(c, 1, hp->host);
+}
+
+/* Connect to the current sentinel at ip and ask for the master. */
+static void
+cl_sentinel_connect_addr(struct tb_redis *c, const char *ip)
+{
+	const struct tb_redis_hostport *hp = &c->url.sentinels[c->sidx];
+	redisAsyncContext *ac;
+	char sname[280];
+
+	ac = redisAsyncConnect(ip, hp->port);
+	if (ac == NULL || ac->err ||
+	    redisLibeventAttach(ac, c->base) != REDIS_OK) {
+		log_warnx("%s: sentinel %s: %s", c->conf.name,
+		    cl_sentinel_name(c, sname, sizeof(sname)),
+		    ac != NULL && ac->err ? ac->errstr : "out of memory");
+		if (ac != NULL)
+			redisAsyncFree(ac);
+		/* stries bounds the recursion to one round */
+		cl_sentinel_next(c);
+		return;
+	}
+	ac->data = c;
+	redisAsyncSetConnectCallback(ac, cl_sentinel_connect_cb);
+	redisAsyncSetDisconnectCallback(ac, cl_sentinel_disconnect_cb);
+	c->sac = ac;
+	redisAsyncCommand(ac, cl_sentinel_addr_cb, NULL,
+	    "SENTINEL get-master-addr-by-name %s",
+	    c->conf.sentinel_service_name);
+}
+
+/* Next attempt: direct connect, or ask the sentinels. */
+static void
+cl_start(struct tb_redis *c)
+{
+	if (c->url.kind == TB_REDIS_SENTINEL) {
+		if (c->sac == NULL || !c->sac_subscribed || c->ac == NULL)
+			cl_sentinel_query(c);
+		return;
+	}
+	if (c->ac != NULL || c->state != CL_IDLE)
+		return;
+	cl_connect(c);
+}
+
+/* ------------------------------------------------------------------ */
+/* public API                                                          */
+/* ------------------------------------------------------------------ */
+
+struct tb_redis *
+tb_redis_new(struct event_base *base, const struct tb_redis_conf *conf,
+    const struct tb_redis_handlers *h, char *err, size_t errlen)
+{
+	struct tb_redis *c;
+
+	if ((c = calloc(1, sizeof(*c))) == NULL)
+		goto nomem;
+	c->base = base;
+	c->conf = *conf;
+	c->url = *conf->url;
+	c->conf.url = NULL;	/* copied; the caller's may go */
+	if (h != NULL)
+		c->h = *h;
+	c->conf.name = strdup(conf->name != NULL ? conf->name : "redis");
+	c->conf.sentinel_service_name = strdup(conf->sentinel_service_name ?
+	    conf->sentinel_service_name : "mymaster");
+	if (c->conf.sentinel_timeout <= 0)
+		c->conf.sentinel_timeout = 0.1;
+	if (c->conf.connect_timeout <= 0)
+		c->conf.connect_timeout = 2;
+	if (c->conf.command_timeout <= 0)
+		c->conf.command_timeout = 5;
+	if (c->conf.backoff_min <= 0)
+		c->conf.backoff_min = 0.1;
+	if (c->conf.backoff_max <= 0)
+		c->conf.backoff_max = 5;
+	c->backoff = c->conf.backoff_min;
+	if (c->url.kind == TB_REDIS_TCP)
+		cl_set_target(c, c->url.addr.host, strlen(c->url.addr.host),
+		    c->url.addr.port);
+	else
+		cl_set_target(c, "", 0, 0);
+	c->timer = evtimer_new(base, cl_timer_cb, c);
+	c->retry = evtimer_new(base, cl_retry_cb, c);
+	c->stimer = evtimer_new(base, cl_sentinel_timeout_cb, c);
+	if (c->conf.name == NULL || c->conf.sentinel_service_name == NULL ||
+	    c->timer == NULL || c->retry == NULL || c->stimer == NULL)
+		goto nomem;
+	/* first attempt from the loop, so a caller outside it is fine */
+	cl_arm(c->retry, 0);
+	return c;
+nomem:
+	tb_redis_free(c);
+	if (err != NULL && errlen > 0)
+		snprintf(err, errlen, "out of memory");
+	return NULL;
+}
+
+/* One more reply owed: the command timeout runs from the first one. */
+static void
+cl_owe(struct tb_redis *c)
+{
+	if (c->owed++ == 0) {
+		c->progress_at_arm = c->progress;
+		cl_arm(c->timer, c->conf.command_timeout);
+	}
+}
+
+int
+tb_redis_command(struct tb_redis *c, void *cmd_arg, const char *fmt, ...)
+{
+	va_list ap;
+	int rc;
+
+	if (c->state != CL_READY)
+		return -1;
+	va_start(ap, fmt);
+	rc = redisvAsyncCommand(c->ac, cl_reply_cb, cmd_arg, fmt, ap);
+	va_end(ap);
+	if (rc != REDIS_OK)
+		return -1;	/* disconnecting: "down" follows */
+	cl_owe(c);
+	return 0;
+}
+
+int
+tb_redis_formatted(struct tb_redis *c, void *cmd_arg, const char *cmd,
+    size_t len)
+{
+	if (c->state != CL_READY ||
+	    redisAsyncFormattedCommand(c->ac, cl_reply_cb, cmd_arg, cmd,
+	    len) != REDIS_OK)
+		return -1;
+	cl_owe(c);
+	return 0;
+}
+
+/*
+ * Write now instead of from the adapter's write event in the next loop
+ * iteration: that costs one epoll_ctl to add EPOLLOUT and one to remove it
+ * per batch, plus a wakeup. Added and removed within one iteration, the
+ * loop's epoll changelist cancels both.
+ */
+void
+tb_redis_flush(struct tb_redis *c)
+{
+	if (c->state != CL_READY || c->in_connect_cb ||
+	    (c->ac->c.flags & REDIS_IN_CALLBACK))
+		return;
+	redisAsyncHandleWrite(c->ac);	/* a failed write ends in "down" */
+}
+
+int
+tb_redis_subscribe(struct tb_redis *c, const char *channel)
+{
+	if (c->channel != NULL || (c->channel = strdup(channel)) == NULL)
+		return -1;
+	if (c->state == CL_READY)
+		redisAsyncCommand(c->ac, cl_sub_cb, c, "SUBSCRIBE %s",
+		    c->channel);
+	return 0;
+}
+
+int
+tb_redis_is_ready(const struct tb_redis *c)
+{
+	return c->state == CL_READY;
+}
+
+const char *
+tb_redis_server(const struct tb_redis *c)
+{
+	return c->state == CL_READY ? c->where : "";
+}
+
+void
+tb_redis_free(struct tb_redis *c)
+{
+	if (c == NULL)
+		return;
+	if (c->stimer != NULL)	/* NULL: tb_redis_new ran out of memory */
+		cl_sentinel_drop(c);
+	cl_dns_cancel(c, 0);
+	cl_detach(&c->ac);
+	if (c->dns != NULL)
+		evdns_base_free(c->dns, 0);
+	if (c->timer != NULL)
+		event_free(c->timer);
+	if (c->retry != NULL)
+		event_free(c->retry);
+	if (c->stimer != NULL)
+		event_free(c->stimer);
+	free((char *)c->conf.name);
+	free((char *)c->conf.sentinel_service_name);
+	free(c->channel);
+	explicit_bzero(&c->url, sizeof(c->url));
+	free(c);
+}
