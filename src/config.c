@@ -1114,11 +1114,10 @@ config_free(struct tb_config *c)
 
 	if (c == NULL)
 		return;
-	if (c->ext_free != NULL)
-		c->ext_free(c->ext);
+	for (i = TB_CONF_SLOTS; i-- > 0;)
+		if (c->mod[i].free != NULL)
+			c->mod[i].free(c, c->mod[i].data);
 	for (i = 0; i < c->n_listeners; i++) {
-		if (c->tls_free != NULL)
-			c->tls_free(&c->listeners[i]);
 		free_fields(SECT_LISTENER, &c->listeners[i]);
 		free(c->listeners[i].name);
 		free(c->listeners[i].opt_lines);

@@ -81,7 +81,7 @@ struct tb_listener_conf {
 	char *upstream_tls_key;
 
 	/* Built from the above by tls_conf_attach (tls.c), freed with the
-	 * config through tb_config.tls_free; NULL for plain HTTP. */
+	 * config through TLS's slot in tb_config.mod; NULL for plain HTTP. */
 	struct tls_server *tls;
 	struct tls_client *tls_up;
 
@@ -153,6 +153,8 @@ enum tb_splice {
 	TB_SPLICE_AUTO,		/* plaintext both sides, bodies large enough */
 };
 
+#define TB_CONF_SLOTS	8	/* >= TB_MODULES_N (module.h) */
+
 struct tb_config {
 	int refcnt;		/* atomic; see config_ref/config_unref */
 	char *path;		/* NULL when built from --listen/--upstream */
@@ -183,14 +185,16 @@ struct tb_config {
 	struct tb_sampling_conf sampling;
 
 	/*
-	 * State derived from this config by other modules (tracing.c hangs its
-	 * codec tables and HMAC key state here), freed with the config, so it
-	 * lives exactly as long as the requests that use it.
+	 * What each module (module.h) derives from this config, in its slot
+	 * (enum tb_module_id): tracing's codec tables and HMAC keys, TLS's
+	 * contexts (those hang on the listeners; the slot's free releases
+	 * them). Freed with the config, last module first, so it lives exactly
+	 * as long as the requests that use it.
 	 */
-	void *ext;
-	void (*ext_free)(void *ext);
-	/* Frees a listener's tls / tls_up (set by tls_conf_attach). */
-	void (*tls_free)(struct tb_listener_conf *l);
+	struct tb_conf_slot {
+		void *data;
+		void (*free)(struct tb_config *cfg, void *data);
+	} mod[TB_CONF_SLOTS];
 };
 
 /* Limits that keep a hostile file from costing much. */

@@ -26,8 +26,7 @@
 #include "config.h"
 #include "listener.h"
 #include "log.h"
-#include "tls.h"
-#include "tracing.h"
+#include "module.h"
 #include "worker.h"
 
 /* Listening sockets per listen address, one per worker (SO_REUSEPORT). */
@@ -205,8 +204,7 @@ reload(void)
 	}
 	log_info("SIGHUP: reloading %s", g.config_path);
 	if (config_load(g.config_path, &cfg, err, sizeof(err)) < 0 ||
-	    tracing_conf_attach(cfg, err, sizeof(err)) < 0 ||
-	    tls_conf_attach(cfg, err, sizeof(err)) < 0) {
+	    modules_conf_attach(cfg, err, sizeof(err)) < 0) {
 		log_errx("reload failed, keeping the running configuration: %s", err);
 		config_unref(cfg);
 		return;
@@ -225,8 +223,7 @@ reload(void)
 		log_open(cfg->error_log, cfg->log_level);
 	log_access_open(cfg->access_log);
 	log_reopen();
-	tracing_reload(cfg);
-	tls_reload(cfg);
+	modules_reload(cfg);
 	configure_workers(cfg);
 	config_unref(g.cfg);
 	g.cfg = cfg;
@@ -421,15 +418,9 @@ main(int argc, char **argv)
 		rc = config_from_args(listen_arg, upstream_arg, &g.cfg, err, sizeof(err));
 	else
 		rc = config_load(g.config_path, &g.cfg, err, sizeof(err));
-	if (rc == 0 && (rc = tracing_conf_attach(g.cfg, err, sizeof(err))) < 0) {
+	if (rc == 0 && (rc = modules_conf_attach(g.cfg, err, sizeof(err))) < 0) {
 		config_unref(g.cfg);
-		/* Already "FILE: ..." when it names the file; else say which. */
-		fprintf(stderr, "%s: %s\n", g.config_path ? g.config_path : "command line", err);
-		return 2;
-	}
-	if (rc == 0 && (rc = tls_conf_attach(g.cfg, err, sizeof(err))) < 0) {
-		config_unref(g.cfg);
-		fprintf(stderr, "%s\n", err);	/* "FILE:LINE: option: PATH: why" */
+		fprintf(stderr, "%s\n", err);	/* each module names FILE (and LINE) */
 		return 2;
 	}
 	if (rc < 0) {
@@ -486,14 +477,8 @@ main(int argc, char **argv)
 	if (drop_privileges(g.cfg) < 0)
 		return 1;
 
-	if (tracing_start(g.base, g.cfg) < 0) {
-		log_errx("tracing: start failed");
-		return 1;
-	}
-	if (tls_start(g.base, g.cfg) < 0) {
-		log_errx("tls: cannot make a session ticket key");
-		return 1;
-	}
+	if (modules_start(g.base, g.cfg) < 0)
+		return 1;	/* logged */
 	if ((g.workers = calloc((size_t)g.n_workers, sizeof(*g.workers))) == NULL)
 		return 1;
 	for (k = 0; k < g.n_workers; k++) {
@@ -532,8 +517,7 @@ main(int argc, char **argv)
 	if (g.check_timer != NULL)
 		event_free(g.check_timer);
 	admin_stop();
-	tracing_stop();
-	tls_stop();
+	modules_stop();
 	if (g.cfg->pid_file != NULL && g.cfg->pid_file[0] != '\0')
 		unlink(g.cfg->pid_file);
 	config_unref(g.cfg);

@@ -28,6 +28,7 @@
 
 #include "admin.h"
 #include "log.h"
+#include "module.h"
 #include "tls.h"
 
 #define TLS_MAX_FILE		(1024 * 1024)	/* PEM files larger than this are refused */
@@ -975,6 +976,15 @@ tls_listener_free(struct tb_listener_conf *l)
 	l->tls_up = NULL;
 }
 
+static void
+tls_conf_free(struct tb_config *cfg, void *data)
+{
+	size_t i;
+
+	for (i = 0; i < cfg->n_listeners; i++)
+		tls_listener_free(&cfg->listeners[i]);
+}
+
 int
 tls_conf_attach(struct tb_config *cfg, char *err, size_t errlen)
 {
@@ -982,7 +992,7 @@ tls_conf_attach(struct tb_config *cfg, char *err, size_t errlen)
 	struct tb_listener_conf *l;
 	size_t i;
 
-	cfg->tls_free = tls_listener_free;
+	cfg->mod[TB_MOD_TLS].free = tls_conf_free;
 	for (i = 0; i < cfg->n_listeners; i++) {
 		l = &cfg->listeners[i];
 		e.l = l;
@@ -993,3 +1003,11 @@ tls_conf_attach(struct tb_config *cfg, char *err, size_t errlen)
 	}
 	return 0;
 }
+
+const struct tb_module tls_module = {
+	.name = "tls",
+	.conf_attach = tls_conf_attach,
+	.start = tls_start,
+	.reload = tls_reload,
+	.stop = tls_stop,
+};

@@ -52,7 +52,7 @@ struct tls_conn_info {
  * Build the TLS contexts of every listener of cfg (lc->tls, lc->tls_up),
  * reading the certificate and key files now. 0, or -1 with
  * "FILE:LINE: option: PATH: reason" in err; whatever was built is freed
- * with cfg (cfg->tls_free is set first).
+ * with cfg (TLS's slot of cfg->mod is set first).
  */
 int tls_conf_attach(struct tb_config *cfg, char *err, size_t errlen);
 

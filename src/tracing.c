@@ -23,6 +23,7 @@
 #include "span.h"
 #include "tls.h"
 #include "trace.h"
+#include "module.h"
 #include "tracing.h"
 #include "worker.h"
 
@@ -54,7 +55,7 @@ struct tracing_req {
  */
 #define TRACING_FREE_REQS_MAX	64
 
-/* Per worker (w->tracing). */
+/* Per worker (w->mod[TB_MOD_TRACING]). */
 struct tracing_worker {
 	struct sampler *sampler;
 	struct sink_redis *sink;
@@ -82,7 +83,7 @@ mono_ns(void)
 }
 
 static void
-tracing_conf_free(void *arg)
+tracing_conf_free(struct tb_config *cfg, void *arg)
 {
 	struct tracing_conf *tc = arg;
 
@@ -94,7 +95,18 @@ tracing_conf_free(void *arg)
 	free(tc);
 }
 
-int
+/* "FILE: " (or "command line: ") before err. */
+static void
+prefix_source(const struct tb_config *cfg, char *err, size_t errlen)
+{
+	char tmp[1024];
+
+	snprintf(tmp, sizeof(tmp), "%s: %s", cfg->path != NULL ? cfg->path : "command line",
+	    err);
+	snprintf(err, errlen, "%s", tmp);
+}
+
+static int
 tracing_conf_attach(struct tb_config *cfg, char *err, size_t errlen)
 {
 	struct tracing_conf *tc;
@@ -106,8 +118,8 @@ tracing_conf_attach(struct tb_config *cfg, char *err, size_t errlen)
 		return -1;
 	}
 	tc->enabled = p->enabled;
-	cfg->ext = tc;
-	cfg->ext_free = tracing_conf_free;
+	cfg->mod[TB_MOD_TRACING].data = tc;
+	cfg->mod[TB_MOD_TRACING].free = tracing_conf_free;
 	/* config_load checked it already (with FILE:LINE); the policy source
 	 * uses it even when spans are not recorded */
 	if (tb_redis_url_parse(p->connection_string, &tc->redis_url, err,
@@ -134,7 +146,9 @@ tracing_conf_attach(struct tb_config *cfg, char *err, size_t errlen)
 	tc->sink.span_buffer_bytes = t->span_buffer_bytes;
 	return 0;
 fail:
-	/* cfg->ext stays set: config_unref frees it with the config. */
+	/* The slot stays set: config_unref frees it with the config. Say
+	 * which file (tls.c's messages name FILE:LINE themselves). */
+	prefix_source(cfg, err, errlen);
 	return -1;
 }
 
@@ -154,8 +168,8 @@ static void
 on_request(struct proxy_req *r, const struct h1_msg *m, uint8_t *drop,
     struct tb_hdr_sink *add)
 {
-	const struct tracing_conf *tc = r->c->cfg->ext;
-	struct tracing_worker *tw = r->c->w->tracing;
+	const struct tracing_conf *tc = r->c->cfg->mod[TB_MOD_TRACING].data;
+	struct tracing_worker *tw = r->c->w->mod[TB_MOD_TRACING];
 	const struct tb_listener_conf *lc = r->c->lc;
 	struct tracing_req *t;
 	size_t i;
@@ -189,7 +203,7 @@ on_request(struct proxy_req *r, const struct h1_msg *m, uint8_t *drop,
 static void
 on_response(struct proxy_req *r, const struct h1_msg *m, struct tb_hdr_sink *add)
 {
-	const struct tracing_conf *tc = r->c->cfg->ext;
+	const struct tracing_conf *tc = r->c->cfg->mod[TB_MOD_TRACING].data;
 	struct tracing_req *t = r->hook_data;
 
 	if (t != NULL && tc != NULL && tc->trace != NULL)
@@ -215,7 +229,7 @@ static void
 on_complete(struct proxy_req *r)
 {
 	const struct tb_config *cfg = r->c->cfg;
-	struct tracing_worker *tw = r->c->w->tracing;
+	struct tracing_worker *tw = r->c->w->mod[TB_MOD_TRACING];
 	struct tracing_req *t = r->hook_data;
 	struct span_rec s;
 	char client[80], native[64], msg[64];
@@ -305,7 +319,7 @@ on_complete(struct proxy_req *r)
 static void
 on_free(struct proxy_req *r)
 {
-	struct tracing_worker *tw = r->c->w->tracing;
+	struct tracing_worker *tw = r->c->w->mod[TB_MOD_TRACING];
 	struct tracing_req *t = r->hook_data;
 
 	r->hook_data = NULL;
@@ -336,17 +350,17 @@ sink_key(const struct tracing_conf *tc, char *out, size_t len)
 	    s->filter_error_trace, s->span_ttl, s->span_buffer_bytes);
 }
 
-void
+static void
 tracing_worker_configure(struct worker *w, const struct tb_config *cfg)
 {
-	const struct tracing_conf *tc = cfg->ext;
-	struct tracing_worker *tw = w->tracing;
+	const struct tracing_conf *tc = cfg->mod[TB_MOD_TRACING].data;
+	struct tracing_worker *tw = w->mod[TB_MOD_TRACING];
 	char key[sizeof(tw->sink_key)], err[256];
 
 	if (tw == NULL) {
 		if ((tw = calloc(1, sizeof(*tw))) == NULL)
 			return;
-		w->tracing = tw;
+		w->mod[TB_MOD_TRACING] = tw;
 	}
 	if (tw->sampler == NULL && g.hub != NULL)
 		tw->sampler = sampling_sampler_new(g.hub);
@@ -366,10 +380,10 @@ tracing_worker_configure(struct worker *w, const struct tb_config *cfg)
 	memcpy(tw->sink_key, key, sizeof(key));
 }
 
-int
+static int
 tracing_worker_flushed(struct worker *w)
 {
-	struct tracing_worker *tw = w->tracing;
+	struct tracing_worker *tw = w->mod[TB_MOD_TRACING];
 	struct sink_stats st;
 
 	if (tw == NULL || tw->sink == NULL)
@@ -380,10 +394,10 @@ tracing_worker_flushed(struct worker *w)
 	return (st.buffered_spans == 0 && st.inflight_spans == 0) || !st.connected;
 }
 
-void
+static void
 tracing_worker_free(struct worker *w)
 {
-	struct tracing_worker *tw = w->tracing;
+	struct tracing_worker *tw = w->mod[TB_MOD_TRACING];
 	struct tracing_req *t;
 
 	if (tw == NULL)
@@ -395,7 +409,7 @@ tracing_worker_free(struct worker *w)
 		free(t);
 	}
 	free(tw);
-	w->tracing = NULL;
+	w->mod[TB_MOD_TRACING] = NULL;
 }
 
 /* --- control thread ---------------------------------------------------- */
@@ -461,7 +475,7 @@ route_sampling(struct evbuffer *body, const char **ctype)
 static int
 sources_start(const struct tb_config *cfg)
 {
-	const struct tracing_conf *tc = cfg->ext;
+	const struct tracing_conf *tc = cfg->mod[TB_MOD_TRACING].data;
 	struct policy_source_conf pc;
 	const char **services;
 	size_t i, j, n = 0;
@@ -501,7 +515,7 @@ sources_start(const struct tb_config *cfg)
 	return 0;
 }
 
-int
+static int
 tracing_start(struct event_base *base, const struct tb_config *cfg)
 {
 	struct sampling_limits lim;
@@ -540,7 +554,7 @@ sources_key(const struct tb_config *cfg, char *out, size_t len)
 		off += (size_t)snprintf(out + off, len - off, "|%s", cfg->listeners[i].service);
 }
 
-void
+static void
 tracing_reload(const struct tb_config *cfg)
 {
 	struct sampling_limits lim;
@@ -569,7 +583,7 @@ tracing_reload(const struct tb_config *cfg)
 		log_warnx("reload: sampling policy sources not started; the policy in force stays");
 }
 
-void
+static void
 tracing_stop(void)
 {
 	policy_source_free(g.ps);
@@ -577,3 +591,14 @@ tracing_stop(void)
 	sampling_hub_free(g.hub);
 	g.hub = NULL;
 }
+
+const struct tb_module tracing_module = {
+	.name = "tracing",
+	.conf_attach = tracing_conf_attach,
+	.start = tracing_start,
+	.reload = tracing_reload,
+	.stop = tracing_stop,
+	.worker_configure = tracing_worker_configure,
+	.worker_flushed = tracing_worker_flushed,
+	.worker_free = tracing_worker_free,
+};

@@ -14,8 +14,8 @@
 #include "conn.h"
 #include "h1.h"
 #include "listener.h"
-#include "tracing.h"
 #include "log.h"
+#include "module.h"
 #include "sock.h"
 #include "upstream.h"
 #include "worker.h"
@@ -62,7 +62,7 @@ apply_config(struct worker *w, struct tb_config *cfg, struct worker_listen *ls, 
 	w->listeners = fresh;
 	config_unref(w->cfg);
 	w->cfg = cfg;
-	tracing_worker_configure(w, cfg);
+	modules_worker_configure(w, cfg);
 	w->max_conns = cfg->max_connections / (unsigned)cfg->workers;
 	if (w->max_conns == 0)
 		w->max_conns = 1;
@@ -87,7 +87,7 @@ maybe_exit(struct worker *w)
 
 	if (!w->draining || w->n_conns != 0)
 		return;
-	if (!tracing_worker_flushed(w)) {
+	if (!modules_worker_flushed(w)) {
 		event_base_once(w->base, -1, EV_TIMEOUT, flush_wait_cb, w, &tick);
 		return;
 	}
@@ -316,7 +316,7 @@ worker_free(struct worker *w)
 	}
 	upstream_pool_free(w->pool);
 	sock_pipes_free(w->pipes);
-	tracing_worker_free(w);
+	modules_worker_free(w);
 	if (w->msg_ev != NULL)
 		event_free(w->msg_ev);
 	if (w->msg_pipe[0] >= 0)

@@ -40,7 +40,7 @@ struct worker {
 	unsigned n_conns;
 	unsigned max_conns;		/* this worker's share of max_connections */
 	struct listener *listeners;	/* singly linked */
-	void *tracing;			/* struct tracing_worker (tracing.c) */
+	void *mod[TB_CONF_SLOTS];	/* each module's worker state (module.h) */
 	int draining;
 
 	/* messages from the control thread, under lock */
