@@ -467,6 +467,16 @@ main(int argc, char **argv)
 		log_errx("event_base_new failed");
 		return 1;
 	}
+	/*
+	 * Signals are caught before any port is open: a SIGHUP (or SIGTERM)
+	 * sent as soon as the port answers, while we are still starting, must
+	 * wait for the loop, not kill the process by its default action (seen
+	 * as a test's reload that never came, on a loaded machine).
+	 */
+	for (k = 0; k < 4; k++) {
+		sigs[k] = evsignal_new(g.base, signums[k], signal_cb, NULL);
+		evsignal_add(sigs[k], NULL);
+	}
 	g.n_workers = g.cfg->workers;
 	if (bind_listeners(g.cfg) < 0)
 		return 1;
@@ -493,10 +503,6 @@ main(int argc, char **argv)
 			log_err("worker %d: thread", k);
 			return 1;
 		}
-	}
-	for (k = 0; k < 4; k++) {
-		sigs[k] = evsignal_new(g.base, signums[k], signal_cb, NULL);
-		evsignal_add(sigs[k], NULL);
 	}
 	log_info("tracebridge %s started: %d worker(s), %zu listener(s)%s%s",
 	    PACKAGE_VERSION, g.n_workers, g.cfg->n_listeners,
