@@ -184,6 +184,9 @@ on_request(struct proxy_req *r, const struct h1_msg *m, uint8_t *drop,
 	}
 	r->hook_data = t;
 	trace_extract(tc->trace, m->hdrs, m->n_hdrs, &t->tr);
+	if (t->tr.invalid != 0 && log_get_level() >= TB_LOG_DEBUG)
+		log_debug("%s: client %s: invalid trace headers ignored (TRACE_F_* bits 0x%x)",
+		    lc->name, r->c->peer, t->tr.invalid);
 	sampling_operation_name(m->method, m->method_len, m->target, m->target_len,
 	    tc->rules, t->operation, sizeof(t->operation));
 	sampling_decide(tw->sampler, lc->service, t->operation, t->tr.ctx.trace_id,
@@ -341,7 +344,7 @@ static const struct proxy_hooks hooks = {
 /* --- worker ------------------------------------------------------------ */
 
 static void
-sink_key(const struct tracing_conf *tc, char *out, size_t len)
+sink_settings(const struct tracing_conf *tc, char *out, size_t len)
 {
 	const struct sink_conf *s = &tc->sink;
 
@@ -370,7 +373,7 @@ tracing_worker_configure(struct worker *w, const struct tb_config *cfg)
 		tw->sink_key[0] = '\0';
 		return;
 	}
-	sink_key(tc, key, sizeof(key));
+	sink_settings(tc, key, sizeof(key));
 	if (tw->sink != NULL && strcmp(key, tw->sink_key) == 0)
 		return;		/* unchanged: keep the buffered spans */
 	sink_redis_free(tw->sink);
