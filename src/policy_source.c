@@ -117,44 +117,33 @@ ps_apply(struct policy_source *ps, const char *source, const char *text,
 /* file                                                                */
 /* ------------------------------------------------------------------ */
 
-/* Read the whole file (bounded). Returns malloc'd text + *len, or NULL with
- * errno set. */
+/*
+ * Read the whole policy file (bounded, regular files only, opened
+ * non-blocking: a FIFO is refused, never waited on, as for the
+ * configuration). malloc'd text + *len, or NULL with the reason in why.
+ */
 static char *
-read_file(const char *path, size_t *len)
+read_file(const char *path, size_t *len, char *why, size_t wl)
 {
-	FILE *f = fopen(path, "rb");
-	char *buf = NULL, *nb;
-	size_t n = 0, cap = 0, r;
+	char *buf = NULL;
 
-	if (f == NULL)
-		return NULL;
-	for (;;) {
-		if (n == cap) {
-			if (cap >= PS_MAX_DOC) {
-				errno = EFBIG;
-				goto fail;
-			}
-			cap = cap ? cap * 2 : 8192;
-			nb = realloc(buf, cap + 1);
-			if (nb == NULL)
-				goto fail;
-			buf = nb;
-		}
-		r = fread(buf + n, 1, cap - n, f);
-		n += r;
-		if (r == 0) {
-			if (ferror(f))
-				goto fail;
-			break;
-		}
+	switch (config_read_file(path, PS_MAX_DOC, &buf, len)) {
+	case CONFIG_READ_OK:
+		return buf;
+	case CONFIG_READ_NOT_REGULAR:
+		snprintf(why, wl, "not a regular file");
+		break;
+	case CONFIG_READ_TOO_LARGE:
+		snprintf(why, wl, "larger than %u bytes", (unsigned)PS_MAX_DOC);
+		break;
+	case CONFIG_READ_NOMEM:
+		snprintf(why, wl, "out of memory");
+		break;
+	case CONFIG_READ_OPEN:
+	case CONFIG_READ_IO:
+		snprintf(why, wl, "%s", strerror(errno));
+		break;
 	}
-	fclose(f);
-	buf[n] = '\0';
-	*len = n;
-	return buf;
-fail:
-	fclose(f);
-	free(buf);
 	return NULL;
 }
 
@@ -166,11 +155,8 @@ file_load(struct policy_source *ps, char *err, size_t errlen)
 	size_t len;
 	struct sampling_policy *p;
 
-	text = read_file(ps->file, &len);
-	if (text == NULL) {
-		snprintf(why, sizeof(why), "%s", strerror(errno));
+	if ((text = read_file(ps->file, &len, why, sizeof(why))) == NULL)
 		goto fail;
-	}
 	if (policy_parse(text, len, ps->defp, &p, why, sizeof(why)) == -1) {
 		free(text);
 		goto fail;

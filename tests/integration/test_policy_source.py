@@ -384,3 +384,14 @@ def test_driver_self_test_file_source():
     p = subprocess.run([DRIVER], capture_output=True, timeout=30)
     assert p.returncode == 0, p.stdout.decode() + p.stderr.decode()
     assert b" 0 failed" in p.stdout
+
+
+def test_file_that_is_a_fifo_is_refused_not_waited_on(tmp_path, drivers):
+    """A policy_file that is a FIFO (or a device) must not block the control
+    loop in open() or read(): refused at once like any unreadable file."""
+    f = tmp_path / "policy.fifo"
+    os.mkfifo(str(f))
+    d = drivers("--file", f)
+    d.expect_rc = 1
+    ev = d.wait_for(lambda e: True, 2)
+    assert ev["event"] == "error" and "not a regular file" in ev["reason"]
