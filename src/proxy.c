@@ -517,7 +517,8 @@ try_splice(const struct proxy_req *r, struct sock *src, struct sock *dst,
 	return 1;
 }
 
-/* Count what a relay moved against the body's framing; 1 while it runs. */
+/* Count what a relay moved against the body's framing; 1 while it runs
+ * (a sock that relays nothing: 0 bytes, not running). */
 static int
 take_spliced(struct sock *src, enum h1_body body, uint64_t *remaining,
     struct h1_chunk *ch, uint64_t *total)
@@ -525,9 +526,11 @@ take_spliced(struct sock *src, enum h1_body body, uint64_t *remaining,
 	int running;
 	uint64_t n = sock_splice_take(src, &running);
 
+	if (n == 0)
+		return running;
 	if (body == H1_BODY_LENGTH)
 		*remaining -= n;
-	else if (body == H1_BODY_CHUNKED && n > 0)
+	else if (body == H1_BODY_CHUNKED)
 		h1_chunk_data(ch, n);
 	*total += n;
 	STATS_ADD(tb_stats.spliced_bytes, n);
@@ -550,12 +553,9 @@ pump_request(struct proxy_req *r)
 		return;
 	in = sock_input(c->sk);
 	out = sock_output(r->uc->sk);
-	if (r->flags & PROXY_F_REQ_SPLICE) {
-		if (take_spliced(c->sk, r->req_body, &r->req_remaining, &r->req_chunk,
-		    &r->bytes_in))
-			return;
-		r->flags &= ~PROXY_F_REQ_SPLICE;
-	}
+	/* A relay still running has the body; one that ended left its count. */
+	if (take_spliced(c->sk, r->req_body, &r->req_remaining, &r->req_chunk, &r->bytes_in))
+		return;
 	rc = move_body(r->req_body, &r->req_remaining, &r->req_chunk, in, out, 1, &moved);
 	r->bytes_in += moved;
 	if (rc < 0) {
@@ -593,9 +593,8 @@ pump_request(struct proxy_req *r)
 	}
 	if (moved > 0)
 		sock_write_now(r->uc->sk);
-	else if (try_splice(r, c->sk, r->uc->sk, r->req_body, r->req_remaining,
-	    &r->req_chunk))
-		r->flags |= PROXY_F_REQ_SPLICE;
+	else
+		try_splice(r, c->sk, r->uc->sk, r->req_body, r->req_remaining, &r->req_chunk);
 }
 
 /* --- the proxy's own replies --------------------------------------------- */
@@ -783,12 +782,9 @@ pump_response(struct proxy_req *r)
 	}
 	if (r->state != PROXY_RELAYING)
 		return;
-	if (r->flags & PROXY_F_RESP_SPLICE) {
-		if (take_spliced(r->uc->sk, r->resp_body, &r->resp_remaining,
-		    &r->resp_chunk, &r->bytes_out))
-			return;
-		r->flags &= ~PROXY_F_RESP_SPLICE;
-	}
+	if (take_spliced(r->uc->sk, r->resp_body, &r->resp_remaining, &r->resp_chunk,
+	    &r->bytes_out))
+		return;
 
 	rc = move_body(r->resp_body, &r->resp_remaining, &r->resp_chunk, in, out,
 	    !(r->flags & PROXY_F_DECHUNK), &moved);
@@ -812,9 +808,8 @@ pump_response(struct proxy_req *r)
 	}
 	if (moved > 0)
 		sock_write_now(c->sk);
-	else if (try_splice(r, r->uc->sk, c->sk, r->resp_body, r->resp_remaining,
-	    &r->resp_chunk))
-		r->flags |= PROXY_F_RESP_SPLICE;
+	else
+		try_splice(r, r->uc->sk, c->sk, r->resp_body, r->resp_remaining, &r->resp_chunk);
 }
 
 static void

@@ -51,8 +51,6 @@ enum proxy_state {
 #define PROXY_F_KEEPALIVE	0x0040	/* the client connection stays open after this */
 #define PROXY_F_UP_REUSABLE	0x0080	/* the upstream connection may be pooled after */
 #define PROXY_F_UP_EOF		0x0100	/* read-until-close body: the upstream closed */
-#define PROXY_F_REQ_SPLICE	0x0200	/* the request body goes by splice(2) now */
-#define PROXY_F_RESP_SPLICE	0x0400	/* ...the response body */
 
 #define PROXY_MAX_FIELD 512	/* copies kept of short request fields */
 

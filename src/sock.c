@@ -76,7 +76,6 @@ struct sock {
 	uint64_t sp_moved;		/* src: bytes relayed, not yet taken */
 	int eof_seen;			/* the socket reached EOF: nothing to relay */
 	size_t rd_size;			/* next read's size: grows to SOCK_READ_MAX */
-	int sp_running;			/* src: the relay goes on */
 };
 
 /* One splice(2) relay: src's socket -> pipe -> dst's socket. */
@@ -87,7 +86,6 @@ struct sock_splice {
 	size_t cap;			/* the pipe's size */
 	size_t in_pipe;			/* bytes in the pipe */
 	uint64_t left;			/* still to read from src, or SOCK_SPLICE_TO_EOF */
-	int src_eof;
 };
 
 struct sock_pipes {
@@ -118,7 +116,7 @@ want_read(const struct sock *s)
 		return (s->flags & SF_HS_WANT_READ) != 0;
 	case SOCK_P_OPEN:
 		if (s->sp != NULL && s->sp->src == s)
-			return (s->enabled & SOCK_READING) && !s->sp->src_eof &&
+			return (s->enabled & SOCK_READING) && !s->eof_seen &&
 			    s->sp->left > 0 && s->sp->in_pipe < s->sp->cap;
 		if ((s->flags & SF_WR_WANTS_RD) && (s->enabled & SOCK_WRITING) &&
 		    evbuffer_get_length(s->out) > 0)
@@ -896,8 +894,8 @@ sock_splice(struct sock *src, struct sock *dst, struct sock_pipes *pool, uint64_
 	sp->dst = dst;
 	sp->pool = pool;
 	sp->left = len;
+	src->sp_moved = 0;
 	src->sp = dst->sp = sp;
-	src->sp_running = 1;
 	update_events(src);
 	update_events(dst);
 	return 0;
@@ -909,7 +907,7 @@ sock_splice_take(struct sock *src, int *running)
 	uint64_t n = src->sp_moved;
 
 	src->sp_moved = 0;
-	*running = src->sp_running;
+	*running = src->sp != NULL && src->sp->src == src;
 	return n;
 }
 
@@ -919,7 +917,6 @@ splice_end(struct sock_splice *sp)
 	struct sock *src = sp->src, *dst = sp->dst;
 
 	src->sp = dst->sp = NULL;
-	src->sp_running = 0;
 	pipes_put(sp->pool, sp->pfd, sp->in_pipe == 0);
 	free(sp);
 	update_events(src);
@@ -938,7 +935,7 @@ relay(struct sock_splice *sp)
 {
 	struct sock *src = sp->src, *dst = sp->dst;
 	uint64_t moved = 0;
-	int src_err = 0, dst_err = 0, done, eof, i, progress;
+	int src_err = 0, dst_err = 0, done, ended, eof, i, progress;
 	size_t want;
 	ssize_t n;
 
@@ -956,7 +953,6 @@ relay(struct sock_splice *sp)
 					sp->left -= (uint64_t)n;
 				progress = 1;
 			} else if (n == 0) {
-				sp->src_eof = 1;
 				src->eof_seen = 1;
 			} else if (errno != EAGAIN && errno != EINTR) {
 				src_err = errno;
@@ -979,9 +975,10 @@ relay(struct sock_splice *sp)
 			break;
 	}
 	src->sp_moved += moved;
-	eof = sp->src_eof;
+	eof = src->eof_seen;
 	done = (sp->left == 0 || eof) && sp->in_pipe == 0;
-	if (done || src_err != 0 || dst_err != 0)
+	ended = done || src_err != 0 || dst_err != 0;
+	if (ended)
 		splice_end(sp);		/* sp is gone */
 	else {
 		update_events(src);
@@ -990,7 +987,7 @@ relay(struct sock_splice *sp)
 
 	src->busy++;
 	dst->busy++;
-	if ((moved > 0 || !src->sp_running) && src->readcb != NULL && !src->dead)
+	if ((moved > 0 || ended) && src->readcb != NULL && !src->dead)
 		src->readcb(src, src->arg);
 	if (src_err != 0 && !src->dead) {
 		src->enabled &= ~SOCK_READING;
