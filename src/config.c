@@ -27,7 +27,6 @@
 #include <math.h>
 #include <netdb.h>
 #include <pwd.h>
-#include <regex.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,8 +39,7 @@
 
 #include "config.h"
 #include "h1.h"
-#include "sampling.h"
-#include "redis.h"
+#include "module.h"
 
 enum sect_kind {
 	SECT_DEFAULT = 0,	/* [DEFAULT] and the options before any section */
@@ -69,22 +67,16 @@ enum opt_type {
 	OT_ENUM,	/* int index into names */
 	OT_ADDR,	/* struct tb_addr; OPT_OFF: int enabled at off_n */
 	OT_UPSTREAM,	/* the upstream fields of struct tb_listener_conf */
-	OT_LIST,	/* char ** at off, size_t count at off_n */
-	OT_FORMATS,	/* OT_LIST whose members are trace format names */
-	OT_RULES	/* OT_LIST of sampling operation rules, one per line */
+	OT_LIST		/* char ** at off, size_t count at off_n */
 };
 
 #define OPT_AUTO	0x01	/* OT_INT: "auto" = number of cores */
 #define OPT_OFF		0x02	/* OT_ADDR: "off" disables */
 #define OPT_SECONDS	0x04	/* OT_UINT: optional "s" suffix */
+#define OPT_LINES	0x08	/* OT_LIST: one member per line (they hold ',') */
 
 #define NOMAX	1e15		/* "no upper bound" in the range columns */
 
-/*
- * Validator run after the value parsed: 0, or -1 with the reason in why.
- * field points at the stored value (for lists, at the char **).
- */
-typedef int (*opt_check_fn)(void *field, char *why, size_t wl);
 
 struct opt {
 	enum sect_kind sect;
@@ -96,7 +88,7 @@ struct opt {
 	double min, max;
 	unsigned flags;
 	const char *const *names;	/* OT_ENUM */
-	opt_check_fn check;
+	config_check_fn check;	/* generic; the modules' own: module.h */
 };
 
 static int chk_error_log(void *, char *, size_t);
@@ -104,13 +96,9 @@ static int chk_access_log(void *, char *, size_t);
 static int chk_abs_path(void *, char *, size_t);
 static int chk_user(void *, char *, size_t);
 static int chk_group(void *, char *, size_t);
-static int chk_connection_string(void *, char *, size_t);
 static int chk_ident(void *, char *, size_t);
 static int chk_nonempty(void *, char *, size_t);
-static int chk_http_url(void *, char *, size_t);
-static int chk_tls_version(void *, char *, size_t);
 static int chk_header_name(void *, char *, size_t);
-static int chk_cert_pairs(void *, char *, size_t);
 
 static const char *const log_levels[] = { "error", "warning", "info", "debug", NULL };
 
@@ -125,10 +113,6 @@ static const char *const splice_modes[] = { "off", "auto", NULL };
 	"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305"
 #define TLS_SUITES_DEFAULT "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384:" \
 	"TLS_CHACHA20_POLY1305_SHA256"
-
-static const char *const trace_formats[] = {
-	"osprofiler", "w3c", "b3", "jaeger", "xray", "datadog", "gcp", "ot", NULL
-};
 
 #define C(f)	offsetof(struct tb_config, f)
 #define L(f)	offsetof(struct tb_listener_conf, f)
@@ -163,8 +147,8 @@ static const struct opt opts[] = {
 	{ SECT_LISTENER, "keep_proxy_authorization", OT_BOOL,     "false",          L(keep_proxy_authorization),         0,                         0,     0,       0,           NULL,       NULL },
 	{ SECT_LISTENER, "tls_certificate",          OT_STR,      "",               L(tls_certificate),                  0,                         0,     0,       0,           NULL,       chk_abs_path },
 	{ SECT_LISTENER, "tls_key",                  OT_STR,      "",               L(tls_key),                          0,                         0,     0,       0,           NULL,       chk_abs_path },
-	{ SECT_LISTENER, "tls_sni_certificates",     OT_LIST,     "",               L(tls_sni_certificates),             L(n_tls_sni_certificates), 0,     0,       0,           NULL,       chk_cert_pairs },
-	{ SECT_LISTENER, "tls_min_version",          OT_STR,      "1.2",            L(tls_min_version),                  0,                         0,     0,       0,           NULL,       chk_tls_version },
+	{ SECT_LISTENER, "tls_sni_certificates",     OT_LIST,     "",               L(tls_sni_certificates),             L(n_tls_sni_certificates), 0,     0,       0,           NULL,       NULL },
+	{ SECT_LISTENER, "tls_min_version",          OT_STR,      "1.2",            L(tls_min_version),                  0,                         0,     0,       0,           NULL,       NULL },
 	{ SECT_LISTENER, "tls_ciphers",              OT_STR,      TLS_CIPHERS_DEFAULT, L(tls_ciphers),                   0,                         0,     0,       0,           NULL,       chk_nonempty },
 	{ SECT_LISTENER, "tls_ciphersuites",         OT_STR,      TLS_SUITES_DEFAULT, L(tls_ciphersuites),               0,                         0,     0,       0,           NULL,       chk_nonempty },
 	{ SECT_LISTENER, "tls_session_cache_size",   OT_UINT,     "20480",          L(tls_session_cache_size),           0,                         0,     10000000, 0,          NULL,       NULL },
@@ -181,14 +165,14 @@ static const struct opt opts[] = {
 
 	{ SECT_PROFILER, "enabled",                  OT_BOOL,     "false",          C(profiler.enabled),                 0,                         0,     0,       0,           NULL,       NULL },
 	{ SECT_PROFILER, "hmac_keys",                OT_LIST,     "",               C(profiler.hmac_keys),               C(profiler.n_hmac_keys),   0,     0,       0,           NULL,       NULL },
-	{ SECT_PROFILER, "connection_string",        OT_STR,      "redis://127.0.0.1:6379", C(profiler.connection_string), 0,                      0,     0,       0,           NULL,       chk_connection_string },
+	{ SECT_PROFILER, "connection_string",        OT_STR,      "redis://127.0.0.1:6379", C(profiler.connection_string), 0,                      0,     0,       0,           NULL,       NULL },
 	{ SECT_PROFILER, "filter_error_trace",       OT_BOOL,     "false",          C(profiler.filter_error_trace),      0,                         0,     0,       0,           NULL,       NULL },
 	{ SECT_PROFILER, "trace_sqlalchemy",         OT_BOOL,     "false",          C(profiler.trace_sqlalchemy),        0,                         0,     0,       0,           NULL,       NULL },
 	{ SECT_PROFILER, "sentinel_service_name",    OT_STR,      "mymaster",       C(profiler.sentinel_service_name),   0,                         0,     0,       0,           NULL,       chk_nonempty },
 	{ SECT_PROFILER, "socket_timeout",           OT_DUR,      "0.1",            C(profiler.socket_timeout),          0,                         0.001, 86400,   0,           NULL,       NULL },
 
-	{ SECT_TRACING,  "extract",                  OT_FORMATS,  "osprofiler, w3c, b3, jaeger, xray, datadog, gcp, ot", C(tracing.extract), C(tracing.n_extract), 0, 0, 0, NULL,  NULL },
-	{ SECT_TRACING,  "inject",                   OT_FORMATS,  "osprofiler, w3c", C(tracing.inject),                  C(tracing.n_inject),       0,     0,       0,           NULL,       NULL },
+	{ SECT_TRACING,  "extract",                  OT_LIST,     "osprofiler, w3c, b3, jaeger, xray, datadog, gcp, ot", C(tracing.extract), C(tracing.n_extract), 0, 0, 0, NULL,  NULL },
+	{ SECT_TRACING,  "inject",                   OT_LIST,     "osprofiler, w3c", C(tracing.inject),                  C(tracing.n_inject),       0,     0,       0,           NULL,       NULL },
 	{ SECT_TRACING,  "keep_foreign_headers",     OT_BOOL,     "false",          C(tracing.keep_foreign_headers),     0,                         0,     0,       0,           NULL,       NULL },
 	{ SECT_TRACING,  "sample_new",               OT_TRIBOOL,  NULL,             C(tracing.sample_new),               0,                         0,     0,       0,           NULL,       NULL },
 	{ SECT_TRACING,  "server_timing",            OT_BOOL,     "true",           C(tracing.server_timing),            0,                         0,     0,       0,           NULL,       NULL },
@@ -203,13 +187,13 @@ static const struct opt opts[] = {
 	{ SECT_SAMPLING, "policy_file",              OT_STR,      "",               C(sampling.policy_file),             0,                         0,     0,       0,           NULL,       NULL },
 	{ SECT_SAMPLING, "policy_redis_key",         OT_STR,      "",               C(sampling.policy_redis_key),        0,                         0,     0,       0,           NULL,       NULL },
 	{ SECT_SAMPLING, "policy_channel",           OT_STR,      "",               C(sampling.policy_channel),          0,                         0,     0,       0,           NULL,       NULL },
-	{ SECT_SAMPLING, "policy_url",               OT_STR,      "",               C(sampling.policy_url),              0,                         0,     0,       0,           NULL,       chk_http_url },
+	{ SECT_SAMPLING, "policy_url",               OT_STR,      "",               C(sampling.policy_url),              0,                         0,     0,       0,           NULL,       NULL },
 	{ SECT_SAMPLING, "policy_poll_interval",     OT_DUR,      "60",             C(sampling.policy_poll_interval),    0,                         1,     86400,   0,           NULL,       NULL },
 	{ SECT_SAMPLING, "default_probability",      OT_DOUBLE,   "0.001",          C(sampling.default_probability),     0,                         0,     1,       0,           NULL,       NULL },
 	{ SECT_SAMPLING, "forced_max_per_second",    OT_DOUBLE,   "10",             C(sampling.forced_max_per_second),   0,                         0,     NOMAX,   0,           NULL,       NULL },
 	{ SECT_SAMPLING, "incoming_max_per_second",  OT_DOUBLE,   "100",            C(sampling.incoming_max_per_second), 0,                         0,     NOMAX,   0,           NULL,       NULL },
 	{ SECT_SAMPLING, "max_traces_per_second",    OT_DOUBLE,   "0",              C(sampling.max_traces_per_second),   0,                         0,     NOMAX,   0,           NULL,       NULL },
-	{ SECT_SAMPLING, "operation_rules",          OT_RULES,    "",               C(sampling.operation_rules),         C(sampling.n_operation_rules), 0, 0,      0,           NULL,       NULL },
+	{ SECT_SAMPLING, "operation_rules",          OT_LIST,     "",               C(sampling.operation_rules),         C(sampling.n_operation_rules), 0, 0,      OPT_LINES,   NULL,       NULL },
 };
 
 #undef C
@@ -223,8 +207,8 @@ static const struct opt opts[] = {
  * Copy s into buf for a message: printable ASCII only, at most 40 bytes, so
  * hostile names cannot forge log lines or flood them. Returns buf.
  */
-static const char *
-printable(const char *s, char *buf, size_t len)
+const char *
+config_printable(const char *s, char *buf, size_t len)
 {
 	size_t i, o = 0;
 
@@ -601,20 +585,6 @@ chk_group(void *field, char *why, size_t wl)
 	return -1;
 }
 
-/* By the one Redis connection string parser (redis.c), so a bad scheme,
- * host, port or db is reported with file, line and option. Its messages
- * never quote the password (nor anything else of the value). */
-static int
-chk_connection_string(void *field, char *why, size_t wl)
-{
-	struct tb_redis_url url;
-	int rc;
-
-	rc = tb_redis_url_parse(*(char **)field, &url, why, wl);
-	explicit_bzero(&url, sizeof(url));	/* it holds the password */
-	return rc;
-}
-
 /* [A-Za-z0-9_.]+: span names end up in Redis keys and metric labels. */
 static int
 chk_ident(void *field, char *why, size_t wl)
@@ -640,36 +610,6 @@ chk_nonempty(void *field, char *why, size_t wl)
 	return -1;
 }
 
-static int
-chk_http_url(void *field, char *why, size_t wl)
-{
-	const char *s = *(char **)field;
-
-	if (s == NULL || (strncmp(s, "http://", 7) == 0 && s[7] != '\0'))
-		return 0;
-	snprintf(why, wl, "expected an http:// URL (https is not supported)");
-	return -1;
-}
-
-/* 1.2 or 1.3; the older ones are deprecated by RFC 8996. */
-static int
-chk_tls_version(void *field, char *why, size_t wl)
-{
-	const char *s = *(char **)field;
-
-	if (s != NULL && strncasecmp(s, "TLSv", 4) == 0)
-		s += 4;
-	if (s != NULL && (strcmp(s, "1.2") == 0 || strcmp(s, "1.3") == 0))
-		return 0;
-	if (s != NULL && (strcmp(s, "1.0") == 0 || strcmp(s, "1.1") == 0 ||
-	    strcmp(s, "1") == 0))
-		snprintf(why, wl, "TLS 1.0 and 1.1 are not supported (RFC 8996): "
-		    "expected 1.2 or 1.3");
-	else
-		snprintf(why, wl, "expected 1.2 or 1.3");
-	return -1;
-}
-
 /* A header field name (RFC 9110 5.1: a token), or nothing. */
 static int
 chk_header_name(void *field, char *why, size_t wl)
@@ -687,26 +627,6 @@ chk_header_name(void *field, char *why, size_t wl)
 		return 0;
 	snprintf(why, wl, "expected a header name (letters, digits, '-')");
 	return -1;
-}
-
-/* Each member "CERT:KEY", both absolute paths. */
-static int
-chk_cert_pairs(void *field, char *why, size_t wl)
-{
-	char **v = *(char ***)field;
-	const char *colon;
-	size_t i;
-
-	for (i = 0; v != NULL && v[i] != NULL; i++) {
-		colon = strchr(v[i], ':');
-		if (v[i][0] != '/' || colon == NULL || colon[1] != '/' ||
-		    strchr(colon + 1, ':') != NULL) {
-			snprintf(why, wl, "member %zu: expected CERT:KEY, two "
-			    "absolute paths", i + 1);
-			return -1;
-		}
-	}
-	return 0;
 }
 
 /* ------------------------------------------------------------ list types */
@@ -774,105 +694,6 @@ fail:
 	return -1;
 }
 
-/* Members must be known format names, each at most once; stored lower case. */
-static int
-check_formats(char **v, char *why, size_t wl)
-{
-	char nb[64];
-	size_t i, j, k;
-	unsigned seen = 0;
-
-	for (i = 0; v[i] != NULL; i++) {
-		for (j = 0; trace_formats[j] != NULL; j++)
-			if (strcasecmp(v[i], trace_formats[j]) == 0)
-				break;
-		if (trace_formats[j] == NULL) {
-			snprintf(why, wl, "unknown format '%s' (expected %s)",
-			    printable(v[i], nb, sizeof(nb)),
-			    "osprofiler, w3c, b3, jaeger, xray, datadog, gcp, ot");
-			return -1;
-		}
-		if (seen & (1u << j)) {
-			snprintf(why, wl, "format '%s' listed twice",
-			    trace_formats[j]);
-			return -1;
-		}
-		seen |= 1u << j;
-		for (k = 0; v[i][k] != '\0'; k++)
-			v[i][k] = (char)tolower((unsigned char)v[i][k]);
-	}
-	return 0;
-}
-
-/*
- * Each rule "prefix:/path name" or "regex:ERE name": the name is the last
- * word, the pattern everything between the colon and it (an ERE may hold
- * spaces). The regex is compiled here only to reject it early.
- */
-static int
-check_rules(char **v, char *why, size_t wl)
-{
-	char errbuf[128], *pat;
-	const char *p, *e, *name, *unsafe;
-	regex_t re;
-	size_t i;
-	int rc, is_regex;
-
-	for (i = 0; v[i] != NULL; i++) {
-		p = v[i];
-		if (strncmp(p, "prefix:", 7) == 0) {
-			is_regex = 0;
-			p += 7;
-		} else if (strncmp(p, "regex:", 6) == 0) {
-			is_regex = 1;
-			p += 6;
-		} else {
-			snprintf(why, wl, "rule %zu: expected 'prefix:<path> "
-			    "<name>' or 'regex:<ERE> <name>'", i + 1);
-			return -1;
-		}
-		e = p + strlen(p);
-		name = e;
-		while (name > p && !isspace((unsigned char)name[-1]))
-			name--;
-		e = name;
-		trim(&p, &e);
-		if (name == p || *name == '\0' || p == e) {
-			snprintf(why, wl, "rule %zu: expected a pattern and "
-			    "an operation name", i + 1);
-			return -1;
-		}
-		if (!is_regex) {
-			if (*p != '/') {
-				snprintf(why, wl, "rule %zu: a path prefix "
-				    "starts with '/'", i + 1);
-				return -1;
-			}
-			continue;
-		}
-		/* glibc's regcomp can take gigabytes for a short hostile
-		 * pattern: weigh it first (fuzz_config found this). */
-		if ((unsafe = sampling_regex_unsafe(p, (size_t)(e - p))) != NULL) {
-			snprintf(why, wl, "rule %zu: %s", i + 1, unsafe);
-			return -1;
-		}
-		if ((pat = strndup(p, (size_t)(e - p))) == NULL) {
-			snprintf(why, wl, "out of memory");
-			return -1;
-		}
-		rc = regcomp(&re, pat, REG_EXTENDED | REG_NOSUB);
-		free(pat);
-		if (rc != 0) {
-			regerror(rc, &re, errbuf, sizeof(errbuf));
-			snprintf(why, wl, "rule %zu: invalid regex: %s", i + 1,
-			    errbuf);
-			return -1;
-		}
-		regfree(&re);
-	}
-	return 0;
-}
-
 /* ------------------------------------------------------- table machinery */
 
 static void *
@@ -890,6 +711,7 @@ static int
 opt_set(const struct opt *o, void *base, const char *v, char *why, size_t wl)
 {
 	void *f = field_of(o, base);
+	config_check_fn check;
 	const char *end = v + strlen(v);
 	char lo[32], hi[32];
 	unsigned long long u, mul = 1;
@@ -1019,22 +841,19 @@ opt_set(const struct opt *o, void *base, const char *v, char *why, size_t wl)
 	case OT_UPSTREAM:
 		return parse_upstream(v, base, why, wl);
 	case OT_LIST:
-	case OT_FORMATS:
-	case OT_RULES:
-		if (split_list(v, o->type == OT_RULES, &vec, &n, why, wl) < 0)
+		if (split_list(v, (o->flags & OPT_LINES) != 0, &vec, &n, why,
+		    wl) < 0)
 			return -1;
-		if ((o->type == OT_FORMATS && check_formats(vec, why, wl) < 0) ||
-		    (o->type == OT_RULES && check_rules(vec, why, wl) < 0)) {
-			free_strv(vec);
-			return -1;
-		}
 		free_strv(*(char ***)f);
 		*(char ***)f = vec;
 		*(size_t *)((char *)base + o->off_n) = n;
 		break;
 	}
-	if (o->check != NULL)
-		return o->check(f, why, wl);
+	if (o->check != NULL && o->check(f, why, wl) < 0)
+		return -1;
+	/* then the owning module's own check, if it registered one */
+	if ((check = modules_opt_check(sect_names[o->sect], o->name)) != NULL)
+		return check(f, why, wl);
 	return 0;
 }
 
@@ -1077,8 +896,6 @@ free_fields(enum sect_kind sect, void *base)
 			*(char **)f = NULL;
 			break;
 		case OT_LIST:
-		case OT_FORMATS:
-		case OT_RULES:
 			free_strv(*(char ***)f);
 			*(char ***)f = NULL;
 			break;
@@ -1123,6 +940,7 @@ config_free(struct tb_config *c)
 		free(c->listeners[i].opt_lines);
 	}
 	free(c->listeners);
+	free(c->opt_lines);
 	for (i = 0; i < SECT_COUNT; i++)
 		if (i != SECT_LISTENER)
 			free_fields((enum sect_kind)i, c);
@@ -1262,7 +1080,7 @@ on_section(struct loader *ld, const char *s, size_t len)
 	}
 	memcpy(name, s, (size_t)(e - s));
 	name[e - s] = '\0';
-	printable(name, pb, sizeof(pb));
+	config_printable(name, pb, sizeof(pb));
 	if (memchr(s, '\0', (size_t)(e - s)) != NULL) {
 		ld_err(ld, ld->line, "section", "invalid name");
 		return;
@@ -1487,53 +1305,8 @@ config_line(const struct tb_listener_conf *l, const char *option)
 	return l->opt_lines[o - opts];
 }
 
-/*
- * The TLS options of l that only make sense together. The files themselves
- * are read later, by tls.c (tls_conf_attach), which reports with
- * config_line(): loading stays free of file I/O for the fuzzer and tests.
- */
-static int
-check_listener_tls(struct loader *ld, struct tb_listener_conf *l)
-{
-	static const char *const up_opts[] = { "upstream_tls_ca",
-	    "upstream_tls_server_name", "upstream_tls_certificate",
-	    "upstream_tls_key", NULL };
-	const char *what = NULL, *why = NULL;
-	size_t i;
-
-	if ((l->tls_certificate == NULL) != (l->tls_key == NULL)) {
-		what = l->tls_key == NULL ? "tls_certificate" : "tls_key";
-		why = "tls_certificate and tls_key go together";
-	} else if (l->tls_certificate == NULL &&
-	    (what = l->n_tls_sni_certificates > 0 ? "tls_sni_certificates" :
-	    l->tls_client_ca != NULL ? "tls_client_ca" :
-	    l->tls_verify_client != TB_VERIFY_NONE ? "tls_verify_client" :
-	    l->tls_client_subject_header != NULL ? "tls_client_subject_header" :
-	    NULL) != NULL) {
-		why = "needs tls_certificate (TLS on this listener)";
-	} else if (l->tls_verify_client != TB_VERIFY_NONE && l->tls_client_ca == NULL) {
-		what = "tls_verify_client";
-		why = "needs tls_client_ca";
-	} else if ((l->upstream_tls_certificate == NULL) != (l->upstream_tls_key == NULL)) {
-		what = l->upstream_tls_key == NULL ? "upstream_tls_certificate" :
-		    "upstream_tls_key";
-		why = "upstream_tls_certificate and upstream_tls_key go together";
-	} else if (!l->upstream_tls) {
-		for (i = 0; up_opts[i] != NULL; i++)
-			if (config_line(l, up_opts[i]) != l->line)
-				break;
-		if (up_opts[i] != NULL) {
-			what = up_opts[i];
-			why = "only for an https:// upstream";
-		}
-	}
-	if (what == NULL)
-		return 0;
-	ld_err(ld, config_line(l, what), what, "%s", why);
-	return -1;
-}
-
-/* Pass two: apply every recorded option to c, then the cross checks. */
+/* Pass two: apply every recorded option to c, then the checks across
+ * options that are the core's; the modules check theirs (module.h). */
 static void
 apply(struct loader *ld, struct tb_config *c)
 {
@@ -1581,7 +1354,7 @@ apply(struct loader *ld, struct tb_config *c)
 				    "option (name not shown: this section "
 				    "holds secrets)");
 			else
-				ld_err(ld, ro->line, printable(ro->name, nb,
+				ld_err(ld, ro->line, config_printable(ro->name, nb,
 				    sizeof(nb)), "unknown option");
 			break;
 		}
@@ -1594,8 +1367,7 @@ apply(struct loader *ld, struct tb_config *c)
 			break;
 		}
 		lseen[o - opts] = ro->line;
-		if (strchr(ro->value, '\n') != NULL && o->type != OT_LIST &&
-		    o->type != OT_FORMATS && o->type != OT_RULES) {
+		if (strchr(ro->value, '\n') != NULL && o->type != OT_LIST) {
 			ld_err(ld, ro->line, o->name, "only lists continue on "
 			    "indented lines");
 			break;
@@ -1639,29 +1411,17 @@ apply(struct loader *ld, struct tb_config *c)
 			goto out;
 		}
 		memcpy(l->opt_lines, lseen, N_OPTS * sizeof(int));
-		if (check_listener_tls(ld, l) < 0)
-			goto out;
 	}
 	if (c->n_listeners == 0) {
 		ld_err(ld, 0, "listener", "at least one [listener:NAME] "
 		    "section is required");
 		goto out;
 	}
-	line = seen[opt_find(SECT_PROFILER, "enabled") - opts];
-	if (c->profiler.enabled && c->profiler.n_hmac_keys == 0) {
-		ld_err(ld, line, "hmac_keys", "at least one key is required "
-		    "when enabled = true");
+	if ((c->opt_lines = malloc(N_OPTS * sizeof(int))) == NULL) {
+		ld_err(ld, 0, "config", "out of memory");
 		goto out;
 	}
-	j = (size_t)(opt_find(SECT_SAMPLING, "default_probability") - opts);
-	c->sampling.default_probability_set = seen[j] != 0;
-	line = seen[opt_find(SECT_TRACING, "sample_new") - opts];
-	if (seen[j] != 0 && line != 0) {
-		ld_err(ld, seen[j] > line ? seen[j] : line,
-		    seen[j] > line ? "default_probability" : "sample_new",
-		    "sample_new and default_probability cannot both be set");
-		goto out;
-	}
+	memcpy(c->opt_lines, seen, N_OPTS * sizeof(int));
 out:
 	free(seen);
 }
@@ -1722,6 +1482,8 @@ config_load_buffer(const char *name, const char *buf, size_t len,
 		ld_err(&ld, 0, "config", "out of memory");
 		goto fail;
 	}
+	if (modules_conf_check(c, err, errlen) < 0)
+		goto fail;
 	loader_free(&ld);
 	*out = c;
 	return 0;
@@ -1842,6 +1604,8 @@ config_from_args(const char *listen, const char *upstream,
 	}
 	if (config_finish(c) < 0)
 		goto oom;
+	if (modules_conf_check(c, err, errlen) < 0)
+		goto fail;
 	*out = c;
 	return 0;
 oom:
@@ -1849,6 +1613,38 @@ oom:
 fail:
 	config_free(c);
 	return -1;
+}
+
+int
+config_opt_line(const struct tb_config *c, const char *section,
+    const char *option)
+{
+	const struct opt *o = NULL;
+	size_t k;
+
+	for (k = 0; k < SECT_COUNT; k++)
+		if (k != SECT_LISTENER && strcmp(sect_names[k], section) == 0)
+			o = opt_find((enum sect_kind)k, option);
+	if (o == NULL || c->opt_lines == NULL)
+		return 0;
+	return c->opt_lines[o - opts];
+}
+
+void
+config_errorf(const struct tb_config *c, char *err, size_t errlen, int line,
+    const char *what, const char *fmt, ...)
+{
+	char reason[512];
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(reason, sizeof(reason), fmt, ap);
+	va_end(ap);
+	if (c->path != NULL)
+		snprintf(err, errlen, "%s:%d: %s: %s", c->path, line, what,
+		    reason);
+	else
+		snprintf(err, errlen, "%s: %s", what, reason);
 }
 
 struct tb_config *

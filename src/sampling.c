@@ -209,12 +209,13 @@ rule_parse(const char *line, size_t no, struct sampling_rule *r, char *err,
 		r->kind = RULE_REGEX;
 		pat = s + 6;
 	} else {
-		serr(err, errlen, "rule %zu: must start with prefix: or regex:", no);
+		serr(err, errlen, "rule %zu: expected 'prefix:<path> <name>' or "
+		    "'regex:<ERE> <name>'", no);
 		return -1;
 	}
 	if (ns <= pat) {
-		serr(err, errlen, "rule %zu: expected \"%s<pattern> <name>\"", no,
-		    r->kind == RULE_PREFIX ? "prefix:" : "regex:");
+		serr(err, errlen, "rule %zu: expected a pattern and an "
+		    "operation name", no);
 		return -1;
 	}
 	if (nlen == 0 || nlen > RULE_NAME_MAX) {
@@ -227,7 +228,8 @@ rule_parse(const char *line, size_t no, struct sampling_rule *r, char *err,
 		e--;
 	plen = (size_t)(e - pat);
 	if (plen == 0) {
-		serr(err, errlen, "rule %zu: empty pattern", no);
+		serr(err, errlen, "rule %zu: expected a pattern and an "
+		    "operation name", no);
 		return -1;
 	}
 	r->name = strndup(ns, nlen);
@@ -239,7 +241,8 @@ rule_parse(const char *line, size_t no, struct sampling_rule *r, char *err,
 	r->name_len = nlen;
 	if (r->kind == RULE_PREFIX) {
 		if (tmp[0] != '/') {
-			serr(err, errlen, "rule %zu: prefix must start with '/'", no);
+			serr(err, errlen, "rule %zu: a path prefix starts with "
+			    "'/'", no);
 			goto fail;
 		}
 		r->prefix = tmp;	/* ownership passes to the rule */
@@ -255,7 +258,7 @@ rule_parse(const char *line, size_t no, struct sampling_rule *r, char *err,
 		char msg[128];
 
 		regerror(rc, &r->re, msg, sizeof(msg));
-		serr(err, errlen, "rule %zu: bad regex: %s", no, msg);
+		serr(err, errlen, "rule %zu: invalid regex: %s", no, msg);
 		goto fail;
 	}
 	free(tmp);

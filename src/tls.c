@@ -85,11 +85,8 @@ tls_err(struct tls_errctx *e, const char *option, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(reason, sizeof(reason), fmt, ap);
 	va_end(ap);
-	if (e->cfg->path != NULL)
-		snprintf(e->err, e->errlen, "%s:%d: %s: %s", e->cfg->path,
-		    config_line(e->l, option), option, reason);
-	else
-		snprintf(e->err, e->errlen, "%s: %s", option, reason);
+	config_errorf(e->cfg, e->err, e->errlen, config_line(e->l, option),
+	    option, "%s", reason);
 }
 
 /* OpenSSL's reason for the last error, for messages; clears the queue. */
@@ -976,6 +973,111 @@ tls_listener_free(struct tb_listener_conf *l)
 	l->tls_up = NULL;
 }
 
+/* ------------------------------------------------ configuration checks */
+
+/* tls_min_version: 1.2 or 1.3; the older ones are deprecated by RFC 8996. */
+static int
+tls_check_version(void *field, char *why, size_t wl)
+{
+	const char *s = *(char **)field;
+
+	if (s != NULL && strncasecmp(s, "TLSv", 4) == 0)
+		s += 4;
+	if (s != NULL && (strcmp(s, "1.2") == 0 || strcmp(s, "1.3") == 0))
+		return 0;
+	if (s != NULL && (strcmp(s, "1.0") == 0 || strcmp(s, "1.1") == 0 ||
+	    strcmp(s, "1") == 0))
+		snprintf(why, wl, "TLS 1.0 and 1.1 are not supported (RFC 8996): "
+		    "expected 1.2 or 1.3");
+	else
+		snprintf(why, wl, "expected 1.2 or 1.3");
+	return -1;
+}
+
+/* tls_sni_certificates: each member "CERT:KEY", both absolute paths. */
+static int
+tls_check_cert_pairs(void *field, char *why, size_t wl)
+{
+	char **v = *(char ***)field;
+	const char *colon;
+	size_t i;
+
+	for (i = 0; v != NULL && v[i] != NULL; i++) {
+		colon = strchr(v[i], ':');
+		if (v[i][0] != '/' || colon == NULL || colon[1] != '/' ||
+		    strchr(colon + 1, ':') != NULL) {
+			snprintf(why, wl, "member %zu: expected CERT:KEY, two "
+			    "absolute paths", i + 1);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static const struct tb_opt_check tls_opt_checks[] = {
+	{ "listener", "tls_min_version", tls_check_version },
+	{ "listener", "tls_sni_certificates", tls_check_cert_pairs },
+	{ NULL, NULL, NULL },
+};
+
+/*
+ * The TLS options of a listener that only make sense together. The files
+ * themselves are read later, by tls_conf_attach: loading stays free of file
+ * I/O for the fuzzer and tests.
+ */
+static int
+tls_conf_check(const struct tb_config *cfg, char *err, size_t errlen)
+{
+	static const char *const up_opts[] = { "upstream_tls_ca",
+	    "upstream_tls_server_name", "upstream_tls_certificate",
+	    "upstream_tls_key", NULL };
+	const struct tb_listener_conf *l;
+	const char *what, *why;
+	size_t i, k;
+
+	for (k = 0; k < cfg->n_listeners; k++) {
+		l = &cfg->listeners[k];
+		what = why = NULL;
+		if ((l->tls_certificate == NULL) != (l->tls_key == NULL)) {
+			what = l->tls_key == NULL ? "tls_certificate" : "tls_key";
+			why = "tls_certificate and tls_key go together";
+		} else if (l->tls_certificate == NULL &&
+		    (what = l->n_tls_sni_certificates > 0 ? "tls_sni_certificates" :
+		    l->tls_client_ca != NULL ? "tls_client_ca" :
+		    l->tls_verify_client != TB_VERIFY_NONE ? "tls_verify_client" :
+		    l->tls_client_subject_header != NULL ?
+		    "tls_client_subject_header" : NULL) != NULL) {
+			why = "needs tls_certificate (TLS on this listener)";
+		} else if (l->tls_verify_client != TB_VERIFY_NONE &&
+		    l->tls_client_ca == NULL) {
+			what = "tls_verify_client";
+			why = "needs tls_client_ca";
+		} else if ((l->upstream_tls_certificate == NULL) !=
+		    (l->upstream_tls_key == NULL)) {
+			what = l->upstream_tls_key == NULL ?
+			    "upstream_tls_certificate" : "upstream_tls_key";
+			why = "upstream_tls_certificate and upstream_tls_key go "
+			    "together";
+		} else if (!l->upstream_tls) {
+			for (i = 0; up_opts[i] != NULL; i++)
+				if (config_line(l, up_opts[i]) != l->line)
+					break;
+			if (up_opts[i] != NULL) {
+				what = up_opts[i];
+				why = "only for an https:// upstream";
+			}
+		}
+		if (what != NULL) {
+			config_errorf(cfg, err, errlen, config_line(l, what),
+			    what, "%s", why);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* ------------------------------------------------------------ the module */
+
 static void
 tls_conf_free(struct tb_config *cfg, void *data)
 {
@@ -1006,6 +1108,8 @@ tls_conf_attach(struct tb_config *cfg, char *err, size_t errlen)
 
 const struct tb_module tls_module = {
 	.name = "tls",
+	.opt_checks = tls_opt_checks,
+	.conf_check = tls_conf_check,
 	.conf_attach = tls_conf_attach,
 	.start = tls_start,
 	.reload = tls_reload,
