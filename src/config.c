@@ -25,6 +25,7 @@
 
 #include "config_int.h"
 #include "module.h"
+#include "util.h"
 
 static void
 config_free(struct tb_config *c)
@@ -268,77 +269,24 @@ fail:
 	return -1;
 }
 
-enum config_read_err
-config_read_file(const char *path, size_t max, char **buf, size_t *len)
-{
-	enum config_read_err rc = CONFIG_READ_OK;
-	struct stat st;
-	size_t got = 0;
-	ssize_t n;
-	int fd, saved;
-
-	*buf = NULL;
-	*len = 0;
-	if ((fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK)) < 0)
-		return CONFIG_READ_OPEN;
-	if (fstat(fd, &st) < 0) {
-		rc = CONFIG_READ_IO;
-	} else if (!S_ISREG(st.st_mode)) {
-		rc = CONFIG_READ_NOT_REGULAR;
-		errno = S_ISDIR(st.st_mode) ? EISDIR : EINVAL;
-	} else if ((size_t)st.st_size > max) {
-		rc = CONFIG_READ_TOO_LARGE;
-	} else if ((*buf = malloc((size_t)st.st_size + 1)) == NULL) {
-		rc = CONFIG_READ_NOMEM;
-	}
-	/* the file may grow while we read: never past the buffer */
-	while (rc == CONFIG_READ_OK && got < (size_t)st.st_size &&
-	    (n = read(fd, *buf + got, (size_t)st.st_size - got)) != 0) {
-		if (n < 0 && errno != EINTR)
-			rc = CONFIG_READ_IO;
-		else if (n > 0)
-			got += (size_t)n;
-	}
-	saved = errno;
-	close(fd);
-	errno = saved;
-	if (rc != CONFIG_READ_OK) {
-		free(*buf);
-		*buf = NULL;
-		return rc;
-	}
-	(*buf)[got] = '\0';
-	*len = got;
-	return CONFIG_READ_OK;
-}
-
 int
 config_load(const char *path, struct tb_config **out, char *err, size_t errlen)
 {
-	char *buf;
+	char *buf, why[256];
 	size_t len;
 	int rc;
 
 	*out = NULL;
-	switch (config_read_file(path, CONFIG_MAX_FILE, &buf, &len)) {
-	case CONFIG_READ_OK:
+	switch (tb_read_file(path, CONFIG_MAX_FILE, &buf, &len, why,
+	    sizeof(why))) {
+	case TB_READ_OK:
 		break;
-	case CONFIG_READ_OPEN:
-		snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
-		return -1;
-	case CONFIG_READ_NOT_REGULAR:
-		snprintf(err, errlen, "%s: cannot read: %s", path,
-		    errno == EISDIR ? strerror(EISDIR) : "not a regular file");
-		return -1;
-	case CONFIG_READ_TOO_LARGE:
+	case TB_READ_TOO_LARGE:	/* as config_load_buffer says it */
 		snprintf(err, errlen, "%s:0: config: file larger than %d bytes",
 		    path, CONFIG_MAX_FILE);
 		return -1;
-	case CONFIG_READ_IO:
-		snprintf(err, errlen, "%s: cannot read: %s", path, strerror(errno));
-		return -1;
-	case CONFIG_READ_NOMEM:
-		snprintf(err, errlen, "%s: cannot read: out of memory", path);
+	default:
+		snprintf(err, errlen, "%s: %s", path, why);
 		return -1;
 	}
 	rc = config_load_buffer(path, buf, len, out, err, errlen);

@@ -19,17 +19,6 @@
 #define TB_LOG_INFO	2
 #define TB_LOG_DEBUG	3
 
-/* A duration from the file (seconds, fractions allowed) as a timeval. */
-static inline struct timeval
-config_timeval(double secs)
-{
-	struct timeval tv;
-
-	tv.tv_sec = (time_t)secs;
-	tv.tv_usec = (suseconds_t)((secs - (double)tv.tv_sec) * 1e6);
-	return tv;
-}
-
 struct tb_addr {
 	struct sockaddr_storage ss;
 	socklen_t len;
@@ -233,25 +222,6 @@ int config_parse_addr(const char *s, struct tb_addr *a);
  */
 int config_load_buffer(const char *name, const char *buf, size_t len,
     struct tb_config **out, char *err, size_t errlen);
-
-/* How config_read_file() failed. */
-enum config_read_err {
-	CONFIG_READ_OK = 0,
-	CONFIG_READ_OPEN,		/* open(2) failed: errno */
-	CONFIG_READ_NOT_REGULAR,	/* errno EISDIR for a directory */
-	CONFIG_READ_TOO_LARGE,		/* over max bytes */
-	CONFIG_READ_IO,			/* fstat(2) or read(2) failed: errno */
-	CONFIG_READ_NOMEM,
-};
-
-/*
- * Read the regular file path, at most max bytes, into *buf (malloc'd,
- * NUL-terminated, the caller frees it; *len excludes the NUL). Opened
- * non-blocking, so a FIFO is refused instead of hanging the caller. For the
- * configuration and the files it names (certificates, keys, CA bundles).
- */
-enum config_read_err config_read_file(const char *path, size_t max, char **buf,
-    size_t *len);
 
 /*
  * The line of the file on which option (a [listener:NAME] option name) was

@@ -16,6 +16,7 @@
 #include <ini.h>
 
 #include "config_int.h"
+#include "util.h"
 
 /* --------------------------------------------------------------- loading */
 
@@ -255,8 +256,7 @@ static int
 handler(void *user, const char *section, const char *name, const char *value)
 {
 	struct config_loader *ld = user;
-	struct raw_opt *ro, *nr;
-	size_t cap;
+	struct raw_opt *ro;
 
 	(void)section;	/* libinih truncates it at 50 bytes: ours is whole */
 	if (ld->failed)
@@ -265,13 +265,9 @@ handler(void *user, const char *section, const char *name, const char *value)
 		config_ld_err(ld, ld->line, "syntax", "missing option name");
 		return 0;
 	}
-	if (ld->n_ropts == ld->cap_ropts) {
-		cap = ld->cap_ropts ? ld->cap_ropts * 2 : 32;
-		if ((nr = realloc(ld->ropts, cap * sizeof(*nr))) == NULL)
-			goto oom;
-		ld->ropts = nr;
-		ld->cap_ropts = cap;
-	}
+	if (tb_grow(&ld->ropts, &ld->cap_ropts, ld->n_ropts + 1,
+	    sizeof(*ld->ropts)) < 0)
+		goto oom;
 	ro = &ld->ropts[ld->n_ropts];
 	ro->sect = ld->n_sects - 1;
 	ro->line = ld->line;

@@ -22,6 +22,7 @@
 #include "config_int.h"
 #include "h1.h"
 #include "module.h"
+#include "util.h"
 
 const char *const config_sect_names[SECT_COUNT] = {
 	"DEFAULT", "admin", "listener", "profiler", "tracing", "sampling"
@@ -578,7 +579,7 @@ static int
 split_list(const char *v, int by_line, char ***outv, size_t *outn,
     char *why, size_t wl)
 {
-	char **vec = NULL, **nv;
+	char **vec = NULL;
 	size_t n = 0, cap = 0;
 	const char *p = v, *s, *e;
 	char left = ',', right;
@@ -602,12 +603,8 @@ split_list(const char *v, int by_line, char ***outv, size_t *outn,
 				goto fail;
 			}
 		} else {
-			if (n + 2 > cap) {	/* doubling: linear in members */
-				cap = cap ? cap * 2 : 8;
-				if ((nv = realloc(vec, cap * sizeof(*vec))) == NULL)
-					goto oom;
-				vec = nv;
-			}
+			if (tb_grow(&vec, &cap, n + 2, sizeof(*vec)) < 0)
+				goto oom;
 			vec[n] = strndup(s, (size_t)(e - s));
 			if (vec[n] == NULL)
 				goto oom;

@@ -28,6 +28,7 @@
 #include "log.h"
 #include "module.h"
 #include "worker.h"
+#include "util.h"
 
 /* Listening sockets per listen address, one per worker (SO_REUSEPORT). */
 struct lsock {
@@ -272,7 +273,7 @@ start_drain(void)
 		lsock_free(s);
 	}
 	g.socks = NULL;
-	tv = config_timeval(g.cfg->drain_timeout);
+	tv = tb_timeval(g.cfg->drain_timeout);
 	g.drain_timer = evtimer_new(g.base, drain_timeout_cb, NULL);
 	g.check_timer = event_new(g.base, -1, EV_PERSIST, check_cb, NULL);
 	evtimer_add(g.drain_timer, &tv);

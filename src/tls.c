@@ -30,6 +30,7 @@
 #include "log.h"
 #include "module.h"
 #include "tls.h"
+#include "util.h"
 
 #define TLS_MAX_FILE		(1024 * 1024)	/* PEM files larger than this are refused */
 #define TLS_TICKET_KEYS		8		/* keys kept for decryption, newest first */
@@ -102,32 +103,6 @@ ssl_reason(void)
 
 /* ---- files ---- */
 
-/* Read a PEM file (config_read_file); the caller frees *buf. */
-static int
-read_file(const char *path, char **buf, size_t *len, char *why, size_t wl)
-{
-	switch (config_read_file(path, TLS_MAX_FILE, buf, len)) {
-	case CONFIG_READ_OK:
-		return 0;
-	case CONFIG_READ_OPEN:
-		snprintf(why, wl, "cannot open: %s", strerror(errno));
-		break;
-	case CONFIG_READ_NOT_REGULAR:
-		snprintf(why, wl, "not a regular file");
-		break;
-	case CONFIG_READ_TOO_LARGE:
-		snprintf(why, wl, "larger than 1 MiB");
-		break;
-	case CONFIG_READ_IO:
-		snprintf(why, wl, "cannot read: %s", strerror(errno));
-		break;
-	case CONFIG_READ_NOMEM:
-		snprintf(why, wl, "out of memory");
-		break;
-	}
-	return -1;
-}
-
 /* Never prompt for a passphrase: encrypted keys are refused. */
 static int
 no_passphrase(char *buf, int size, int rwflag, void *u)
@@ -145,7 +120,7 @@ load_certs(const char *path, char *why, size_t wl)
 	BIO *bio;
 	X509 *x;
 
-	if (read_file(path, &buf, &len, why, wl) < 0)
+	if (tb_read_file(path, TLS_MAX_FILE, &buf, &len, why, wl) != TB_READ_OK)
 		return NULL;
 	if ((bio = BIO_new_mem_buf(buf, (int)len)) == NULL ||
 	    (sk = sk_X509_new_null()) == NULL)
@@ -181,7 +156,7 @@ load_key(const char *path, char *why, size_t wl)
 	size_t len;
 	BIO *bio;
 
-	if (read_file(path, &buf, &len, why, wl) < 0)
+	if (tb_read_file(path, TLS_MAX_FILE, &buf, &len, why, wl) != TB_READ_OK)
 		return NULL;
 	if ((bio = BIO_new_mem_buf(buf, (int)len)) != NULL)
 		k = PEM_read_bio_PrivateKey(bio, NULL, no_passphrase, NULL);
@@ -306,10 +281,7 @@ static struct {
 int
 tls_rotate_ticket_key(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return tls_rotate_ticket_key_at((double)ts.tv_sec + ts.tv_nsec / 1e9);
+	return tls_rotate_ticket_key_at((double)tb_mono_ns() / 1e9);
 }
 
 /*
@@ -449,7 +421,7 @@ route_rotate(struct evbuffer *body, const char **ctype)
 static void
 ticket_arm(void)
 {
-	struct timeval tv = config_timeval(tk.rotation);
+	struct timeval tv = tb_timeval(tk.rotation);
 
 	event_del(tk.timer);
 	event_add(tk.timer, &tv);

@@ -71,13 +71,7 @@ lc(int c)
 static inline int
 hexval(int c, int lc_only)
 {
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (!lc_only && c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
+	return lc_only ? fmt_hexval_lc(c) : fmt_hexval(c);
 }
 
 void
@@ -600,8 +594,8 @@ baggage_add_kv(struct tb_trace_ctx *c, const char *k, size_t klen,
 			tmp[n++] = '%';	/* already percent-encoded */
 		} else {
 			tmp[n++] = '%';
-			tmp[n++] = "0123456789ABCDEF"[ch >> 4];
-			tmp[n++] = "0123456789ABCDEF"[ch & 15];
+			tmp[n++] = FMT_HEX_UPPER[ch >> 4];
+			tmp[n++] = FMT_HEX_UPPER[ch & 15];
 		}
 	}
 	if (c->baggage_len + n > TRACE_BAGGAGE_MAX)

@@ -27,6 +27,7 @@
 #include "module.h"
 #include "tracing.h"
 #include "worker.h"
+#include "util.h"
 
 struct tracing_conf {
 	int enabled;			/* [profiler] enabled */
@@ -73,15 +74,6 @@ static struct {
 } g;
 
 static void sources_key(const struct tb_config *cfg, char *out, size_t len);
-
-static uint64_t
-mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
 
 static void
 tracing_conf_free(struct tb_config *cfg, void *arg)
@@ -304,7 +296,7 @@ on_request(struct proxy_req *r, const struct h1_msg *m, uint8_t *drop,
 	    tc->rules, t->operation, sizeof(t->operation));
 	sampling_decide(tw->sampler, lc->service, t->operation, t->tr.ctx.trace_id,
 	    origin_of(&t->tr), t->tr.ctx.sampled, t->tr.ctx.debug,
-	    lc->trust_incoming_sampling, mono_ns(), &t->sres);
+	    lc->trust_incoming_sampling, tb_mono_ns(), &t->sres);
 	t->tr.sampled = t->sres.sampled;
 	t->tr.debug = t->sres.sampled && t->tr.ctx.debug;
 	for (i = 0; i < m->n_hdrs; i++)
