@@ -368,6 +368,23 @@ trim_ows(const char **s, size_t *n)
 		(*n)--;
 }
 
+int
+trace_list_next(const char **p, const char *end, int trim, const char **m,
+    size_t *mlen)
+{
+	const char *c;
+
+	if (*p >= end)
+		return 0;
+	*m = *p;
+	c = memchr(*p, ',', (size_t)(end - *p));
+	*mlen = (size_t)((c != NULL ? c : end) - *m);
+	*p = c != NULL ? c + 1 : end;
+	if (trim)
+		trim_ows(m, mlen);
+	return 1;
+}
+
 /* W3C token chars for a baggage key (RFC 9110 tchar). */
 static int
 tchar(unsigned char c)
@@ -385,15 +402,7 @@ trace_baggage_emit(const struct tb_trace_ctx *ctx, const char *prefix,
 	char name[128];
 	size_t plen = strlen(prefix), klen, vlen, mlen, i;
 
-	while (p < end) {
-		m = p;
-		p = memchr(p, ',', (size_t)(end - p));
-		if (p == NULL)
-			p = end;
-		mlen = (size_t)(p - m);
-		if (p < end)
-			p++;
-		trim_ows(&m, &mlen);
+	while (trace_list_next(&p, end, 1, &m, &mlen)) {
 		if ((eq = memchr(m, '=', mlen)) == NULL)
 			continue;
 		klen = (size_t)(eq - m);
