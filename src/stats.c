@@ -114,6 +114,13 @@ stats_write_prometheus(struct evbuffer *out)
 	    (unsigned long)STATS_GET(tb_stats.upstream_connects),
 	    (unsigned long)STATS_GET(tb_stats.upstream_pool_reused));
 	evbuffer_add_printf(out,
+	    "# HELP tracebridge_underscore_headers_total Request fields whose name holds '_' (underscore_headers): removed, or their request refused.\n"
+	    "# TYPE tracebridge_underscore_headers_total counter\n"
+	    "tracebridge_underscore_headers_total{action=\"dropped\"} %lu\n"
+	    "tracebridge_underscore_headers_total{action=\"rejected\"} %lu\n",
+	    (unsigned long)STATS_GET(tb_stats.underscore_dropped),
+	    (unsigned long)STATS_GET(tb_stats.underscore_rejected));
+	evbuffer_add_printf(out,
 	    "# HELP tracebridge_upstream_tls_handshakes_total TLS handshakes with upstreams.\n"
 	    "# TYPE tracebridge_upstream_tls_handshakes_total counter\n"
 	    "tracebridge_upstream_tls_handshakes_total %lu\n"
