@@ -38,6 +38,7 @@
 #include "fmt.h"
 #include "log.h"
 #include "redis.h"
+#include "stats.h"
 #include "util.h"
 
 /* ------------------------------------------------------------------ */
@@ -99,6 +100,14 @@ url_number(const char *s, size_t n, long min, long max)
 	return v < min || v > max ? -1 : v;
 }
 
+/* A byte of a host name: a letter, a digit, '.', '-' or '_'. */
+static int
+url_host_char(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	    (c >= '0' && c <= '9') || c == '.' || c == '-' || c == '_';
+}
+
 /*
  * One "host[:port]" or "[v6]:port" of s[0..n) into hp. Host names are
  * letters, digits, '.', '-', '_'; IPv6 literals hex digits, ':' and '.'.
@@ -135,17 +144,12 @@ url_hostport(const char *s, size_t n, uint16_t defport,
 		h = s;
 		colon = memchr(s, ':', n);
 		hend = colon ? colon : end;
-		for (i = 0; h + i < hend; i++) {
-			char c = h[i];
-
-			if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-			    (c >= '0' && c <= '9') || c == '.' || c == '-' ||
-			    c == '_')) {
+		for (i = 0; h + i < hend; i++)
+			if (!url_host_char(h[i])) {
 				url_err(err, errlen, "bad character in host "
 				    "(IPv6 addresses go in [brackets])");
 				return -1;
 			}
-		}
 	}
 	if (hend == h) {
 		url_err(err, errlen, "missing host");
@@ -321,6 +325,123 @@ tb_redis_url_parse(const char *str, struct tb_redis_url *u, char *err,
 			break;
 	}
 	return 0;
+}
+
+/* ------------------------------------------------------------------ */
+/* sentinel answers                                                    */
+/* ------------------------------------------------------------------ */
+
+static const char *const sentinel_err_names[TB_REDIS_SENTINEL_NERR] = {
+	"", "unknown_master", "error_reply", "reply_type", "element_count",
+	"host", "port",
+};
+
+const char *
+tb_redis_sentinel_err_name(enum tb_redis_sentinel_err e)
+{
+	return (unsigned)e < TB_REDIS_SENTINEL_NERR ? sentinel_err_names[e] :
+	    "";
+}
+
+/* Record why the answer is unusable and the bytes to quote; -1. */
+static int
+sa_fail(struct tb_redis_sentinel_addr *a, enum tb_redis_sentinel_err err,
+    const char *why, const char *bad, size_t bad_len)
+{
+	a->err = err;
+	a->why = why;
+	a->bad = bad;
+	a->bad_len = bad_len;
+	return -1;
+}
+
+/* host[0..hlen) and port[0..plen) into a->master, if they are a host
+ * name or IP address (IPv6 without brackets, as sentinels write it) and a
+ * port; 0/-1. */
+static int
+sa_addr(struct tb_redis_sentinel_addr *a, const char *host, size_t hlen,
+    const char *port, size_t plen)
+{
+	size_t i;
+	long p;
+
+	if (hlen == 0)
+		return sa_fail(a, TB_REDIS_SENTINEL_HOST, "empty host", NULL, 0);
+	if (hlen >= sizeof(a->master.host))
+		return sa_fail(a, TB_REDIS_SENTINEL_HOST,
+		    "host longer than 255 bytes", host, hlen);
+	for (i = 0; i < hlen; i++)
+		if (!url_host_char(host[i]) && host[i] != ':')
+			return sa_fail(a, TB_REDIS_SENTINEL_HOST,
+			    "bad character in host", host, hlen);
+	if ((p = url_number(port, plen, 1, 65535)) < 0)
+		return sa_fail(a, TB_REDIS_SENTINEL_PORT,
+		    "port is not a number in 1..65535", port, plen);
+	memcpy(a->master.host, host, hlen);
+	a->master.host[hlen] = '\0';
+	a->master.port = (uint16_t)p;
+	a->err = TB_REDIS_SENTINEL_OK;
+	return 0;
+}
+
+int
+tb_redis_sentinel_answer(const redisReply *r,
+    struct tb_redis_sentinel_addr *a)
+{
+	memset(a, 0, sizeof(*a));
+	switch (r->type) {
+	case REDIS_REPLY_ARRAY:
+		break;
+	case REDIS_REPLY_NIL:
+		return sa_fail(a, TB_REDIS_SENTINEL_UNKNOWN_MASTER,
+		    "no such master", NULL, 0);
+	case REDIS_REPLY_ERROR:
+		return sa_fail(a, TB_REDIS_SENTINEL_ERROR_REPLY, "error reply",
+		    r->str, r->len);
+	case REDIS_REPLY_STRING:
+	case REDIS_REPLY_STATUS:
+		return sa_fail(a, TB_REDIS_SENTINEL_REPLY_TYPE,
+		    "a string, not an array", r->str, r->len);
+	default:
+		return sa_fail(a, TB_REDIS_SENTINEL_REPLY_TYPE,
+		    "not an array", NULL, 0);
+	}
+	if (r->elements != 2)
+		return sa_fail(a, TB_REDIS_SENTINEL_ELEMENT_COUNT,
+		    "not an array of two elements", NULL, 0);
+	if (r->element[0]->type != REDIS_REPLY_STRING)
+		return sa_fail(a, TB_REDIS_SENTINEL_HOST,
+		    "host is not a string", NULL, 0);
+	if (r->element[1]->type != REDIS_REPLY_STRING)
+		return sa_fail(a, TB_REDIS_SENTINEL_PORT,
+		    "port is not a string", NULL, 0);
+	return sa_addr(a, r->element[0]->str, r->element[0]->len,
+	    r->element[1]->str, r->element[1]->len);
+}
+
+int
+tb_redis_switch_master(const char *msg, size_t len,
+    struct tb_redis_sentinel_addr *a)
+{
+	const char *w[5];
+	size_t wl[5], n = 0, i, start = 0;
+
+	memset(a, 0, sizeof(*a));
+	for (i = 0; i <= len; i++) {
+		if (i < len && msg[i] != ' ')
+			continue;
+		if (n == 5)
+			break;
+		w[n] = msg + start;
+		wl[n++] = i - start;
+		start = i + 1;
+	}
+	if (n != 5 || i <= len)
+		return sa_fail(a, TB_REDIS_SENTINEL_ELEMENT_COUNT,
+		    "not five words", msg, len);
+	a->name = w[0];
+	a->name_len = wl[0];
+	return sa_addr(a, w[3], wl[3], w[4], wl[4]);
 }
 
 /* ------------------------------------------------------------------ */
@@ -973,27 +1094,73 @@ cl_sentinel_next(struct tb_redis *c)
 	cl_schedule_retry(c);
 }
 
-/* Point the data connection at host:port (a new master). */
+/* Point the data connection at hp (a master a sentinel named). */
 static void
-cl_use_master(struct tb_redis *c, const char *host, size_t hlen,
-    const char *port)
+cl_use_master(struct tb_redis *c, const struct tb_redis_hostport *hp)
 {
-	long p = strtol(port, NULL, 10);
-	int same;
+	int same = c->cur_port == hp->port &&
+	    strcmp(c->cur_host, hp->host) == 0;
 
-	if (hlen >= sizeof(c->cur_host) || p <= 0 || p > 65535)
-		return;
-	same = c->cur_port == p && strncmp(c->cur_host, host, hlen) == 0 &&
-	    c->cur_host[hlen] == '\0';
 	if (c->ac != NULL && same)
 		return;	/* already there */
 	if (c->ac != NULL)
 		cl_close(c, "sentinel named a new master", 1);
 	if (!same)
 		c->backoff = c->conf.backoff_min;	/* a new master */
-	cl_set_target(c, host, hlen, (uint16_t)p);
+	cl_set_target(c, hp->host, strlen(hp->host), hp->port);
 	event_del(c->retry);
 	cl_connect(c);
+}
+
+/* CL_SAMPLE bytes at most of what a peer sent are quoted in a log line. */
+#define CL_SAMPLE	32
+#define CL_SAMPLE_SIZE	(8 + CL_SAMPLE * 4 + 32)
+
+/* For a log line: ': "<p[0..n), CL_SAMPLE bytes at most, escaped>"', and
+ * ' ... (N bytes)' when cut; "" when p is NULL. Returns buf. */
+static const char *
+cl_sample(char buf[CL_SAMPLE_SIZE], const char *p, size_t n)
+{
+	size_t i, o = 3;
+
+	buf[0] = '\0';
+	if (p == NULL)
+		return buf;
+	memcpy(buf, ": \"", 3);
+	for (i = 0; i < n && i < CL_SAMPLE; i++) {
+		unsigned char ch = (unsigned char)p[i];
+
+		if (ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\')
+			buf[o++] = (char)ch;
+		else
+			o += (size_t)snprintf(buf + o, CL_SAMPLE_SIZE - o,
+			    "\\x%02x", ch);
+	}
+	if (i < n)
+		snprintf(buf + o, CL_SAMPLE_SIZE - o, "\" ... (%zu bytes)", n);
+	else
+		snprintf(buf + o, CL_SAMPLE_SIZE - o, "\"");
+	return buf;
+}
+
+/* The current sentinel's answer (what: "answer", "+switch-master
+ * message") named no master to use: count and log it. The caller asks
+ * the next sentinel, so that a round of them is followed by the backoff. */
+static void
+cl_sentinel_unusable(struct tb_redis *c, const char *what,
+    const struct tb_redis_sentinel_addr *a)
+{
+	char sname[280], sample[CL_SAMPLE_SIZE];
+
+	STATS_INC(tb_stats.sentinel_unusable[a->err]);
+	cl_sentinel_name(c, sname, sizeof(sname));
+	if (a->err == TB_REDIS_SENTINEL_UNKNOWN_MASTER)
+		log_warnx("%s: sentinel %s does not know master %s",
+		    c->conf.name, sname, c->conf.sentinel_service_name);
+	else
+		log_warnx("%s: sentinel %s: unusable %s for master %s: %s%s",
+		    c->conf.name, sname, what, c->conf.sentinel_service_name,
+		    a->why, cl_sample(sample, a->bad, a->bad_len));
 }
 
 /* Messages on +switch-master: "<name> <oldip> <oldport> <newip> <newport>" */
@@ -1001,22 +1168,37 @@ static void
 cl_sentinel_msg_cb(redisAsyncContext *ac, void *reply, void *priv)
 {
 	struct tb_redis *c = cl_of_sentinel(ac);
-	redisReply *r = reply;
-	char name[256], ip[256], port[8];
+	const char *svc;
+	redisReply *r = reply, *m;
+	struct tb_redis_sentinel_addr a;
 
 	if (r == NULL || c == NULL)
 		return;
 	if (r->type != REDIS_REPLY_ARRAY || r->elements < 3 ||
 	    r->element[0]->type != REDIS_REPLY_STRING ||
-	    strcmp(r->element[0]->str, "message") != 0 ||
-	    r->element[2]->type != REDIS_REPLY_STRING)
+	    strcmp(r->element[0]->str, "message") != 0)
+		return;		/* "subscribe", the confirmation */
+	m = r->element[2];
+	svc = c->conf.sentinel_service_name;
+	if (m->type != REDIS_REPLY_STRING) {
+		memset(&a, 0, sizeof(a));
+		a.err = TB_REDIS_SENTINEL_REPLY_TYPE;
+		a.why = "not a string";
+	} else if (tb_redis_switch_master(m->str, m->len, &a) == 0 ||
+	    a.name != NULL) {
+		if (a.name_len != strlen(svc) ||
+		    memcmp(a.name, svc, a.name_len) != 0)
+			return;		/* another master's */
+	}
+	if (a.err != TB_REDIS_SENTINEL_OK) {
+		/* a failover we cannot follow: ask (the next sentinel) again */
+		cl_sentinel_unusable(c, "+switch-master message", &a);
+		cl_sentinel_next(c);
 		return;
-	if (sscanf(r->element[2]->str, "%255s %*s %*s %255s %7s", name, ip,
-	    port) != 3 || strcmp(name, c->conf.sentinel_service_name) != 0)
-		return;
-	log_info("%s: sentinel: master %s switched to %s:%s", c->conf.name,
-	    name, ip, port);
-	cl_use_master(c, ip, strlen(ip), port);
+	}
+	log_info("%s: sentinel: master %s switched to %s:%u", c->conf.name,
+	    svc, a.master.host, (unsigned)a.master.port);
+	cl_use_master(c, &a.master);
 }
 
 /* Reply to SENTINEL get-master-addr-by-name. */
@@ -1024,18 +1206,13 @@ static void
 cl_sentinel_addr_cb(redisAsyncContext *ac, void *reply, void *priv)
 {
 	struct tb_redis *c = cl_of_sentinel(ac);
-	redisReply *r = reply;
-	char sname[280];
+	struct tb_redis_sentinel_addr a;
 
-	if (r == NULL || c == NULL)
+	if (reply == NULL || c == NULL)
 		return;
 	event_del(c->stimer);
-	if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-	    r->element[0]->type != REDIS_REPLY_STRING ||
-	    r->element[1]->type != REDIS_REPLY_STRING) {
-		log_warnx("%s: sentinel %s does not know master %s",
-		    c->conf.name, cl_sentinel_name(c, sname, sizeof(sname)),
-		    c->conf.sentinel_service_name);
+	if (tb_redis_sentinel_answer(reply, &a) == -1) {
+		cl_sentinel_unusable(c, "answer", &a);
 		cl_sentinel_next(c);
 		return;
 	}
@@ -1046,8 +1223,7 @@ cl_sentinel_addr_cb(redisAsyncContext *ac, void *reply, void *priv)
 	c->sac_subscribed = 1;
 	if (c->state == CL_RESOLVING)
 		cl_set_state(c, CL_IDLE);
-	cl_use_master(c, r->element[0]->str, r->element[0]->len,
-	    r->element[1]->str);
+	cl_use_master(c, &a.master);
 }
 
 static void

@@ -6,10 +6,12 @@
 
 #include <event2/buffer.h>
 
+#include "redis.h"
 #include "stats.h"
 #include "tls.h"
 
 _Static_assert(TLS_FAIL_NREASONS == STATS_TLS_REASONS, "tls failure reasons");
+_Static_assert(TB_REDIS_SENTINEL_NERR == STATS_SENTINEL_ERRS, "sentinel errors");
 
 struct stats_global tb_stats;
 
@@ -142,6 +144,12 @@ stats_write_prometheus(struct evbuffer *out)
 	    (unsigned long)STATS_GET(tb_stats.upstream_pool_stray),
 	    (unsigned long)STATS_GET(tb_stats.splices),
 	    (unsigned long)STATS_GET(tb_stats.spliced_bytes));
+	evbuffer_add_printf(out,
+	    "# HELP tracebridge_redis_sentinel_unusable_answers_total Sentinel answers naming no usable master, by reason.\n"
+	    "# TYPE tracebridge_redis_sentinel_unusable_answers_total counter\n");
+	for (i = 1; i < STATS_SENTINEL_ERRS; i++)	/* [0]: OK */
+		evbuffer_add_printf(out, "tracebridge_redis_sentinel_unusable_answers_total{reason=\"%s\"} %lu\n",
+		    tb_redis_sentinel_err_name(i), (unsigned long)STATS_GET(tb_stats.sentinel_unusable[i]));
 	evbuffer_add_printf(out,
 	    "# HELP tracebridge_upstream_errors_total Upstream failures by kind.\n"
 	    "# TYPE tracebridge_upstream_errors_total counter\n");

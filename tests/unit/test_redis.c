@@ -37,6 +37,7 @@
 #include <hiredis/hiredis.h>
 
 #include "redis.h"
+#include "stats.h"
 #include "tb_test.h"
 
 /* ------------------------------------------------------------------ */
@@ -287,6 +288,33 @@ test_url_secret(void)
 	}
 }
 
+/* A page followed by a PROT_NONE one; returns the start of the latter:
+ * bytes copied to end there are the last that can be read. NULL if mmap
+ * failed. */
+static char *
+guard_page_new(void)
+{
+	long pg = sysconf(_SC_PAGESIZE);
+	char *area = mmap(NULL, (size_t)pg * 2, PROT_READ | PROT_WRITE,
+	    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (area == MAP_FAILED)
+		return NULL;
+	if (mprotect(area + pg, (size_t)pg, PROT_NONE) != 0) {
+		munmap(area, (size_t)pg * 2);
+		return NULL;
+	}
+	return area + pg;
+}
+
+static void
+guard_page_free(char *guard)
+{
+	long pg = sysconf(_SC_PAGESIZE);
+
+	munmap(guard - pg, (size_t)pg * 2);
+}
+
 /*
  * Every prefix of every valid string, and of every hostile one, copied so
  * that its terminating NUL is the last byte before a PROT_NONE page: the
@@ -300,19 +328,14 @@ test_url_prefixes(void)
 		"redis://[::1]:6380/1", "unix://:pw@/tmp/r.sock?db=1",
 		"redissentinel://:pw@a:1,b,[::1]:3/2",
 	};
-	long pg = sysconf(_SC_PAGESIZE);
-	char *area, *guard, err[256];
+	char *guard = guard_page_new(), err[256];
 	struct tb_redis_url u;
 	size_t i, n, len;
 	int rc, bad = 0;
 
-	area = mmap(NULL, (size_t)pg * 2, PROT_READ | PROT_WRITE,
-	    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	CHECK(area != MAP_FAILED);
-	if (area == MAP_FAILED)
+	CHECK(guard != NULL);
+	if (guard == NULL)
 		return;
-	guard = area + pg;
-	CHECK(mprotect(guard, (size_t)pg, PROT_NONE) == 0);
 	for (i = 0; i < sizeof(good) / sizeof(good[0]) +
 	    sizeof(hostile) / sizeof(hostile[0]); i++) {
 		const char *s = i < sizeof(good) / sizeof(good[0]) ? good[i] :
@@ -336,7 +359,243 @@ test_url_prefixes(void)
 		}
 	}
 	CHECK(bad == 0);
-	munmap(area, (size_t)pg * 2);
+	guard_page_free(guard);
+}
+
+/* ------------------------------------------------------------------ */
+/* sentinel answers                                                    */
+/* ------------------------------------------------------------------ */
+
+/* The reply hiredis' own reader makes of resp[0..n); NULL if none. */
+static redisReply *
+reply_of(const char *resp, size_t n)
+{
+	redisReader *r = redisReaderCreate();
+	void *reply = NULL;
+
+	if (redisReaderFeed(r, resp, n) != REDIS_OK ||
+	    redisReaderGetReply(r, &reply) != REDIS_OK)
+		reply = NULL;
+	redisReaderFree(r);
+	return reply;
+}
+
+#define RESP(s)	s, sizeof(s) - 1	/* a literal, NULs included */
+
+/* Replies to SENTINEL get-master-addr-by-name, with the verdict. */
+static const struct {
+	const char *resp;
+	size_t len;
+	enum tb_redis_sentinel_err err;
+	const char *why;		/* NULL for OK */
+	const char *bad;		/* what is quoted, NULL for nothing */
+} answers[] = {
+	{ RESP("*2\r\n$9\r\n127.0.0.1\r\n$4\r\n6379\r\n"), 0, NULL, NULL },
+	{ RESP("*2\r\n$3\r\n::1\r\n$5\r\n26379\r\n"), 0, NULL, NULL },
+	{ RESP("*2\r\n$17\r\nredis-1.a_b.local\r\n$5\r\n65535\r\n"), 0,
+	    NULL, NULL },
+	{ RESP("*2\r\n$1\r\nh\r\n$10\r\n0000000001\r\n"), 0, NULL, NULL },
+	/* ports: 0, -1, 70000, non-numeric... strtol took "12abc" as 12 */
+	{ RESP("*2\r\n$1\r\nh\r\n$1\r\n0\r\n"), TB_REDIS_SENTINEL_PORT,
+	    "port is not a number in 1..65535", "0" },
+	{ RESP("*2\r\n$1\r\nh\r\n$2\r\n-1\r\n"), TB_REDIS_SENTINEL_PORT,
+	    "port is not a number in 1..65535", "-1" },
+	{ RESP("*2\r\n$1\r\nh\r\n$5\r\n70000\r\n"), TB_REDIS_SENTINEL_PORT,
+	    "port is not a number in 1..65535", "70000" },
+	{ RESP("*2\r\n$1\r\nh\r\n$5\r\n65536\r\n"), TB_REDIS_SENTINEL_PORT,
+	    "port is not a number in 1..65535", "65536" },
+	{ RESP("*2\r\n$1\r\nh\r\n$5\r\n12abc\r\n"), TB_REDIS_SENTINEL_PORT,
+	    "port is not a number in 1..65535", "12abc" },
+	{ RESP("*2\r\n$1\r\nh\r\n$4\r\nport\r\n"), TB_REDIS_SENTINEL_PORT,
+	    "port is not a number in 1..65535", "port" },
+	{ RESP("*2\r\n$1\r\nh\r\n$0\r\n\r\n"), TB_REDIS_SENTINEL_PORT,
+	    "port is not a number in 1..65535", "" },
+	{ RESP("*2\r\n$1\r\nh\r\n$5\r\n 6379\r\n"), TB_REDIS_SENTINEL_PORT,
+	    "port is not a number in 1..65535", " 6379" },
+	{ RESP("*2\r\n$1\r\nh\r\n$5\r\n+6379\r\n"), TB_REDIS_SENTINEL_PORT,
+	    "port is not a number in 1..65535", "+6379" },
+	{ RESP("*2\r\n$1\r\nh\r\n$5\r\n63\00079\r\n"), TB_REDIS_SENTINEL_PORT,
+	    "port is not a number in 1..65535", "63" },
+	{ RESP("*2\r\n$1\r\nh\r\n:6379\r\n"), TB_REDIS_SENTINEL_PORT,
+	    "port is not a string", NULL },
+	{ RESP("*2\r\n$1\r\nh\r\n$-1\r\n"), TB_REDIS_SENTINEL_PORT,
+	    "port is not a string", NULL },
+	/* hosts */
+	{ RESP("*2\r\n$0\r\n\r\n$4\r\n6379\r\n"), TB_REDIS_SENTINEL_HOST,
+	    "empty host", NULL },
+	{ RESP("*2\r\n$3\r\na b\r\n$4\r\n6379\r\n"), TB_REDIS_SENTINEL_HOST,
+	    "bad character in host", "a b" },
+	{ RESP("*2\r\n$3\r\na\000b\r\n$4\r\n6379\r\n"), TB_REDIS_SENTINEL_HOST,
+	    "bad character in host", "a" },
+	{ RESP("*2\r\n$5\r\n[::1]\r\n$4\r\n6379\r\n"), TB_REDIS_SENTINEL_HOST,
+	    "bad character in host", "[::1]" },
+	{ RESP("*2\r\n$6\r\nh\r\nx:y\r\n$4\r\n6379\r\n"), TB_REDIS_SENTINEL_HOST,
+	    "bad character in host", "h" },
+	{ RESP("*2\r\n:1\r\n$4\r\n6379\r\n"), TB_REDIS_SENTINEL_HOST,
+	    "host is not a string", NULL },
+	{ RESP("*2\r\n*0\r\n$4\r\n6379\r\n"), TB_REDIS_SENTINEL_HOST,
+	    "host is not a string", NULL },
+	{ RESP("*2\r\n+h\r\n$4\r\n6379\r\n"), TB_REDIS_SENTINEL_HOST,
+	    "host is not a string", NULL },
+	/* shapes */
+	{ RESP("*-1\r\n"), TB_REDIS_SENTINEL_UNKNOWN_MASTER, "no such master",
+	    NULL },
+	{ RESP("$-1\r\n"), TB_REDIS_SENTINEL_UNKNOWN_MASTER, "no such master",
+	    NULL },
+	{ RESP("-ERR unknown command 'SENTINEL'\r\n"),
+	    TB_REDIS_SENTINEL_ERROR_REPLY, "error reply",
+	    "ERR unknown command 'SENTINEL'" },
+	{ RESP("+OK\r\n"), TB_REDIS_SENTINEL_REPLY_TYPE,
+	    "a string, not an array", "OK" },
+	{ RESP("$14\r\n127.0.0.1 6379\r\n"), TB_REDIS_SENTINEL_REPLY_TYPE,
+	    "a string, not an array", "127.0.0.1 6379" },
+	{ RESP(":6379\r\n"), TB_REDIS_SENTINEL_REPLY_TYPE, "not an array",
+	    NULL },
+	{ RESP("*0\r\n"), TB_REDIS_SENTINEL_ELEMENT_COUNT,
+	    "not an array of two elements", NULL },
+	{ RESP("*1\r\n$9\r\n127.0.0.1\r\n"), TB_REDIS_SENTINEL_ELEMENT_COUNT,
+	    "not an array of two elements", NULL },
+	{ RESP("*3\r\n$1\r\nh\r\n$4\r\n6379\r\n$1\r\nx\r\n"),
+	    TB_REDIS_SENTINEL_ELEMENT_COUNT, "not an array of two elements",
+	    NULL },
+};
+
+/* Each answer above: the exact verdict, reason and quoted bytes. */
+static void
+test_sentinel_answer_table(void)
+{
+	struct tb_redis_sentinel_addr a;
+	redisReply *r;
+	size_t i;
+	int rc;
+
+	for (i = 0; i < sizeof(answers) / sizeof(answers[0]); i++) {
+		if ((r = reply_of(answers[i].resp, answers[i].len)) == NULL) {
+			CHECKF(0, "answer %zu: no reply", i);
+			continue;
+		}
+		rc = tb_redis_sentinel_answer(r, &a);
+		CHECKF(rc == (answers[i].why ? -1 : 0) &&
+		    a.err == answers[i].err &&
+		    (answers[i].why == NULL || strcmp(a.why, answers[i].why) == 0) &&
+		    (answers[i].bad == NULL ? a.bad == NULL : a.bad != NULL &&
+		    strlen(answers[i].bad) <= a.bad_len &&
+		    memcmp(a.bad, answers[i].bad, strlen(answers[i].bad)) == 0),
+		    "answer %zu: %d %d %s", i, rc, a.err, a.why ? a.why : "-");
+		freeReplyObject(r);
+	}
+	r = reply_of(answers[1].resp, answers[1].len);
+	CHECK(r != NULL && tb_redis_sentinel_answer(r, &a) == 0 &&
+	    strcmp(a.master.host, "::1") == 0 && a.master.port == 26379 &&
+	    a.name == NULL);
+	freeReplyObject(r);
+	CHECK(strcmp(tb_redis_sentinel_err_name(TB_REDIS_SENTINEL_PORT),
+	    "port") == 0 && strcmp(tb_redis_sentinel_err_name(
+	    TB_REDIS_SENTINEL_NERR), "") == 0);
+}
+
+/* A host and a port of len bytes of c (the 10 KB answers of issue 13), and
+ * the host at its bound. */
+static void
+test_sentinel_answer_sizes(void)
+{
+	static const size_t sizes[] = { 255, 256, 10240 };
+	struct tb_redis_sentinel_addr a;
+	char *resp, *v;
+	redisReply *r;
+	size_t i, len, n;
+
+	resp = malloc(20000);
+	v = malloc(10241);
+	for (i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		len = sizes[i];
+		memset(v, 'h', len);
+		v[len] = '\0';
+		n = (size_t)snprintf(resp, 20000, "*2\r\n$%zu\r\n%s\r\n"
+		    "$4\r\n6379\r\n", len, v);
+		r = reply_of(resp, n);
+		if (len < 256)
+			CHECK(r != NULL && tb_redis_sentinel_answer(r, &a) == 0 &&
+			    strlen(a.master.host) == len);
+		else
+			CHECK(r != NULL && tb_redis_sentinel_answer(r, &a) == -1 &&
+			    a.err == TB_REDIS_SENTINEL_HOST &&
+			    strcmp(a.why, "host longer than 255 bytes") == 0 &&
+			    a.bad_len == len);
+		freeReplyObject(r);
+		memset(v, '9', len);
+		n = (size_t)snprintf(resp, 20000, "*2\r\n$1\r\nh\r\n$%zu\r\n"
+		    "%s\r\n", len, v);
+		r = reply_of(resp, n);
+		CHECK(r != NULL && tb_redis_sentinel_answer(r, &a) == -1 &&
+		    a.err == TB_REDIS_SENTINEL_PORT && a.bad_len == len);
+		freeReplyObject(r);
+	}
+	free(resp);
+	free(v);
+}
+
+/* +switch-master messages, with the verdict and the name found. */
+static const struct {
+	const char *msg;
+	enum tb_redis_sentinel_err err;
+	const char *name;		/* NULL: not found */
+	const char *host;		/* OK: the new master */
+	uint16_t port;
+} switches[] = {
+	{ "mymaster 10.0.0.1 6379 10.0.0.2 6380", 0, "mymaster", "10.0.0.2",
+	    6380 },
+	{ "m ::1 1 ::2 65535", 0, "m", "::2", 65535 },
+	{ "m a 1 b 0", TB_REDIS_SENTINEL_PORT, "m", NULL, 0 },
+	{ "m a 1 b 70000", TB_REDIS_SENTINEL_PORT, "m", NULL, 0 },
+	{ "m a 1 b -1", TB_REDIS_SENTINEL_PORT, "m", NULL, 0 },
+	{ "m a 1 b 6379x", TB_REDIS_SENTINEL_PORT, "m", NULL, 0 },
+	{ "m a 1 b ", TB_REDIS_SENTINEL_PORT, "m", NULL, 0 },
+	{ "m a 1 b\t 1", TB_REDIS_SENTINEL_HOST, "m", NULL, 0 },
+	{ "m a 1 [b] 1", TB_REDIS_SENTINEL_HOST, "m", NULL, 0 },
+	{ "m a 1  1", TB_REDIS_SENTINEL_HOST, "m", NULL, 0 },
+	{ "other a 1 b 0", TB_REDIS_SENTINEL_PORT, "other", NULL, 0 },
+	{ "", TB_REDIS_SENTINEL_ELEMENT_COUNT, NULL, NULL, 0 },
+	{ "mymaster", TB_REDIS_SENTINEL_ELEMENT_COUNT, NULL, NULL, 0 },
+	{ "m a 1 b", TB_REDIS_SENTINEL_ELEMENT_COUNT, NULL, NULL, 0 },
+	{ "m a 1 b 2 ", TB_REDIS_SENTINEL_ELEMENT_COUNT, NULL, NULL, 0 },
+	{ "m a 1 b 2 c", TB_REDIS_SENTINEL_ELEMENT_COUNT, NULL, NULL, 0 },
+	{ "m  a 1 b 2", TB_REDIS_SENTINEL_ELEMENT_COUNT, NULL, NULL, 0 },
+};
+
+/*
+ * Each message above, and every prefix of each placed against a guard
+ * page (the message is not terminated): an answer, never a read past it.
+ */
+static void
+test_switch_master(void)
+{
+	struct tb_redis_sentinel_addr a;
+	char *guard = guard_page_new();
+	size_t i, n, len;
+	int rc;
+
+	CHECK(guard != NULL);
+	if (guard == NULL)
+		return;
+	for (i = 0; i < sizeof(switches) / sizeof(switches[0]); i++) {
+		len = strlen(switches[i].msg);
+		for (n = 0; n <= len; n++) {
+			memcpy(guard - n, switches[i].msg, n);
+			rc = tb_redis_switch_master(guard - n, n, &a);
+			CHECKF((rc == 0) == (a.err == TB_REDIS_SENTINEL_OK) &&
+			    (rc == 0 || a.why != NULL), "%zu/%zu", i, n);
+		}
+		CHECKF(a.err == switches[i].err &&
+		    (switches[i].name == NULL ? a.name == NULL :
+		    a.name_len == strlen(switches[i].name) &&
+		    memcmp(a.name, switches[i].name, a.name_len) == 0) &&
+		    (switches[i].host == NULL ||
+		    (strcmp(a.master.host, switches[i].host) == 0 &&
+		    a.master.port == switches[i].port)),
+		    "\"%s\": %d %s", switches[i].msg, a.err, a.why ? a.why : "-");
+	}
+	guard_page_free(guard);
 }
 
 /* ------------------------------------------------------------------ */
@@ -377,6 +636,9 @@ struct fake {
 	int replica;			/* ROLE says slave */
 	uint16_t master_port;		/* sentinel: the master it names */
 	int unknown_master;		/* sentinel: nil for the name */
+	const char *const *bad;		/* sentinel: the first answers... */
+	unsigned n_bad;			/* ... this many, then master_port */
+	unsigned asked;			/* SENTINEL commands answered */
 };
 
 static void
@@ -437,6 +699,10 @@ fake_answer(struct fconn *c, int argc, char argv[][128])
 		    "%s\r\n:1\r\n", strlen(argv[1]), argv[1]);
 		fake_send(c, out);
 	} else if (strcasecmp(argv[0], "SENTINEL") == 0) {
+		if (f->asked++ < f->n_bad) {
+			fake_send(c, f->bad[f->asked - 1]);
+			return;
+		}
 		if (f->unknown_master) {
 			fake_send(c, "*-1\r\n");
 			return;
@@ -588,6 +854,17 @@ fake_push(struct fake *f, const char *s)
 
 	for (c = f->conns; c != NULL; c = c->next)
 		fake_send(c, s);
+}
+
+/* Publish msg on +switch-master to every connection of a fake sentinel. */
+static void
+fake_switch_master(struct fake *f, const char *msg)
+{
+	char push[512];
+
+	snprintf(push, sizeof(push), "*3\r\n$7\r\nmessage\r\n$14\r\n"
+	    "+switch-master\r\n$%zu\r\n%s\r\n", strlen(msg), msg);
+	fake_push(f, push);
 }
 
 static void
@@ -1006,7 +1283,7 @@ test_client_sentinel(struct event_base *base)
 	struct fake *s = fake_new(base, NULL), *a = fake_new(base, NULL),
 	    *b = fake_new(base, NULL);
 	struct user u;
-	char push[256], msg[256], want[64];
+	char msg[256], want[64];
 
 	s->master_port = a->port;
 	user_client(base, &u, 1, 1, "redissentinel://:pw@127.0.0.1:%u,"
@@ -1022,9 +1299,7 @@ test_client_sentinel(struct event_base *base)
 	/* failover while connected */
 	snprintf(msg, sizeof(msg), "mymaster 127.0.0.1 %u 127.0.0.1 %u",
 	    a->port, b->port);
-	snprintf(push, sizeof(push), "*3\r\n$7\r\nmessage\r\n$14\r\n"
-	    "+switch-master\r\n$%zu\r\n%s\r\n", strlen(msg), msg);
-	fake_push(s, push);
+	fake_switch_master(s, msg);
 	CHECK(run_until(base, &u.ready, 2, 3));
 	snprintf(want, sizeof(want), "127.0.0.1:%u", b->port);
 	CHECKF(strcmp(tb_redis_server(u.c), want) == 0, "%s",
@@ -1032,8 +1307,7 @@ test_client_sentinel(struct event_base *base)
 	CHECK(u.down == 1 && strcmp(u.last_down,
 	    "sentinel named a new master") == 0);
 	/* another master name on the feed: ignored */
-	fake_push(s, "*3\r\n$7\r\nmessage\r\n$14\r\n+switch-master\r\n"
-	    "$33\r\nother 127.0.0.1 1 127.0.0.1 65000\r\n");
+	fake_switch_master(s, "other 127.0.0.1 1 127.0.0.1 65000");
 	run_for(base, 0.1);
 	CHECK(u.down == 1 && strcmp(tb_redis_server(u.c), want) == 0);
 	tb_redis_free(u.c);
@@ -1059,6 +1333,78 @@ test_client_sentinel(struct event_base *base)
 	fake_free(b);
 }
 
+/*
+ * Unusable sentinel answers (issue 13: one of them stopped the client for
+ * good, silently): each is counted by reason and followed by the next
+ * sentinel, a round of them by the backoff; a later good answer is used.
+ */
+static void
+test_client_sentinel_unusable(struct event_base *base)
+{
+	static const char *const bad[] = {
+		"*2\r\n$9\r\n127.0.0.1\r\n$1\r\n0\r\n",
+		"*2\r\n$9\r\n127.0.0.1\r\n$2\r\n-1\r\n",
+		"*2\r\n$9\r\n127.0.0.1\r\n$5\r\n70000\r\n",
+		"*2\r\n$9\r\n127.0.0.1\r\n$4\r\nport\r\n",
+		"*2\r\n$3\r\na b\r\n$4\r\n6379\r\n",
+		"+OK\r\n",
+		"*3\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n",
+		"*-1\r\n",
+		"-ERR no\r\n",
+	};
+	struct fake *s = fake_new(base, NULL), *s2 = fake_new(base, NULL),
+	    *a = fake_new(base, NULL);
+	uint64_t before[TB_REDIS_SENTINEL_NERR], *now = tb_stats.sentinel_unusable;
+	struct user u;
+	char want[64], msg[128];
+
+	memcpy(before, now, sizeof(before));
+	s->master_port = s2->master_port = a->port;
+	s->bad = bad;
+	s->n_bad = sizeof(bad) / sizeof(bad[0]);
+	user_client(base, &u, 1, 1, "redissentinel://127.0.0.1:%u", s->port);
+	CHECK(run_until(base, &u.ready, 1, 5));
+	snprintf(want, sizeof(want), "127.0.0.1:%u", a->port);
+	CHECKF(strcmp(tb_redis_server(u.c), want) == 0 && s->asked == 10,
+	    "%s %u", tb_redis_server(u.c), s->asked);
+	CHECK(now[TB_REDIS_SENTINEL_PORT] - before[TB_REDIS_SENTINEL_PORT] == 4);
+	CHECK(now[TB_REDIS_SENTINEL_HOST] - before[TB_REDIS_SENTINEL_HOST] == 1);
+	CHECK(now[TB_REDIS_SENTINEL_REPLY_TYPE] -
+	    before[TB_REDIS_SENTINEL_REPLY_TYPE] == 1);
+	CHECK(now[TB_REDIS_SENTINEL_ELEMENT_COUNT] -
+	    before[TB_REDIS_SENTINEL_ELEMENT_COUNT] == 1);
+	CHECK(now[TB_REDIS_SENTINEL_UNKNOWN_MASTER] -
+	    before[TB_REDIS_SENTINEL_UNKNOWN_MASTER] == 1);
+	CHECK(now[TB_REDIS_SENTINEL_ERROR_REPLY] -
+	    before[TB_REDIS_SENTINEL_ERROR_REPLY] == 1);
+	/* rounds of one sentinel back off: 0.02, 0.04, then 0.08 each */
+	CHECK(u.bad == 0 && u.down == 0);
+
+	/* a +switch-master that cannot be followed: counted, and the
+	 * sentinels asked again (the same master: the connection stays) */
+	memcpy(before, now, sizeof(before));
+	snprintf(msg, sizeof(msg), "mymaster 127.0.0.1 %u 127.0.0.1 70000",
+	    a->port);
+	fake_switch_master(s, msg);
+	CHECK(run_until(base, &s->asked, 11, 2));
+	run_for(base, 0.05);
+	CHECK(now[TB_REDIS_SENTINEL_PORT] - before[TB_REDIS_SENTINEL_PORT] == 1);
+	CHECK(u.down == 0 && u.ready == 1 && tb_redis_is_ready(u.c));
+	tb_redis_free(u.c);
+
+	/* two sentinels: after a bad answer the other one is asked first */
+	s->asked = 0;
+	s->n_bad = 1;
+	user_client(base, &u, 1, 1, "redissentinel://127.0.0.1:%u,"
+	    "127.0.0.1:%u", s->port, s2->port);
+	CHECK(run_until(base, &u.ready, 1, 3));
+	CHECKF(s->asked == 1 && s2->asked == 1, "%u %u", s->asked, s2->asked);
+	tb_redis_free(u.c);
+	fake_free(s);
+	fake_free(s2);
+	fake_free(a);
+}
+
 int
 main(void)
 {
@@ -1069,6 +1415,9 @@ main(void)
 	test_url_limits();
 	test_url_secret();
 	test_url_prefixes();
+	test_sentinel_answer_table();
+	test_sentinel_answer_sizes();
+	test_switch_master();
 
 	signal(SIGPIPE, SIG_IGN);
 	base = event_base_new();
@@ -1080,6 +1429,7 @@ main(void)
 	test_client_subscribe(base);
 	test_client_unix_and_name(base);
 	test_client_sentinel(base);
+	test_client_sentinel_unusable(base);
 	event_base_free(base);
 	TB_TEST_END();
 }
