@@ -23,7 +23,10 @@
  *   - Sentinel discovery (SENTINEL get-master-addr-by-name, the next
  *     sentinel on failure, timeout or an unusable answer) and the
  *     +switch-master feed;
- *   - SUBSCRIBE to one channel, renewed after every reconnect.
+ *   - SUBSCRIBE to one channel, renewed after every reconnect;
+ *   - limits on what a server may send: a reply larger than the user
+ *     expects (max_reply_bytes, max_reply_elements) closes the connection
+ *     before it is buffered, and is counted (tb_stats).
  *
  * Names: the module is redis.c, but hiredis already owns the redis* names
  * (redisAsyncContext, redisReply, redisAsyncCommand...), so everything here
@@ -88,6 +91,13 @@ struct tb_redis_conf {
 	double command_timeout;		/* replies owed, none for this long: 5 s */
 	double backoff_min;		/* 0.1 s, doubling per failure ... */
 	double backoff_max;		/* ... up to 5 s */
+	/* The largest reply the user expects: its strings together, and the
+	 * bytes held while it is incomplete, 1 MiB; its array elements,
+	 * nested ones included, 1024. A server that sends more is cut off
+	 * (logged, counted, reconnect after the backoff). Sentinel
+	 * connections have their own small limits. */
+	size_t max_reply_bytes;
+	unsigned max_reply_elements;
 	unsigned flags;			/* TB_REDIS_F_* */
 };
 
@@ -127,6 +137,18 @@ struct tb_redis_handlers {
 	void *arg;
 };
 
+/* Why a reply was refused: the reason label of
+ * tracebridge_redis_replies_refused_total. */
+enum tb_redis_refusal {
+	TB_REDIS_REFUSE_NONE = 0,
+	TB_REDIS_REFUSE_BYTES,		/* "too_large": max_reply_bytes */
+	TB_REDIS_REFUSE_ELEMENTS,	/* "too_many_elements" */
+	TB_REDIS_REFUSE_N,
+};
+
+/* The labels, by enum tb_redis_refusal ("" for NONE). */
+extern const char *const tb_redis_refusal_names[TB_REDIS_REFUSE_N];
+
 /* Why a sentinel's answer names no master we can connect to: the reason
  * label of tracebridge_redis_sentinel_unusable_answers_total. */
 enum tb_redis_sentinel_err {
@@ -140,8 +162,8 @@ enum tb_redis_sentinel_err {
 	TB_REDIS_SENTINEL_NERR,
 };
 
-/* The label of e ("unknown_master"...; "" for OK). */
-const char *tb_redis_sentinel_err_name(enum tb_redis_sentinel_err e);
+/* The labels, by enum tb_redis_sentinel_err ("" for OK). */
+extern const char *const tb_redis_sentinel_err_names[TB_REDIS_SENTINEL_NERR];
 
 /* What the two sentinel answer checks below found. Pointers point into
  * their input. */

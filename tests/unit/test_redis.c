@@ -489,9 +489,8 @@ test_sentinel_answer_table(void)
 	    strcmp(a.master.host, "::1") == 0 && a.master.port == 26379 &&
 	    a.name == NULL);
 	freeReplyObject(r);
-	CHECK(strcmp(tb_redis_sentinel_err_name(TB_REDIS_SENTINEL_PORT),
-	    "port") == 0 && strcmp(tb_redis_sentinel_err_name(
-	    TB_REDIS_SENTINEL_NERR), "") == 0);
+	CHECK(strcmp(tb_redis_sentinel_err_names[TB_REDIS_SENTINEL_PORT],
+	    "port") == 0);
 }
 
 /* A host and a port of len bytes of c (the 10 KB answers of issue 13), and
@@ -639,6 +638,8 @@ struct fake {
 	const char *const *bad;		/* sentinel: the first answers... */
 	unsigned n_bad;			/* ... this many, then master_port */
 	unsigned asked;			/* SENTINEL commands answered */
+	const char *get_reply;		/* answer the next GET with these */
+	size_t get_reply_len;		/* bytes (as many as the socket takes) */
 };
 
 static void
@@ -654,6 +655,19 @@ fconn_free(struct fconn *c)
 	event_free(c->ev);
 	close(c->fd);
 	free(c);
+}
+
+/* Send what the socket takes of s[0..n) without waiting: the client runs
+ * on the same loop. */
+static void
+fake_send_n(struct fconn *c, const char *s, size_t n)
+{
+	ssize_t w;
+
+	while (n > 0 && (w = send(c->fd, s, n, MSG_DONTWAIT)) > 0) {
+		s += w;
+		n -= (size_t)w;
+	}
 }
 
 static void
@@ -685,6 +699,11 @@ fake_answer(struct fconn *c, int argc, char argv[][128])
 	} else if (strcasecmp(argv[0], "GET") == 0 && argc == 2) {
 		if (f->hang_get)
 			return;
+		if (f->get_reply != NULL) {
+			fake_send_n(c, f->get_reply, f->get_reply_len);
+			f->get_reply = NULL;
+			return;
+		}
 		if (f->loading > 0 && f->n_log % f->loading == 0) {
 			fake_send(c, "-LOADING Redis is loading the dataset\r\n");
 			return;
@@ -980,6 +999,10 @@ static const struct tb_redis_handlers u_handlers = {
 	u_ready, u_reply, u_down, u_message, u_reconnecting, NULL,
 };
 
+/* Reply limits and flags of the clients user_client makes (0: default). */
+static size_t knob_max_bytes;
+static unsigned knob_max_elements, knob_flags;
+
 /* A client for the URL that fmt makes, with fast timers, reporting to u. */
 static struct tb_redis *
 user_client(struct event_base *base, struct user *u, double connect_timeout,
@@ -1007,6 +1030,9 @@ user_client(struct event_base *base, struct user *u, double connect_timeout,
 	conf.backoff_min = 0.02;
 	conf.backoff_max = 0.08;
 	conf.sentinel_timeout = 0.3;
+	conf.max_reply_bytes = knob_max_bytes;
+	conf.max_reply_elements = knob_max_elements;
+	conf.flags = knob_flags;
 	h.arg = u;
 	u->c = tb_redis_new(base, &conf, &h, err, sizeof(err));
 	memset(&parsed, 0, sizeof(parsed));	/* the client has a copy */
@@ -1405,6 +1431,145 @@ test_client_sentinel_unusable(struct event_base *base)
 	fake_free(a);
 }
 
+/* A reply of len bytes: head, then fill up to len - strlen(tail), then
+ * tail. malloc'd. */
+static char *
+big_reply(const char *head, char fill, size_t len, const char *tail,
+    size_t *outlen)
+{
+	size_t h = strlen(head), t = strlen(tail);
+	char *b = malloc(len);
+
+	memcpy(b, head, h);
+	memset(b + h, fill, len - h - t);
+	memcpy(b + len - t, tail, t);
+	*outlen = len;
+	return b;
+}
+
+/*
+ * Replies past the client's limits (issue 13: a fake Redis sending
+ * "$1000000000" and then 400 MiB raised RSS from 8 MB to 417 MB): the
+ * connection is closed as soon as the limit is passed, "down" says why,
+ * the refusal is counted by reason and the client reconnects. At the
+ * limits a reply is delivered, the next one counted afresh.
+ */
+static void
+test_client_reply_limits(struct event_base *base)
+{
+	static const struct {
+		const char *head, *tail;	/* around the fill */
+		char fill;
+		size_t len;
+		enum tb_redis_refusal why;	/* NONE: delivered */
+	} cases[] = {
+		/* still arriving: cut off by the bytes held */
+		{ "$1000000000\r\n", "", 'x', 64 << 10, TB_REDIS_REFUSE_BYTES },
+		{ "+", "", 'a', 64 << 10, TB_REDIS_REFUSE_BYTES },
+		{ "-ERR ", "", 'a', 64 << 10, TB_REDIS_REFUSE_BYTES },
+		/* complete, too large: one string, two together */
+		{ "$4097\r\n", "\r\n", 'x', 7 + 4097 + 2, TB_REDIS_REFUSE_BYTES },
+		{ "*2\r\n$4095\r\n", "\r\n$2\r\nab\r\n", 'x', 11 + 4095 + 10,
+		    TB_REDIS_REFUSE_BYTES },
+		/* elements: refused at the header, before its allocation */
+		{ "*100000000\r\n", "", ':', 13, TB_REDIS_REFUSE_ELEMENTS },
+		{ "*2\r\n*4\r\n:1\r\n:1\r\n:1\r\n:1\r\n*4\r\n", "", ':', 38,
+		    TB_REDIS_REFUSE_ELEMENTS },
+		/* at the limits */
+		{ "$4096\r\n", "\r\n", 'x', 7 + 4096 + 2, TB_REDIS_REFUSE_NONE },
+		{ "*8\r\n:1\r\n:2\r\n:3\r\n:4\r\n:5\r\n:6\r\n:7\r\n:8\r\n", "",
+		    ':', 36, TB_REDIS_REFUSE_NONE },
+		{ "*2\r\n$4094\r\n", "\r\n$2\r\nab\r\n", 'x', 11 + 4094 + 10,
+		    TB_REDIS_REFUSE_NONE },
+		{ "*2\r\n$4094\r\n", "\r\n$2\r\nab\r\n", 'x', 11 + 4094 + 10,
+		    TB_REDIS_REFUSE_NONE },	/* counted afresh */
+	};
+	struct fake *f = fake_new(base, NULL);
+	uint64_t before[TB_REDIS_REFUSE_N], *now = tb_stats.redis_refused;
+	unsigned down, ready, replies;
+	struct user u;
+	size_t i, n;
+	char *b;
+
+	knob_max_bytes = 4096;
+	knob_max_elements = 8;
+	user_on(base, &u, f, 2);
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		memcpy(before, now, sizeof(before));
+		down = u.down;
+		ready = u.ready;
+		replies = u.replies;
+		b = big_reply(cases[i].head, cases[i].fill, cases[i].len,
+		    cases[i].tail, &n);
+		f->get_reply = b;
+		f->get_reply_len = n;
+		CHECK(tb_redis_command(u.c, NULL, "GET %s", "k") == 0);
+		if (cases[i].why == TB_REDIS_REFUSE_NONE) {
+			CHECKF(run_until(base, &u.replies, replies + 1, 2) &&
+			    u.down == down, "case %zu", i);
+		} else {
+			CHECKF(run_until(base, &u.down, down + 1, 2) &&
+			    strcmp(u.last_down, cases[i].why ==
+			    TB_REDIS_REFUSE_BYTES ? "reply too large" :
+			    "reply with too many elements") == 0 &&
+			    u.replies == replies &&
+			    now[cases[i].why] - before[cases[i].why] == 1,
+			    "case %zu: %s", i, u.last_down);
+			CHECKF(run_until(base, &u.ready, ready + 1, 2),
+			    "case %zu: not ready again", i);
+		}
+		free(b);
+	}
+	CHECK(u.bad == 0 && strcmp(tb_redis_refusal_names[
+	    TB_REDIS_REFUSE_ELEMENTS], "too_many_elements") == 0);
+	tb_redis_free(u.c);
+
+	/* lean replies: an integer is the shared object, a string whole */
+	knob_flags = TB_REDIS_F_LEAN_REPLIES;
+	user_on(base, &u, f, 2);
+	CHECK(tb_redis_command(u.c, NULL, "LPUSH k v") == 0);
+	CHECK(tb_redis_command(u.c, NULL, "GET %s", "k") == 0);
+	CHECK(run_until(base, &u.replies, 2, 2));
+	CHECK(strcmp(u.last_reply, "1:v:k") == 0 && u.down == 0);
+	tb_redis_free(u.c);
+	knob_flags = 0;
+	knob_max_bytes = 0;
+	knob_max_elements = 0;
+	fake_free(f);
+}
+
+/* A sentinel's reply larger than its connection's limit (64 KiB): the
+ * next sentinel is asked, whose answer is followed. */
+static void
+test_client_sentinel_reply_limit(struct event_base *base)
+{
+	struct fake *s = fake_new(base, NULL), *s2 = fake_new(base, NULL),
+	    *a = fake_new(base, NULL);
+	uint64_t before = tb_stats.redis_refused[TB_REDIS_REFUSE_BYTES];
+	const char *bad[1];
+	struct user u;
+	char *b;
+	size_t n;
+
+	b = big_reply("*2\r\n$70000\r\n", 'h', 15 + 70000 + 13,
+	    "\r\n$4\r\n6379\r\n", &n);
+	b[n - 1] = '\0';	/* fake_send: a string; the last \n is lost */
+	bad[0] = b;
+	s->bad = bad;
+	s->n_bad = 1;
+	s->master_port = s2->master_port = a->port;
+	user_client(base, &u, 1, 1, "redissentinel://127.0.0.1:%u,"
+	    "127.0.0.1:%u", s->port, s2->port);
+	CHECK(run_until(base, &u.ready, 1, 3));
+	CHECK(s->asked == 1 && s2->asked == 1);
+	CHECK(tb_stats.redis_refused[TB_REDIS_REFUSE_BYTES] - before == 1);
+	tb_redis_free(u.c);
+	free(b);
+	fake_free(s);
+	fake_free(s2);
+	fake_free(a);
+}
+
 int
 main(void)
 {
@@ -1430,6 +1595,8 @@ main(void)
 	test_client_unix_and_name(base);
 	test_client_sentinel(base);
 	test_client_sentinel_unusable(base);
+	test_client_reply_limits(base);
+	test_client_sentinel_reply_limit(base);
 	event_base_free(base);
 	TB_TEST_END();
 }
