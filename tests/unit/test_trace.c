@@ -1003,14 +1003,14 @@ test_w3c_limits_and_baggage(void)
 	{
 		/* a repeat of a key whose first value was cut for the 512-char
 		 * limit does not come back in its place */
-		snprintf(ts, sizeof(ts), "a=1,b=%s,c=%s,d=%s,e=%s,b=2", big, big,
+		snprintf(ts, sizeof(ts), "a=1,c=%s,d=%s,e=%s,b=%s,b=2", big, big,
 		    big, big);
 		struct tb_hdr h[] = { H("traceparent", tp), H("tracestate", ts) };
 
 		ctx_init(&ctx);
 		CHECK(trace_codec_w3c.extract(NULL, h, 2, &ctx) == 1);
-		CHECKF(strstr(ctx.tracestate, "b=2") == NULL, "%s",
-		    ctx.tracestate);
+		CHECKF(strstr(ctx.tracestate, ",b=") == NULL &&
+		    strstr(ctx.tracestate, ",e=") != NULL, "%s", ctx.tracestate);
 	}
 	{
 		struct tb_hdr h[] = { H("traceparent", tp),
