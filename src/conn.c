@@ -395,8 +395,8 @@ conn_drain(struct conn *c)
 static void
 head_error(struct conn *c, const struct h1_msg *m, int rc)
 {
-	char sample[2 * 16 + sizeof(REDACT_WITHHELD) * 9];	/* 16 bytes in hex,
-							 * 8 withheld runs */
+	/* 16 bytes in hex, and at most 8 runs of them withheld */
+	char sample[2 * 16 + sizeof(REDACT_WITHHELD) * 9];
 	size_t n = 0;
 	struct evbuffer *in = sock_input(c->sk);
 	unsigned char *p;
