@@ -131,21 +131,7 @@ parse_tracestate(const struct tb_hdr *hdrs, size_t n, struct tb_trace_ctx *out)
 		trace_hdr_trim(&hdrs[i], &v, &vlen);
 		p = v;
 		end = v + vlen;
-		while (p < end) {
-			s = p;
-			p = memchr(p, ',', (size_t)(end - p));
-			if (p == NULL)
-				p = end;
-			mlen = (size_t)(p - s);
-			if (p < end)
-				p++;
-			while (mlen > 0 && (*s == ' ' || *s == '\t')) {
-				s++;
-				mlen--;
-			}
-			while (mlen > 0 && (s[mlen - 1] == ' ' ||
-			    s[mlen - 1] == '\t'))
-				mlen--;
+		while (trace_list_next(&p, end, 1, &s, &mlen)) {
 			if (mlen == 0)
 				continue;	/* empty list-members are allowed */
 			if ((eq = memchr(s, '=', mlen)) == NULL)
