@@ -226,9 +226,14 @@ scan_te(const char *v, size_t n, struct h1_scan *sc)
 	return 0;
 }
 
-/* Set H1_F_* from one Connection field value's tokens (RFC 9110 7.6.1). */
-static void
-scan_connection(const char *v, size_t n, struct h1_msg *m)
+/*
+ * Set H1_F_* from one Connection field value's tokens (RFC 9110 7.6.1).
+ * -1 for a request whose Connection names a field the proxy itself needs
+ * end to end: removing it as hop-by-hop would forward a Host-less request
+ * or unframed body, and keeping it would ignore what the client said.
+ */
+static int
+scan_connection(const char *v, size_t n, struct h1_msg *m, int is_req)
 {
 	size_t pos = 0, el;
 	const char *e;
@@ -240,7 +245,14 @@ scan_connection(const char *v, size_t n, struct h1_msg *m)
 			m->flags |= H1_F_CONN_KEEPALIVE;
 		else if (EQ_LIT(e, el, "upgrade"))
 			m->flags |= H1_F_UPGRADE;
+		/* RFC 9110 7.6.1: a sender MUST NOT list a field meant for
+		 * every recipient; Host routes, CL and TE frame: 400 */
+		else if (is_req && (EQ_LIT(e, el, "host") ||
+		    EQ_LIT(e, el, "content-length") ||
+		    EQ_LIT(e, el, "transfer-encoding")))
+			return -1;
 	}
+	return 0;
 }
 
 /*
@@ -282,8 +294,11 @@ note_field(struct h1_msg *m, struct h1_scan *sc, const struct tb_hdr *h,
 			m->flags |= H1_F_UPGRADE;
 		break;
 	case 10:
-		if (EQ_LIT(n, 10, "connection"))
-			scan_connection(h->value, h->value_len, m);
+		if (EQ_LIT(n, 10, "connection") &&
+		    scan_connection(h->value, h->value_len, m, sc->is_req) < 0) {
+			*why = "Connection names an end-to-end field";
+			return -1;
+		}
 		break;
 	case 14:
 		if (EQ_LIT(n, 14, "content-length")) {

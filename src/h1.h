@@ -87,7 +87,9 @@ struct h1_msg {
  * uint64; Content-Length together with Transfer-Encoding: 400 (6.1, smuggling);
  * Transfer-Encoding whose final coding is not "chunked": 501 for a request
  * (only "chunked" alone is accepted; any other coding list: 501);
- * HTTP/1.1 without Host, or more than one Host: 400 (RFC 9112 3.2).
+ * HTTP/1.1 without Host, or more than one Host: 400 (RFC 9112 3.2);
+ * a Connection field naming Host, Content-Length or Transfer-Encoding: 400
+ * (RFC 9110 7.6.1: those are never hop-by-hop for us).
  * On success, body is NONE, LENGTH or CHUNKED (never EOF for a request).
  */
 int h1_parse_request(const char *buf, size_t len, const struct h1_limits *lim,

@@ -266,6 +266,9 @@ static const struct vcase valid[] = {
 	{ "HEAD response chunked", 0, 1,
 	  "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", NULL, NULL,
 	  H1_BODY_NONE, 0, H1_F_HAS_TE, 1, 1, 200, NULL, NULL },
+	{ "response Connection naming Content-Length", 0, 0,
+	  "HTTP/1.1 200 OK\r\nConnection: Content-Length\r\nContent-Length: 2\r\n\r\n",
+	  "ok", NULL, H1_BODY_LENGTH, 2, H1_F_HAS_CL, 2, 1, 200, NULL, NULL },
 	{ "599 keep-alive 1.0", 0, 0,
 	  "HTTP/1.0 599 Whatever\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n",
 	  NULL, NULL, H1_BODY_NONE, 0, H1_F_HAS_CL | H1_F_CONN_KEEPALIVE, 2, 0,
@@ -563,6 +566,19 @@ static const struct hcase hostile[] = {
 	RQ("DEL in value", "GET / HTTP/1.1\r\n" H "X-A: a\x7f\r\n\r\n", -1, 400),
 	RQ("ESC in value", "GET / HTTP/1.1\r\n" H "X-A: \x1b[31m\r\n\r\n", -1, 400),
 	RQ("early junk version", "GET / FTP/1.1", -1, 400),
+	/* Connection naming a field the proxy needs end to end */
+	RQ("Connection names Host", "GET / HTTP/1.1\r\n" H
+	   "Connection: close, Host\r\n\r\n", -1, 400),
+	RQ("Connection names Host first", "GET / HTTP/1.1\r\n"
+	   "Connection: HOST\r\n" H "\r\n", -1, 400),
+	RQ("Connection names Content-Length", "POST / HTTP/1.1\r\n" H
+	   "Content-Length: 1\r\nConnection: keep-alive,content-length\r\n\r\n",
+	   -1, 400),
+	RQ("Connection names Transfer-Encoding", "POST / HTTP/1.1\r\n" H
+	   "Transfer-Encoding: chunked\r\nConnection: Transfer-Encoding\r\n\r\n",
+	   -1, 400),
+	RQ("second Connection names Host", "GET / HTTP/1.1\r\n" H
+	   "Connection: close\r\nConnection: x, host \r\n\r\n", -1, 400),
 	/* responses: every error is 502 */
 	RS("resp CL+TE", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n"
 	   "Transfer-Encoding: chunked\r\n\r\n", -1, 502),
