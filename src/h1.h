@@ -44,6 +44,14 @@ enum h1_body {
 #define H1_F_HAS_HOST		0x0040	/* a Host field was present */
 #define H1_F_EXPECT_OTHER	0x0080	/* an Expect value other than 100-continue */
 
+/* request-target forms (RFC 9112 3.2) */
+enum h1_target {
+	H1_TARGET_ORIGIN = 0,	/* "/path?query" */
+	H1_TARGET_ABSOLUTE,	/* "http://authority/path?query" (http/https only) */
+	H1_TARGET_AUTHORITY,	/* "host:port", CONNECT only */
+	H1_TARGET_ASTERISK,	/* "*", OPTIONS only */
+};
+
 struct h1_limits {
 	size_t max_head_bytes;	/* whole head incl. start line; over it: -2 / 431 */
 	size_t max_line;	/* request line; over it: -2 / 414 */
@@ -56,6 +64,16 @@ struct h1_msg {
 	size_t method_len;
 	const char *target;
 	size_t target_len;
+	enum h1_target target_form;
+	/*
+	 * Absolute-form only: the authority without userinfo (uri-host
+	 * [":" port], never empty) and what follows it, path-abempty
+	 * ["?" query] (may be empty). Both point into the target.
+	 */
+	const char *authority;
+	size_t authority_len;
+	const char *path;
+	size_t path_len;
 	/* status line */
 	int status;
 	const char *reason;
@@ -87,7 +105,11 @@ struct h1_msg {
  * uint64; Content-Length together with Transfer-Encoding: 400 (6.1, smuggling);
  * Transfer-Encoding whose final coding is not "chunked": 501 for a request
  * (only "chunked" alone is accepted; any other coding list: 501);
- * HTTP/1.1 without Host, or more than one Host: 400 (RFC 9112 3.2);
+ * request-target in origin-form, absolute-form with an http or https
+ * scheme and a non-empty authority, authority-form for CONNECT, "*" for
+ * OPTIONS, else 400 (RFC 9112 3.2); Host and the authority must be
+ * uri-host [":" port] (RFC 9110 7.2, RFC 3986 3.2.2; a Host may be empty);
+ * HTTP/1.1 without Host, more than one Host, or an invalid one: 400 (RFC 9112 3.2);
  * a Connection field naming Host, Content-Length or Transfer-Encoding: 400
  * (RFC 9110 7.6.1: those are never hop-by-hop for us).
  * On success, body is NONE, LENGTH or CHUNKED (never EOF for a request).

@@ -220,6 +220,18 @@ static const struct vcase valid[] = {
 	  "GET http://nova:8774/v2.1/servers?x=%20 HTTP/1.1\r\nHost: nova:8774\r\n\r\n",
 	  NULL, NULL, H1_BODY_NONE, 0, H1_F_HAS_HOST, 1, 1, 0,
 	  "GET", "http://nova:8774/v2.1/servers?x=%20" },
+	{ "absolute-form, userinfo, no path", 1, 0,
+	  "GET http://u:p%40@nova:8774?x HTTP/1.1\r\nHost: other\r\n\r\n",
+	  NULL, NULL, H1_BODY_NONE, 0, H1_F_HAS_HOST, 1, 1, 0,
+	  "GET", "http://u:p%40@nova:8774?x" },
+	{ "absolute-form HTTPS, IPv6, HTTP/1.0 no Host", 1, 0,
+	  "HEAD HTTPS://[::1]:8443 HTTP/1.0\r\n\r\n",
+	  NULL, NULL, H1_BODY_NONE, 0, H1_F_CONN_CLOSE, 0, 0, 0,
+	  "HEAD", "HTTPS://[::1]:8443" },
+	{ "CONNECT authority-form", 1, 0,
+	  "CONNECT keystone:443 HTTP/1.1\r\nHost: keystone:443\r\n\r\n",
+	  NULL, NULL, H1_BODY_NONE, 0, H1_F_HAS_HOST, 1, 1, 0,
+	  "CONNECT", "keystone:443" },
 	/* responses */
 	{ "200 with CL", 0, 0,
 	  "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\n",
@@ -472,6 +484,98 @@ test_fields(void)
 	free(m);
 }
 
+/* Host values and request-target forms, and what the parser says of them. */
+static void
+test_targets(void)
+{
+	static const char *hosts[] = {
+		"keystone", "keystone:5000", "10.0.0.1", "10.0.0.1:80", "[::1]",
+		"[::1]:8080", "[::ffff:1.2.3.4]", "[2001:DB8::A]:443", "[v1F.fe:80]",
+		"[v1.a]:", "a.b-c_d~e!$&'()*+,;=%41%7e", "h:", "999.1.1.1:99999",
+		"", "xn--caf-dma.example",
+	};
+	static const struct {
+		const char *line;	/* request line, CRLF added */
+		enum h1_target form;
+		const char *authority, *path;	/* absolute-form */
+	} forms[] = {
+		{ "GET /v2.1/servers?x=1 HTTP/1.1", H1_TARGET_ORIGIN, NULL, NULL },
+		{ "GET http://nova:8774/v2.1?x HTTP/1.1", H1_TARGET_ABSOLUTE,
+		  "nova:8774", "/v2.1?x" },
+		{ "GET hTtP://nova HTTP/1.1", H1_TARGET_ABSOLUTE, "nova", "" },
+		{ "GET http://u:p%40@nova:8774?x HTTP/1.1", H1_TARGET_ABSOLUTE,
+		  "nova:8774", "?x" },
+		{ "GET http://@nova/ HTTP/1.1", H1_TARGET_ABSOLUTE, "nova", "/" },
+		{ "PUT https://[::1]:8443/a/b HTTP/1.1", H1_TARGET_ABSOLUTE,
+		  "[::1]:8443", "/a/b" },
+		{ "OPTIONS * HTTP/1.1", H1_TARGET_ASTERISK, NULL, NULL },
+		{ "OPTIONS http://h HTTP/1.1", H1_TARGET_ABSOLUTE, "h", "" },
+		{ "CONNECT h:443 HTTP/1.1", H1_TARGET_AUTHORITY, NULL, NULL },
+		{ "CONNECT [::1]:443 HTTP/1.1", H1_TARGET_AUTHORITY, NULL, NULL },
+	};
+	struct h1_msg *m = malloc(sizeof(*m));
+	char b[512];
+	size_t i;
+	int rc, n;
+
+	for (i = 0; i < sizeof(hosts) / sizeof(hosts[0]); i++) {
+		n = snprintf(b, sizeof(b), "GET / HTTP/1.1\r\nHost: %s\r\n\r\n",
+		    hosts[i]);
+		rc = parse(1, 0, b, (size_t)n, &lim_default, m);
+		CHECKF(rc == n, "Host %s: rc %d %s", hosts[i], rc,
+		    m->err ? m->err : "");
+	}
+	for (i = 0; i < sizeof(forms) / sizeof(forms[0]); i++) {
+		n = snprintf(b, sizeof(b), "%s\r\nHost: h\r\n\r\n", forms[i].line);
+		rc = parse(1, 0, b, (size_t)n, &lim_default, m);
+		CHECKF(rc == n && m->target_form == forms[i].form,
+		    "%s: rc %d form %d %s", forms[i].line, rc, m->target_form,
+		    m->err ? m->err : "");
+		if (forms[i].form != H1_TARGET_ABSOLUTE) {
+			CHECK(m->authority == NULL && m->path == NULL);
+			continue;
+		}
+		CHECKF(eq_str(m->authority, m->authority_len, forms[i].authority) &&
+		    eq_str(m->path, m->path_len, forms[i].path),
+		    "%s: authority %.*s path %.*s", forms[i].line,
+		    (int)m->authority_len, m->authority, (int)m->path_len, m->path);
+		CHECK(m->authority >= m->target && m->path + m->path_len ==
+		    m->target + m->target_len);
+	}
+	/* a rejected absolute-form with userinfo is reported from its "@" on,
+	 * so the bytes the error log shows hold no password */
+	{
+		const char *r[] = {
+			"GET http://admin:s3cret@h:x/ HTTP/1.1\r\nHost: h\r\n\r\n",
+			"GET http://admin:s3cret@/ HTTP/1.1\r\nHost: h\r\n\r\n",
+			"GET http://admin:s3[cret@h/ HTTP/1.1\r\nHost: h\r\n\r\n",
+			"GET http://ad@min:s3cret@h/ HTTP/1.1\r\nHost: h\r\n\r\n",
+			"GET http://admin:s3cret@h/#x HTTP/1.1\r\nHost: h\r\n\r\n",
+		};
+
+		for (i = 0; i < sizeof(r) / sizeof(r[0]); i++) {
+			rc = parse(1, 0, r[i], strlen(r[i]), &lim_default, m);
+			CHECKF(rc == -1 && m->err_status == 400 &&
+			    m->err_off > (size_t)(strstr(r[i], "s3") - r[i]),
+			    "%s: rc %d at %zu", r[i], rc, m->err_off);
+		}
+	}
+	/* the error points at the Host field line */
+	{
+		const char *r = "GET / HTTP/1.1\r\nX-A: 1\r\nHost: a b\r\n\r\n";
+
+		rc = parse(1, 0, r, strlen(r), &lim_default, m);
+		CHECK(rc == -1 && m->err_off == 24 && strcmp(m->err, "invalid Host") == 0);
+	}
+	/* a response's Host is not ours to judge */
+	{
+		const char *r = "HTTP/1.1 200 OK\r\nHost: a b\r\nContent-Length: 0\r\n\r\n";
+
+		CHECK(parse(0, 0, r, strlen(r), &lim_default, m) == (int)strlen(r));
+	}
+	free(m);
+}
+
 /* ---- hostile heads ---- */
 
 struct hcase {
@@ -566,6 +670,61 @@ static const struct hcase hostile[] = {
 	RQ("DEL in value", "GET / HTTP/1.1\r\n" H "X-A: a\x7f\r\n\r\n", -1, 400),
 	RQ("ESC in value", "GET / HTTP/1.1\r\n" H "X-A: \x1b[31m\r\n\r\n", -1, 400),
 	RQ("early junk version", "GET / FTP/1.1", -1, 400),
+	/* Host: uri-host [ ":" port ] */
+	RQ("Host with space and slash", "GET / HTTP/1.1\r\nHost: a b/c@d\r\n\r\n",
+	   -1, 400),
+	RQ("Host with path", "GET / HTTP/1.1\r\nHost: h/x\r\n\r\n", -1, 400),
+	RQ("Host with userinfo", "GET / HTTP/1.1\r\nHost: u@h\r\n\r\n", -1, 400),
+	RQ("Host with query", "GET / HTTP/1.1\r\nHost: h?x\r\n\r\n", -1, 400),
+	RQ("Host with fragment", "GET / HTTP/1.1\r\nHost: h#x\r\n\r\n", -1, 400),
+	RQ("Host with quote", "GET / HTTP/1.1\r\nHost: h\"\r\n\r\n", -1, 400),
+	RQ("Host with backslash", "GET / HTTP/1.1\r\nHost: h\\x\r\n\r\n", -1, 400),
+	RQ("Host with obs-text", "GET / HTTP/1.1\r\nHost: caf\xc3\xa9\r\n\r\n",
+	   -1, 400),
+	RQ("Host two ports", "GET / HTTP/1.1\r\nHost: h:80:80\r\n\r\n", -1, 400),
+	RQ("Host port not digits", "GET / HTTP/1.1\r\nHost: h:8o\r\n\r\n", -1, 400),
+	RQ("Host port only", "GET / HTTP/1.1\r\nHost: :80\r\n\r\n", -1, 400),
+	RQ("Host bad pct", "GET / HTTP/1.1\r\nHost: h%zz\r\n\r\n", -1, 400),
+	RQ("Host short pct", "GET / HTTP/1.1\r\nHost: h%4\r\n\r\n", -1, 400),
+	RQ("Host unclosed bracket", "GET / HTTP/1.1\r\nHost: [::1\r\n\r\n", -1, 400),
+	RQ("Host junk after bracket", "GET / HTTP/1.1\r\nHost: [::1]x\r\n\r\n",
+	   -1, 400),
+	RQ("Host IPv4 in brackets", "GET / HTTP/1.1\r\nHost: [1.2.3.4]\r\n\r\n",
+	   -1, 400),
+	RQ("Host bad IPv6", "GET / HTTP/1.1\r\nHost: [1:::2]\r\n\r\n", -1, 400),
+	RQ("Host IPv6 zone", "GET / HTTP/1.1\r\nHost: [fe80::1%25eth0]\r\n\r\n",
+	   -1, 400),
+	RQ("Host empty IPvFuture", "GET / HTTP/1.1\r\nHost: [v1.]\r\n\r\n", -1, 400),
+	RQ("Host IPvFuture no hex", "GET / HTTP/1.1\r\nHost: [v.x]\r\n\r\n", -1, 400),
+	RQ("Host empty brackets", "GET / HTTP/1.1\r\nHost: []\r\n\r\n", -1, 400),
+	/* request-target forms */
+	RQ("neither origin- nor absolute-form", "GET evil.example/x HTTP/1.1\r\n"
+	   H "\r\n", -1, 400),
+	RQ("query-only target", "GET ?x HTTP/1.1\r\n" H "\r\n", -1, 400),
+	RQ("scheme-like target", "GET h:80 HTTP/1.1\r\n" H "\r\n", -1, 400),
+	RQ("asterisk for GET", "GET * HTTP/1.1\r\n" H "\r\n", -1, 400),
+	RQ("asterisk for POST", "POST * HTTP/1.1\r\n" H "\r\n", -1, 400),
+	RQ("asterisk for lower-case options", "options * HTTP/1.1\r\n" H "\r\n",
+	   -1, 400),
+	RQ("asterisk and more", "OPTIONS *x HTTP/1.1\r\n" H "\r\n", -1, 400),
+	RQ("absolute ftp", "GET ftp://h/x HTTP/1.1\r\n" H "\r\n", -1, 400),
+	RQ("absolute one slash", "GET http:/h/x HTTP/1.1\r\n" H "\r\n", -1, 400),
+	RQ("absolute empty host", "GET http:///x HTTP/1.1\r\n" H "\r\n", -1, 400),
+	RQ("absolute empty host, port", "GET http://:80/x HTTP/1.1\r\n" H "\r\n",
+	   -1, 400),
+	RQ("absolute userinfo, empty host", "GET http://u:p@/x HTTP/1.1\r\n" H
+	   "\r\n", -1, 400),
+	RQ("absolute bad port", "GET http://h:x/ HTTP/1.1\r\n" H "\r\n", -1, 400),
+	RQ("absolute two @", "GET http://a@b@c/ HTTP/1.1\r\n" H "\r\n", -1, 400),
+	RQ("absolute bad userinfo", "GET http://u[@h/ HTTP/1.1\r\n" H "\r\n", -1, 400),
+	RQ("absolute bad pct in userinfo", "GET http://u%zz@h/ HTTP/1.1\r\n" H
+	   "\r\n", -1, 400),
+	RQ("absolute fragment", "GET http://h/p#f HTTP/1.1\r\n" H "\r\n", -1, 400),
+	RQ("absolute backslash host", "GET http://h\\x/ HTTP/1.1\r\n" H "\r\n",
+	   -1, 400),
+	RQ("CONNECT origin-form", "CONNECT / HTTP/1.1\r\n" H "\r\n", -1, 400),
+	RQ("CONNECT without port", "CONNECT h HTTP/1.1\r\n" H "\r\n", -1, 400),
+	RQ("CONNECT absolute", "CONNECT http://h:80/ HTTP/1.1\r\n" H "\r\n", -1, 400),
 	/* Connection naming a field the proxy needs end to end */
 	RQ("Connection names Host", "GET / HTTP/1.1\r\n" H
 	   "Connection: close, Host\r\n\r\n", -1, 400),
@@ -940,6 +1099,7 @@ main(void)
 	guard_init();
 	test_valid();
 	test_fields();
+	test_targets();
 	test_hostile();
 	test_limits();
 	test_pipelining();
