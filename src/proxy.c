@@ -183,6 +183,9 @@ capture_fields(struct proxy_req *r, const struct h1_msg *m)
 	char *dst;
 	size_t i, dlen;
 
+	/* RFC 9112 3.2.2: an absolute-form target's authority is the host */
+	if (m->target_form == H1_TARGET_ABSOLUTE)
+		copy_field(r->host, sizeof(r->host), m->authority, m->authority_len);
 	for (i = 0; i < m->n_hdrs; i++) {
 		h = &m->hdrs[i];
 		if (hdr_name_is(h, "Host")) {
@@ -230,10 +233,9 @@ proxy_start(struct conn *c, const struct h1_msg *m, size_t head_len)
 	r->first_byte_us = -1;
 	r->bytes_in = head_len;
 	copy_field(r->method, sizeof(r->method), m->method, m->method_len);
-	if ((r->target = malloc(m->target_len + 1)) == NULL)
+	/* origin-form: what goes upstream is what is logged and traced */
+	if ((r->target = proxy_head_target(m)) == NULL)
 		goto fail_nomem;
-	memcpy(r->target, m->target, m->target_len);
-	r->target[m->target_len] = '\0';
 	r->version_minor = m->version_minor;
 	if (method_is(r, "HEAD"))
 		r->flags |= PROXY_F_HEAD;

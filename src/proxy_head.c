@@ -114,6 +114,32 @@ hb_sink_add(void *arg, const char *name, size_t name_len,
 	return b->failed ? -1 : 0;
 }
 
+char *
+proxy_head_target(const struct h1_msg *m)
+{
+	const char *t = m->target;
+	size_t n = m->target_len, lead = 0;
+	char *out;
+
+	if (m->target_form == H1_TARGET_ABSOLUTE) {
+		t = m->path;
+		n = m->path_len;
+		if (n == 0 && m->method_len == 7 &&
+		    memcmp(m->method, "OPTIONS", 7) == 0) {
+			t = "*";
+			n = 1;
+		} else if (n == 0 || t[0] == '?') {
+			lead = 1;	/* path-abempty was empty: "/" */
+		}
+	}
+	if ((out = malloc(lead + n + 1)) == NULL)
+		return NULL;
+	out[0] = '/';
+	memcpy(out + lead, t, n);
+	out[lead + n] = '\0';
+	return out;
+}
+
 int
 proxy_head_forward(struct hbuf *b, struct proxy_req *r, const struct h1_msg *m,
     proxy_head_hook on_request)
@@ -122,17 +148,32 @@ proxy_head_forward(struct hbuf *b, struct proxy_req *r, const struct h1_msg *m,
 	uint8_t drop[H1_MAX_HEADERS_CAP / 8];
 	struct tb_hdr_sink sink = { hb_sink_add, b };
 	const struct tb_hdr *h;
-	int xff = -1;
-	size_t i;
+	const char *host = NULL;	/* the Host value forwarded, if any */
+	size_t i, host_len = 0;
+	int xff = -1, absolute = m->target_form == H1_TARGET_ABSOLUTE;
 
 	memset(drop, 0, sizeof(drop));
 	hb_str(b, r->method);
 	HB_LIT(b, " ");
 	hb_str(b, r->target);
 	HB_LIT(b, " HTTP/1.1\r\n");
+	if (absolute) {
+		/* RFC 9112 3.2.2: a proxy MUST replace the received Host by
+		 * the target's authority (first, RFC 9112 3.2's SHOULD) */
+		host = m->authority;
+		host_len = m->authority_len;
+		hb_field(b, "Host", 4, host, host_len);
+	}
 	for (i = 0; i < m->n_hdrs; i++) {
 		h = &m->hdrs[i];
-		if (h1_is_hop_by_hop(m, h) || hdr_name_is(h, "Content-Length") ||
+		if (hdr_name_is(h, "Host")) {
+			if (absolute)
+				drop[i / 8] |= (uint8_t)(1u << (i % 8));
+			else if (host == NULL) {
+				host = h->value;
+				host_len = h->value_len;
+			}
+		} else if (h1_is_hop_by_hop(m, h) || hdr_name_is(h, "Content-Length") ||
 		    hdr_name_is(h, "Expect") || hdr_name_is(h, "X-Forwarded-Proto") ||
 		    hdr_name_is(h, "X-Forwarded-Host") ||
 		    (hdr_name_is(h, "Proxy-Authorization") && !lc->keep_proxy_authorization) ||
@@ -154,7 +195,7 @@ proxy_head_forward(struct hbuf *b, struct proxy_req *r, const struct h1_msg *m,
 		h = &m->hdrs[i];
 		hb_field(b, h->name, h->name_len, h->value, h->value_len);
 	}
-	if (!(m->flags & H1_F_HAS_HOST)) {	/* HTTP/1.0 without Host */
+	if (host == NULL) {	/* HTTP/1.0 without Host */
 		HB_LIT(b, "Host: ");
 		hb_str(b, lc->upstream_host);
 		HB_LIT(b, ":");
@@ -185,11 +226,9 @@ proxy_head_forward(struct hbuf *b, struct proxy_req *r, const struct h1_msg *m,
 			HB_LIT(b, "\r\nX-Forwarded-Proto: https\r\n");
 		else
 			HB_LIT(b, "\r\nX-Forwarded-Proto: http\r\n");
-		if (r->host[0] != '\0') {
-			HB_LIT(b, "X-Forwarded-Host: ");
-			hb_str(b, r->host);
-			HB_LIT(b, "\r\n");
-		}
+		/* what Host says, whole (r->host is a copy cut for logs) */
+		if (host_len > 0)
+			hb_field(b, "X-Forwarded-Host", 16, host, host_len);
 	} else if (xff >= 0) {
 		/* Not ours to change: pass the received values through. */
 		for (i = (size_t)xff; i < m->n_hdrs; i++)

@@ -187,7 +187,8 @@ on_request(struct proxy_req *r, const struct h1_msg *m, uint8_t *drop,
 	if (t->tr.invalid != 0 && log_get_level() >= TB_LOG_DEBUG)
 		log_debug("%s: client %s: invalid trace headers ignored (TRACE_F_* bits 0x%x)",
 		    lc->name, r->c->peer, t->tr.invalid);
-	sampling_operation_name(m->method, m->method_len, m->target, m->target_len,
+	/* r->target: an absolute-form target names the same operation */
+	sampling_operation_name(m->method, m->method_len, r->target, strlen(r->target),
 	    tc->rules, t->operation, sizeof(t->operation));
 	sampling_decide(tw->sampler, lc->service, t->operation, t->tr.ctx.trace_id,
 	    origin_of(&t->tr), t->tr.ctx.sampled, t->tr.ctx.debug,
