@@ -385,8 +385,10 @@ parse_cl(const char *v, size_t n, uint64_t *out, const char **why)
 				*why = "invalid Content-Length";
 				return -1;
 			}
-			if (x > (UINT64_MAX - d) / 10) {
-				*why = "Content-Length overflow";
+			/* bounded like a chunk size (h1_chunk.c): a length
+			 * beyond 2^63-1 fits no off_t and no peer's int64 */
+			if (x > ((UINT64_C(1) << 63) - 1 - d) / 10) {
+				*why = "Content-Length too large";
 				return -1;
 			}
 			x = x * 10 + d;

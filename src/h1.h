@@ -101,8 +101,8 @@ struct h1_msg {
  * anywhere: 400); field names are tokens with no whitespace before the colon
  * (RFC 9112 5.1); obs-fold (a line starting with SP/HTAB) is rejected (5.2);
  * field values have no CTL but HTAB; Content-Length must be 1*DIGIT, several
- * CL fields or comma lists must all agree (else 400), value must fit in
- * uint64; Content-Length together with Transfer-Encoding: 400 (6.1, smuggling);
+ * CL fields or comma lists must all agree (else 400), value at most
+ * 2^63-1 like a chunk size (else 400, 502 in a response); Content-Length together with Transfer-Encoding: 400 (6.1, smuggling);
  * Transfer-Encoding whose final coding is not "chunked": 501 for a request
  * (only "chunked" alone is accepted; any other coding list: 501);
  * request-target in origin-form, absolute-form with an http or https

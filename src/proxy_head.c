@@ -251,7 +251,11 @@ proxy_head_response(struct hbuf *b, struct proxy_req *r, const struct h1_msg *m,
 {
 	struct tb_hdr_sink sink = { hb_sink_add, b };
 	const struct tb_hdr *h;
-	int pass_cl = m->body == H1_BODY_NONE;	/* HEAD/304: CL describes the entity */
+	/* HEAD/304: CL describes the representation (RFC 9110 8.6), the
+	 * client knows there is no content; a 204 has no CL at all (RFC 9110
+	 * 8.6 "MUST NOT"), and a client taking it as a body length would wait
+	 * for bytes that never come */
+	int pass_cl = m->body == H1_BODY_NONE && m->status != 204;
 	size_t i;
 
 	HB_LIT(b, "HTTP/1.1 ");

@@ -281,6 +281,10 @@ MATRIX = [
     V("CL 5,", b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 5,\r\n\r\nhello",
       None, [400, "close"]),
     V("CL empty", b"POST / HTTP/1.1\r\n" + H + b"Content-Length:\r\n\r\n", None, [400, "close"]),
+    V("CL 2^63", b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 9223372036854775808\r\n\r\n",
+      None, [400, "close"]),
+    V("CL 2^64", b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 18446744073709551616\r\n\r\n",
+      None, [400, "close"]),
     V("CL 1e3", b"POST / HTTP/1.1\r\n" + H + b"Content-Length: 1e3\r\n\r\n", None, [400, "close"]),
     V("CL space before colon", b"POST / HTTP/1.1\r\n" + H +
       b"Content-Length : 5\r\n\r\nhello", None, [400, "close"]),
@@ -388,7 +392,91 @@ def test_request_matrix(rig, v):
 
 
 def test_matrix_is_big_enough():
-    assert len(MATRIX) > 50
+    assert len(MATRIX) + len(RESPONSES) > 50 and len(MATRIX) > 50
+
+
+# --- the response side ---------------------------------------------------------
+
+R = collections.namedtuple("R", "name method answer client usable")
+# method: the client's (GET or HEAD); answer: the upstream's bytes;
+# client: exactly what the client gets; usable: the client connection then
+# serves the next request.
+
+BAD_GATEWAY = (b"HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/plain\r\n"
+               b"Content-Length: 16\r\n\r\n502 Bad Gateway\n")
+
+RESPONSES = [
+    R("200 with CL", "GET", OK, OK, True),
+    R("204 with CL", "GET", b"HTTP/1.1 204 No Content\r\nContent-Length: 5\r\n\r\n",
+      b"HTTP/1.1 204 No Content\r\n\r\n", True),
+    R("204 chunked", "GET", b"HTTP/1.1 204 No Content\r\nTransfer-Encoding: chunked\r\n\r\n",
+      b"HTTP/1.1 204 No Content\r\n\r\n", True),
+    R("304 with CL", "GET", b"HTTP/1.1 304 Not Modified\r\nETag: \"e\"\r\n"
+      b"Content-Length: 100\r\n\r\n", b"HTTP/1.1 304 Not Modified\r\nETag: \"e\"\r\n"
+      b"Content-Length: 100\r\n\r\n", True),
+    R("HEAD with CL", "HEAD", b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n",
+      b"HTTP/1.1 200 OK\r\nContent-Length: 1234\r\n\r\n", True),
+    R("CL 5, 5", "GET", b"HTTP/1.1 200 OK\r\nContent-Length: 5, 5\r\n\r\nhello",
+      b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nhello", True),
+    R("CL 2^63", "GET", b"HTTP/1.1 200 OK\r\nContent-Length: 9223372036854775808\r\n\r\n",
+      BAD_GATEWAY, True),
+    R("CL 2^64", "GET", b"HTTP/1.1 200 OK\r\nContent-Length: 18446744073709551616\r\n\r\n",
+      BAD_GATEWAY, True),
+    R("CL + TE", "GET", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
+      b"Transfer-Encoding: chunked\r\n\r\n0\r\n\r\n", BAD_GATEWAY, True),
+    R("CL twice, different", "GET", b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n"
+      b"Content-Length: 3\r\n\r\nok!", BAD_GATEWAY, True),
+    R("chunked twice", "GET", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked, chunked\r\n\r\n"
+      b"0\r\n\r\n", BAD_GATEWAY, True),
+    R("space before colon", "GET", b"HTTP/1.1 200 OK\r\nContent-Length : 2\r\n\r\nok",
+      BAD_GATEWAY, True),
+    R("obs-fold", "GET", b"HTTP/1.1 200 OK\r\nX-A: 1\r\n 2\r\nContent-Length: 2\r\n\r\nok",
+      BAD_GATEWAY, True),
+    R("bare LF", "GET", b"HTTP/1.1 200 OK\nContent-Length: 2\n\nok", BAD_GATEWAY, True),
+    R("NUL in value", "GET", b"HTTP/1.1 200 OK\r\nX-A: \x00\r\nContent-Length: 2\r\n\r\nok",
+      BAD_GATEWAY, True),
+    R("status 600", "GET", b"HTTP/1.1 600 X\r\nContent-Length: 2\r\n\r\nok", BAD_GATEWAY, True),
+    R("101", "GET", b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n",
+      BAD_GATEWAY, True),
+    R("100 then 200", "GET", b"HTTP/1.1 100 Continue\r\n\r\n" + OK, OK, True),
+    R("bytes after the CL body", "GET", OK + b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\n"
+      b"smuggled", OK, True),
+]
+
+
+def read_exactly(c, n, timeout=5.0):
+    """n bytes from c, then a short look for more (there must be none)."""
+    c.sock.settimeout(timeout)
+    while len(c.buf) < n:
+        d = c.sock.recv(65536)
+        if not d:
+            break
+        c.buf += d
+    c.sock.settimeout(0.2)
+    try:
+        c.buf += c.sock.recv(65536)
+    except (socket.timeout, ConnectionResetError):
+        pass
+    got, c.buf = c.buf, b""
+    return got
+
+
+@pytest.mark.parametrize("v", RESPONSES, ids=[v.name for v in RESPONSES])
+def test_response_matrix(rig, v):
+    p, up = rig
+    path = "/r/%d" % RESPONSES.index(v)
+    up.answers[path] = v.answer
+    c = Conn(p.port)
+    try:
+        c.send(("%s %s HTTP/1.1\r\nHost: h\r\n\r\n" % (v.method, path)).encode())
+        assert read_exactly(c, len(v.client)) == v.client
+        if v.usable:
+            c.send(b"GET /next HTTP/1.1\r\nHost: h\r\n\r\n")
+            assert read_exactly(c, len(OK)) == OK
+        else:
+            assert c.closed()
+    finally:
+        c.close()
 
 
 def test_absolute_form_authority_is_host_userinfo_never_recorded(make_proxy, upstream, conn_to):

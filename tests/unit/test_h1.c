@@ -610,6 +610,12 @@ static const struct hcase hostile[] = {
 	   -1, 400),
 	RQ("CL overflow 20 digits", "POST / HTTP/1.1\r\n" H
 	   "Content-Length: 18446744073709551616\r\n\r\n", -1, 400),
+	RQ("CL 2^63", "POST / HTTP/1.1\r\n" H
+	   "Content-Length: 9223372036854775808\r\n\r\n", -1, 400),
+	RQ("CL 2^64-1", "POST / HTTP/1.1\r\n" H
+	   "Content-Length: 18446744073709551615\r\n\r\n", -1, 400),
+	RQ("CL 2^63 in a list", "POST / HTTP/1.1\r\n" H
+	   "Content-Length: 9223372036854775808, 9223372036854775808\r\n\r\n", -1, 400),
 	RQ("CL overflow 25 digits", "POST / HTTP/1.1\r\n" H
 	   "Content-Length: 9999999999999999999999999\r\n\r\n", -1, 400),
 	RQ("TE gzip", "POST / HTTP/1.1\r\n" H "Transfer-Encoding: gzip\r\n\r\n",
@@ -741,6 +747,8 @@ static const struct hcase hostile[] = {
 	/* responses: every error is 502 */
 	RS("resp CL+TE", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n"
 	   "Transfer-Encoding: chunked\r\n\r\n", -1, 502),
+	RS("resp CL 2^63", "HTTP/1.1 200 OK\r\nContent-Length: 9223372036854775808\r\n\r\n",
+	   -1, 502),
 	RS("resp two CL", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n"
 	   "Content-Length: 7\r\n\r\n", -1, 502),
 	RS("resp CL 1,2", "HTTP/1.1 200 OK\r\nContent-Length: 1,2\r\n\r\n", -1, 502),
@@ -878,6 +886,15 @@ test_limits(void)
 		memset(b, 'A', 200);
 		rc = parse(1, 0, b, 200, &odd, m);
 		CHECK(rc == -2 && m->err_status == 431);
+	}
+	/* the largest Content-Length taken: 2^63-1, like a chunk size */
+	{
+		const char *r = "PUT / HTTP/1.1\r\nHost: h\r\n"
+		    "Content-Length: 09223372036854775807\r\n\r\n";
+
+		rc = parse(1, 0, r, strlen(r), &lim, m);
+		CHECK(rc == (int)strlen(r) && m->body == H1_BODY_LENGTH &&
+		    m->content_length == INT64_MAX);
 	}
 	/* a response's limit errors are 502 */
 	memcpy(b, "HTTP/1.1 200 OK\r\nX-A: ", 22);
