@@ -968,69 +968,86 @@ more:
 	return 0;
 }
 
+/* Contract in h1.h. */
+int
+h1_list_has(const char *v, size_t n, const char *e, size_t el)
+{
+	size_t pos = 0, l;
+	const char *x;
+
+	while (next_elem(v, n, &pos, &x, &l))
+		/* e is the caller's, any case: no eq_lc shortcut */
+		if (l == el && strncasecmp(x, e, el) == 0)
+			return 1;
+	return 0;
+}
+
 int
 h1_connection_has(const struct h1_msg *m, const char *token)
 {
-	size_t i, pos, el, tl = strlen(token);
-	const char *e;
+	size_t i, tl = strlen(token);
 
 	for (i = 0; i < m->n_hdrs; i++) {
 		const struct tb_hdr *h = &m->hdrs[i];
 
-		if (!EQ_LIT(h->name, h->name_len, "connection"))
-			continue;
-		pos = 0;
-		while (next_elem(h->value, h->value_len, &pos, &e, &el))
-			/* token is the caller's, any case: no eq_lc shortcut */
-			if (el == tl && strncasecmp(e, token, tl) == 0)
-				return 1;
+		if (EQ_LIT(h->name, h->name_len, "connection") &&
+		    h1_list_has(h->value, h->value_len, token, tl))
+			return 1;
 	}
 	return 0;
+}
+
+/* The names hop-by-hop in every message: RFC 9110 7.6.1 and the de-facto
+ * Keep-Alive / Proxy-Connection. */
+static int
+always_hop_by_hop(const char *n, size_t l)
+{
+	switch (l) {
+	case 2:
+		return EQ_LIT(n, l, "te");
+	case 7:
+		return EQ_LIT(n, l, "trailer") || EQ_LIT(n, l, "upgrade");
+	case 10:
+		return EQ_LIT(n, l, "connection") || EQ_LIT(n, l, "keep-alive");
+	case 16:
+		return EQ_LIT(n, l, "proxy-connection");
+	case 17:
+		return EQ_LIT(n, l, "transfer-encoding");
+	default:
+		return 0;
+	}
 }
 
 int
 h1_is_hop_by_hop(const struct h1_msg *m, const struct tb_hdr *h)
 {
-	const char *n = h->name;
-	size_t l = h->name_len, i, pos, el;
-	const char *e;
+	size_t i;
 
-	/* RFC 9110 7.6.1 and the de-facto Keep-Alive / Proxy-Connection */
-	switch (l) {
-	case 2:
-		if (EQ_LIT(n, l, "te"))
-			return 1;
-		break;
-	case 7:
-		if (EQ_LIT(n, l, "trailer") || EQ_LIT(n, l, "upgrade"))
-			return 1;
-		break;
-	case 10:
-		if (EQ_LIT(n, l, "connection") || EQ_LIT(n, l, "keep-alive"))
-			return 1;
-		break;
-	case 16:
-		if (EQ_LIT(n, l, "proxy-connection"))
-			return 1;
-		break;
-	case 17:
-		if (EQ_LIT(n, l, "transfer-encoding"))
-			return 1;
-		break;
-	default:
-		break;
-	}
+	if (always_hop_by_hop(h->name, h->name_len))
+		return 1;
 	for (i = 0; i < m->n_hdrs; i++) {
 		const struct tb_hdr *c = &m->hdrs[i];
 
-		if (!EQ_LIT(c->name, c->name_len, "connection"))
-			continue;
-		pos = 0;
-		while (next_elem(c->value, c->value_len, &pos, &e, &el))
-			if (el == l && strncasecmp(e, n, l) == 0)
-				return 1;
+		if (EQ_LIT(c->name, c->name_len, "connection") &&
+		    h1_list_has(c->value, c->value_len, h->name, h->name_len))
+			return 1;
 	}
 	return 0;
+}
+
+/* Contract in h1.h. */
+int
+h1_trailer_forbidden(const char *n, size_t l, const char *conn, size_t conn_len)
+{
+	/* RFC 9110 6.5.1: what frames (Content-Length, Transfer-Encoding,
+	 * Trailer), routes (Host) or authenticates is evaluated before the
+	 * content, so no trailer may carry it; RFC 9110 7.6.1: hop-by-hop
+	 * fields go from trailers as from heads */
+	if (always_hop_by_hop(n, l) || EQ_LIT(n, l, "content-length") ||
+	    EQ_LIT(n, l, "host") || EQ_LIT(n, l, "authorization") ||
+	    EQ_LIT(n, l, "proxy-authorization"))
+		return 1;
+	return conn != NULL && h1_list_has(conn, conn_len, n, l);
 }
 
 const char *

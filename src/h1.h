@@ -173,7 +173,9 @@ void h1_chunk_init(struct h1_chunk *c, size_t max_trailer_bytes);
 
 /*
  * Consume framing bytes from p[0..len). Stops early when entering
- * H1_CHUNK_DATA (with remaining > 0) or H1_CHUNK_DONE. Returns the number
+ * H1_CHUNK_DATA (with remaining > 0), H1_CHUNK_TRAILER (after the
+ * last-chunk line: the caller may hold the trailer section back until it
+ * is whole, c->trailer_bytes of it parsed so far) or H1_CHUNK_DONE. Returns the number
  * of bytes consumed (>= 0; 0 is normal when len == 0 or state is DATA/DONE),
  * -1 invalid, -2 limit hit (c->err says which).
  */
@@ -184,6 +186,10 @@ void h1_chunk_data(struct h1_chunk *c, uint64_t n);
 
 /* Small helpers the proxy uses on parsed heads. */
 
+/* 1 if the comma-separated list v[0..n) (RFC 9110 5.6.1) has the element
+ * e[0..el), compared case-insensitively. */
+int h1_list_has(const char *v, size_t n, const char *e, size_t el);
+
 /* 1 if the Connection header(s) list token (case-insensitive), e.g. "close". */
 int h1_connection_has(const struct h1_msg *m, const char *token);
 
@@ -191,6 +197,26 @@ int h1_connection_has(const struct h1_msg *m, const char *token);
  * Keep-Alive, TE, Trailer, Transfer-Encoding, Upgrade, Proxy-Connection,
  * or a name listed in a Connection header (RFC 9110 7.6.1). */
 int h1_is_hop_by_hop(const struct h1_msg *m, const struct tb_hdr *h);
+
+/*
+ * 1 if a trailer field named n[0..l) must not be forwarded (RFC 9110
+ * 6.5.1, 7.6.1): Content-Length, Transfer-Encoding, Trailer, Host,
+ * Authorization, Proxy-Authorization, the names hop-by-hop in every
+ * message (as h1_is_hop_by_hop), and those listed in conn[0..conn_len),
+ * the message's Connection values joined by commas (NULL: none).
+ */
+int h1_trailer_forbidden(const char *n, size_t l, const char *conn,
+    size_t conn_len);
+
+/*
+ * Copy the trailer section sec[0..len) (from the first trailer field line
+ * through the final CRLF, as h1_chunk_parse accepted it) to out, which has
+ * room for len bytes, without the fields h1_trailer_forbidden names (conn
+ * as there). Returns the bytes written (the final CRLF at least); *dropped
+ * (dropped may be NULL) counts the lines left out. Pure.
+ */
+size_t h1_trailer_filter(const char *sec, size_t len, const char *conn,
+    size_t conn_len, char *out, unsigned *dropped);
 
 /* Reason phrase for a status code we generate ("Bad Request"...). */
 const char *h1_reason(int status);

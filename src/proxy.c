@@ -205,6 +205,39 @@ capture_fields(struct proxy_req *r, const struct h1_msg *m)
 	}
 }
 
+/*
+ * The Connection options of m joined by commas, for the trailer section of
+ * its chunked body (RFC 9110 7.6.1: the fields they name go from trailers
+ * too): malloc'd, or NULL when the body is not chunked, m has none, or
+ * memory is short (then only h1_trailer_forbidden's fixed set goes).
+ */
+static char *
+connection_options(const struct h1_msg *m)
+{
+	const struct tb_hdr *h;
+	size_t i, n = 0;
+	char *s, *q;
+
+	if (m->body != H1_BODY_CHUNKED)
+		return NULL;
+	for (i = 0; i < m->n_hdrs; i++)
+		if (hdr_name_is(&m->hdrs[i], "Connection"))
+			n += m->hdrs[i].value_len + 1;
+	if (n == 0 || (s = malloc(n)) == NULL)
+		return NULL;
+	for (i = 0, q = s; i < m->n_hdrs; i++) {
+		h = &m->hdrs[i];
+		if (!hdr_name_is(h, "Connection"))
+			continue;
+		if (q != s)
+			*q++ = ',';
+		memcpy(q, h->value, h->value_len);
+		q += h->value_len;
+	}
+	*q = '\0';
+	return s;
+}
+
 /* The client connection may carry another request after this one only if
  * the client's framing is intact and nobody asked to close. */
 static void
@@ -247,6 +280,7 @@ proxy_start(struct conn *c, const struct h1_msg *m, size_t head_len)
 	r->req_body = m->body;
 	r->req_remaining = m->body == H1_BODY_LENGTH ? m->content_length : 0;
 	h1_chunk_init(&r->req_chunk, 0);
+	r->req_conn = connection_options(m);
 	if ((m->flags & H1_F_EXPECT_CONTINUE) && m->body != H1_BODY_NONE)
 		r->flags |= PROXY_F_EXPECT;
 	copy_field(r->upstream_addr, sizeof(r->upstream_addr), c->lc->upstream_addr.text,
@@ -314,6 +348,7 @@ fail_nomem:
 		hb_free(b);
 	if (r != NULL) {
 		free(r->target);
+		free(r->req_conn);
 		free(r->fwd_head);
 		free(r);
 	}
@@ -399,6 +434,8 @@ proxy_req_free(struct proxy_req *r)
 	if (hooks->on_free != NULL)
 		hooks->on_free(r);
 	free(r->target);
+	free(r->req_conn);
+	free(r->resp_conn);
 	free(r->fwd_head);
 	free(r);
 }
@@ -416,16 +453,58 @@ move_bytes(struct evbuffer *in, struct evbuffer *out, size_t n)
 }
 
 /*
+ * A chunked body's trailer section: held in `in` until it is whole (at most
+ * the decoder's max_trailer_bytes; ch->trailer_bytes of it parsed), then
+ * moved to out without the fields no trailer may carry, both directions
+ * (h1_trailer_filter, conn: the message's Connection options or NULL); out
+ * NULL drops it whole (an HTTP/1.0 client has no trailers). 1 when the body
+ * is complete, 0 for more input, -1 on bad framing or no memory (ch->err).
+ */
+static int
+move_trailers(struct h1_chunk *ch, const char *conn, struct evbuffer *in,
+    struct evbuffer *out, uint64_t *moved)
+{
+	size_t avail = evbuffer_get_length(in), held, n;
+	struct evbuffer_iovec v;
+	unsigned char *p;
+
+	while (ch->state != H1_CHUNK_DONE) {
+		held = ch->trailer_bytes;
+		if (avail <= held)
+			return 0;
+		n = avail - held < 1024 ? avail - held : 1024;
+		p = evbuffer_pullup(in, (ssize_t)(held + n));
+		if (h1_chunk_parse(ch, (const char *)p + held, n) < 0)
+			return -1;
+	}
+	held = ch->trailer_bytes;
+	p = evbuffer_pullup(in, (ssize_t)held);
+	if (out != NULL) {
+		if (evbuffer_reserve_space(out, (ev_ssize_t)held, &v, 1) != 1) {
+			ch->err = "out of memory for the trailer section";
+			return -1;
+		}
+		v.iov_len = h1_trailer_filter((const char *)p, held, conn,
+		    conn != NULL ? strlen(conn) : 0, v.iov_base, NULL);
+		evbuffer_commit_space(out, &v, 1);
+	}
+	evbuffer_drain(in, held);
+	*moved += held;
+	return 1;
+}
+
+/*
  * Move body bytes from in to out under framing state (LENGTH or CHUNKED).
  * out NULL... never for requests. keep_framing: chunk framing bytes are
- * forwarded too (else dropped, for HTTP/1.0 clients). Stops when out passes
- * CONN_OUT_HIGH. Returns 1 when the body is complete, 0 when more is
- * needed or output is full, -1 on bad chunked framing. *moved counts the
- * bytes taken from in.
+ * forwarded too (else dropped, for HTTP/1.0 clients). conn: for the
+ * trailers (move_trailers). Stops when out passes CONN_OUT_HIGH. Returns 1
+ * when the body is complete, 0 when more is needed or output is full, -1
+ * on bad chunked framing. *moved counts the bytes taken from in.
  */
 static int
 move_body(enum h1_body kind, uint64_t *remaining, struct h1_chunk *ch,
-    struct evbuffer *in, struct evbuffer *out, int keep_framing, uint64_t *moved)
+    const char *conn, struct evbuffer *in, struct evbuffer *out, int keep_framing,
+    uint64_t *moved)
 {
 	size_t avail, n;
 	ssize_t k;
@@ -455,6 +534,10 @@ move_body(enum h1_body kind, uint64_t *remaining, struct h1_chunk *ch,
 		case H1_BODY_CHUNKED:
 			if (ch->state == H1_CHUNK_DONE)
 				return 1;
+			/* TRAILER .. FINAL_LF: the states between are the section */
+			if (ch->state >= H1_CHUNK_TRAILER)
+				return move_trailers(ch, conn, in,
+				    keep_framing ? out : NULL, moved);
 			if (avail == 0)
 				return 0;
 			if (ch->state == H1_CHUNK_DATA) {
@@ -558,7 +641,8 @@ pump_request(struct proxy_req *r)
 	/* A relay still running has the body; one that ended left its count. */
 	if (take_spliced(c->sk, r->req_body, &r->req_remaining, &r->req_chunk, &r->bytes_in))
 		return;
-	rc = move_body(r->req_body, &r->req_remaining, &r->req_chunk, in, out, 1, &moved);
+	rc = move_body(r->req_body, &r->req_remaining, &r->req_chunk, r->req_conn, in, out,
+	    1, &moved);
 	r->bytes_in += moved;
 	if (rc < 0) {
 		log_info("%s: client %s: bad chunked body (%s)", c->lc->name, c->peer,
@@ -660,6 +744,7 @@ send_response_head(struct proxy_req *r, const struct h1_msg *m)
 	r->resp_body = m->body;
 	r->resp_remaining = m->body == H1_BODY_LENGTH ? m->content_length : 0;
 	h1_chunk_init(&r->resp_chunk, 0);
+	r->resp_conn = connection_options(m);
 	if (m->body == H1_BODY_CHUNKED && r->version_minor == 0)
 		r->flags |= PROXY_F_DECHUNK;
 	if (m->body != H1_BODY_EOF && !(m->flags & H1_F_CONN_CLOSE) &&
@@ -788,7 +873,7 @@ pump_response(struct proxy_req *r)
 	    &r->bytes_out))
 		return;
 
-	rc = move_body(r->resp_body, &r->resp_remaining, &r->resp_chunk, in, out,
+	rc = move_body(r->resp_body, &r->resp_remaining, &r->resp_chunk, r->resp_conn, in, out,
 	    !(r->flags & PROXY_F_DECHUNK), &moved);
 	r->bytes_out += moved;
 	if (rc < 0) {

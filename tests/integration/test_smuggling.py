@@ -312,6 +312,28 @@ MATRIX = [
       TE_HEAD + b"A;x=\"y\"\r\n0123456789\r\n000\r\n\r\n",
       [TE_HEAD + b"A;x=\"y\"\r\n0123456789\r\n000\r\n\r\n"], [200]),
 
+    # trailers: what no trailer may carry is not forwarded (RFC 9110 6.5.1)
+    V("trailers filtered", TE_HEAD + b"3\r\nabc\r\n0\r\nX-Sum: 1\r\nContent-Length: 5\r\n"
+      b"Host: evil\r\nAuthorization: Basic eA==\r\nTransfer-Encoding: chunked\r\n"
+      b"Trailer: X-Sum\r\nConnection: close\r\nTE: trailers\r\nKeep-Alive: 1\r\n"
+      b"Upgrade: h2c\r\nProxy-Authorization: y\r\nX-B: 2\r\n\r\n",
+      [TE_HEAD + b"3\r\nabc\r\n0\r\nX-Sum: 1\r\nX-B: 2\r\n\r\n"], [200]),
+    V("trailer named by Connection", b"POST / HTTP/1.1\r\n" + H + b"Connection: X-Hop\r\n"
+      b"Transfer-Encoding: chunked\r\n\r\n0\r\nx-hop: 1\r\nX-Keep: 2\r\n\r\n",
+      [TE_HEAD + b"0\r\nX-Keep: 2\r\n\r\n"], [200]),
+    V("trailers, all dropped", TE_HEAD + b"0\r\nHost: evil\r\n\r\n",
+      [TE_HEAD + b"0\r\n\r\n"], [200]),
+    V("trailer obs-fold", TE_HEAD + b"0\r\nX-A: 1\r\n 2\r\n\r\n",
+      Partial(TE_HEAD + b"0\r\n"), [400, "close"]),
+    V("trailer space before colon", TE_HEAD + b"0\r\nHost : evil\r\n\r\n",
+      Partial(TE_HEAD + b"0\r\n"), [400, "close"]),
+    V("trailer bare LF", TE_HEAD + b"0\r\nX-A: 1\n\r\n",
+      Partial(TE_HEAD + b"0\r\n"), [400, "close"]),
+    V("trailer NUL", TE_HEAD + b"0\r\nX-A: 1\x00\r\n\r\n",
+      Partial(TE_HEAD + b"0\r\n"), [400, "close"]),
+    V("trailer section too long", TE_HEAD + b"0\r\nX-A: " + b"a" * 9000 + b"\r\n\r\n",
+      Partial(TE_HEAD + b"0\r\n"), [400, "close"]),
+
     # whitespace before colon, obs-fold, line endings, NUL
     V("space before colon", b"GET / HTTP/1.1\r\nHost : h\r\n\r\n", None, [400, "close"]),
     V("tab before colon", b"GET / HTTP/1.1\r\n" + H + b"X-A\t: 1\r\n\r\n", None, [400, "close"]),
@@ -391,6 +413,22 @@ def test_request_matrix(rig, v):
         assert got == [("req", r) for r in v.upstream]
 
 
+def test_trailers_split_anywhere(rig):
+    """The trailer section is held until whole, however it arrives."""
+    p, up = rig
+    up.clear()
+    trailers = b"X-Sum: 1\r\nHost: evil\r\nX-B: 2\r\n\r\n"
+    c = Conn(p.port)
+    c.send(TE_HEAD + b"3\r\nabc\r\n0\r\n")
+    for i in range(len(trailers)):
+        time.sleep(0.01)
+        c.send(trailers[i:i + 1])
+    assert c.response().status == 200
+    c.close()
+    assert upstream_saw(rig, "/sentinel") == [
+        ("req", TE_HEAD + b"3\r\nabc\r\n0\r\nX-Sum: 1\r\nX-B: 2\r\n\r\n")]
+
+
 def test_matrix_is_big_enough():
     assert len(MATRIX) + len(RESPONSES) > 50 and len(MATRIX) > 50
 
@@ -439,6 +477,14 @@ RESPONSES = [
     R("101", "GET", b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n",
       BAD_GATEWAY, True),
     R("100 then 200", "GET", b"HTTP/1.1 100 Continue\r\n\r\n" + OK, OK, True),
+    R("trailers filtered", "GET", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+      b"2\r\nok\r\n0\r\nX-Sum: 1\r\nContent-Length: 9\r\nTransfer-Encoding: chunked\r\n"
+      b"Host: h\r\nAuthorization: x\r\nTrailer: X-Sum\r\nConnection: close\r\nX-B: 2\r\n\r\n",
+      b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+      b"2\r\nok\r\n0\r\nX-Sum: 1\r\nX-B: 2\r\n\r\n", True),
+    R("trailer named by Connection", "GET", b"HTTP/1.1 200 OK\r\nConnection: X-Hop\r\n"
+      b"Transfer-Encoding: chunked\r\n\r\n0\r\nX-Hop: 1\r\nX-Keep: 2\r\n\r\n",
+      b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n0\r\nX-Keep: 2\r\n\r\n", True),
     R("bytes after the CL body", "GET", OK + b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\n"
       b"smuggled", OK, True),
 ]

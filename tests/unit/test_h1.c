@@ -1110,6 +1110,72 @@ test_chunk_hostile(void)
 	CHECK(d.c.state == H1_CHUNK_DATA_CR);
 }
 
+/* ---- trailers: where the decoder stops, what may be forwarded ---- */
+
+static void
+test_trailers(void)
+{
+	static const struct {
+		const char *in, *conn, *out;
+		unsigned dropped;
+	} cases[] = {
+		{ "\r\n", NULL, "\r\n", 0 },
+		{ "X-Checksum: abc\r\n\r\n", NULL, "X-Checksum: abc\r\n\r\n", 0 },
+		/* RFC 9110 6.5.1: framing, routing, authentication */
+		{ "Content-Length: 5\r\nX-A: 1\r\nTransfer-Encoding: chunked\r\n"
+		  "host:evil\r\nAUTHORIZATION: Basic x\r\nTrailer: X-A\r\n"
+		  "Proxy-Authorization: y\r\nX-B:\t2 \r\n\r\n", NULL,
+		  "X-A: 1\r\nX-B:\t2 \r\n\r\n", 6 },
+		/* the hop-by-hop set */
+		{ "Connection: close\r\nKeep-Alive: 1\r\nTE: trailers\r\n"
+		  "Upgrade: h2c\r\nProxy-Connection: x\r\nX-C: 3\r\n\r\n", NULL,
+		  "X-C: 3\r\n\r\n", 5 },
+		/* and what the message's Connection names (RFC 9110 7.6.1) */
+		{ "X-Hop: 1\r\nX-Keep: 2\r\nx-other: 3\r\n\r\n", "close, X-HOP ,x-other",
+		  "X-Keep: 2\r\n\r\n", 2 },
+		/* names are whole names */
+		{ "Hosts: 1\r\nX-Host: 2\r\nContent-Lengths: 3\r\n\r\n", "X",
+		  "Hosts: 1\r\nX-Host: 2\r\nContent-Lengths: 3\r\n\r\n", 0 },
+	};
+	char out[512];
+	unsigned dropped;
+	size_t i, n;
+	struct dec d;
+	char body[512];
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		/* what the decoder accepts */
+		n = (size_t)snprintf(body, sizeof(body), "0\r\n%s", cases[i].in);
+		dec_init(&d);
+		CHECKF(dec_feed(&d, body, n) == 0 && d.c.state == H1_CHUNK_DONE &&
+		    d.c.trailer_bytes == strlen(cases[i].in), "case %zu", i);
+		n = h1_trailer_filter(cases[i].in, strlen(cases[i].in), cases[i].conn,
+		    cases[i].conn ? strlen(cases[i].conn) : 0, out, &dropped);
+		CHECKF(n == strlen(cases[i].out) && memcmp(out, cases[i].out, n) == 0 &&
+		    dropped == cases[i].dropped, "case %zu: %.*s (%u dropped)", i,
+		    (int)n, out, dropped);
+	}
+	CHECK(h1_trailer_filter("X: 1\r\n\r\n", 8, NULL, 0, out, NULL) == 8);
+
+	/* the decoder stops after the last-chunk line, then at the end */
+	{
+		const char *b = "2\r\nab\r\n0;e=1\r\nX-A: 1\r\n\r\nGET";
+		ssize_t r;
+
+		dec_init(&d);
+		r = h1_chunk_parse(&d.c, b, strlen(b));
+		CHECK(r == 3 && d.c.state == H1_CHUNK_DATA);
+		h1_chunk_data(&d.c, 2);
+		r = h1_chunk_parse(&d.c, b + 5, strlen(b) - 5);
+		CHECK(r == 9 && d.c.state == H1_CHUNK_TRAILER && d.c.trailer_bytes == 0);
+		r = h1_chunk_parse(&d.c, b + 14, 5);
+		CHECK(r == 5 && d.c.state == H1_CHUNK_TRAILER_LINE &&
+		    d.c.trailer_bytes == 5);
+		r = h1_chunk_parse(&d.c, b + 19, strlen(b) - 19);
+		CHECK(r == 5 && d.c.state == H1_CHUNK_DONE && d.c.trailer_bytes == 10);
+	}
+}
+
 int
 main(void)
 {
@@ -1122,5 +1188,6 @@ main(void)
 	test_pipelining();
 	test_byte_positions();
 	test_chunk_hostile();
+	test_trailers();
 	TB_TEST_END();
 }
