@@ -19,17 +19,6 @@
 #define TB_LOG_INFO	2
 #define TB_LOG_DEBUG	3
 
-/* A duration from the file (seconds, fractions allowed) as a timeval. */
-static inline struct timeval
-config_timeval(double secs)
-{
-	struct timeval tv;
-
-	tv.tv_sec = (time_t)secs;
-	tv.tv_usec = (suseconds_t)((secs - (double)tv.tv_sec) * 1e6);
-	return tv;
-}
-
 struct tb_addr {
 	struct sockaddr_storage ss;
 	socklen_t len;
@@ -135,7 +124,6 @@ struct tb_sampling_conf {
 	char *policy_url;		/* http:// only */
 	double policy_poll_interval;	/* default 60, >= 1 */
 	double default_probability;	/* default 0.001 */
-	int default_probability_set;	/* written in the file (vs sample_new) */
 	double forced_max_per_second;	/* default 10, 0 = unlimited */
 	double incoming_max_per_second;	/* default 100, 0 = unlimited */
 	double max_traces_per_second;	/* default 0 = unlimited */
@@ -183,6 +171,8 @@ struct tb_config {
 	struct tb_profiler_conf profiler;
 	struct tb_tracing_conf tracing;
 	struct tb_sampling_conf sampling;
+
+	int *opt_lines;		/* line each non-listener option was set on */
 
 	/*
 	 * What each module (module.h) derives from this config, in its slot
@@ -233,31 +223,40 @@ int config_parse_addr(const char *s, struct tb_addr *a);
 int config_load_buffer(const char *name, const char *buf, size_t len,
     struct tb_config **out, char *err, size_t errlen);
 
-/* How config_read_file() failed. */
-enum config_read_err {
-	CONFIG_READ_OK = 0,
-	CONFIG_READ_OPEN,		/* open(2) failed: errno */
-	CONFIG_READ_NOT_REGULAR,	/* errno EISDIR for a directory */
-	CONFIG_READ_TOO_LARGE,		/* over max bytes */
-	CONFIG_READ_IO,			/* fstat(2) or read(2) failed: errno */
-	CONFIG_READ_NOMEM,
-};
-
-/*
- * Read the regular file path, at most max bytes, into *buf (malloc'd,
- * NUL-terminated, the caller frees it; *len excludes the NUL). Opened
- * non-blocking, so a FIFO is refused instead of hanging the caller. For the
- * configuration and the files it names (certificates, keys, CA bundles).
- */
-enum config_read_err config_read_file(const char *path, size_t max, char **buf,
-    size_t *len);
-
 /*
  * The line of the file on which option (a [listener:NAME] option name) was
  * set for l, or the line of l's section header when it has its default;
  * for messages of modules that check values later (tls.c loads the files).
  */
 int config_line(const struct tb_listener_conf *l, const char *option);
+
+/* The line on which [section] option (not a listener's) was set, 0 when it
+ * has its default: a module tells "written" from "defaulted" by it. */
+int config_opt_line(const struct tb_config *c, const char *section,
+    const char *option);
+
+/*
+ * Checks owned by the modules (module.h lists them), so this file and
+ * config.c know no feature's options. A value check runs as its option is
+ * read, on the parsed field (for lists the char **, which it may rewrite in
+ * place); 0, or -1 with the reason in why, never quoting a secret.
+ */
+typedef int (*config_check_fn)(void *field, char *why, size_t wl);
+
+struct tb_opt_check {
+	const char *section;	/* "listener" for every [listener:NAME] */
+	const char *option;
+	config_check_fn check;
+};
+
+/* Every configuration error reads "FILE:LINE: what: reason" (just "what:
+ * reason" for --listen/--upstream configs): for cross checks of modules. */
+void config_errorf(const struct tb_config *c, char *err, size_t errlen,
+    int line, const char *what, const char *fmt, ...)
+    __attribute__((format(printf, 6, 7)));
+
+/* s for a message: printable ASCII, at most 40 bytes then "...". */
+const char *config_printable(const char *s, char *buf, size_t len);
 
 struct tb_config *config_ref(struct tb_config *c);
 void config_unref(struct tb_config *c);	/* frees at zero; NULL is fine */

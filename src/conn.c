@@ -26,6 +26,7 @@
 #include "stats.h"
 #include "tls.h"
 #include "worker.h"
+#include "util.h"
 
 static void conn_read_cb(struct sock *sk, void *arg);
 static void conn_write_cb(struct sock *sk, void *arg);
@@ -43,7 +44,7 @@ static const char *const state_names[] = {
 static void
 timer_arm(struct conn *c, double secs)
 {
-	struct timeval tv = config_timeval(secs);
+	struct timeval tv = tb_timeval(secs);
 
 	evtimer_add(c->timer, &tv);
 }
@@ -93,7 +94,7 @@ conn_set_state(struct conn *c, enum conn_state s)
 static void
 conn_attach_sock(struct conn *c, struct sock *sk)
 {
-	struct timeval wt = config_timeval(c->lc->client_idle_timeout);
+	struct timeval wt = tb_timeval(c->lc->client_idle_timeout);
 
 	c->sk = sk;
 	sock_setcb(sk, conn_read_cb, conn_write_cb, conn_event_cb, c);

@@ -2,7 +2,7 @@
  * fmt.h: number formatting for the request path, where snprintf's parsing
  * of a format string is a visible share of the cost. Shared by the proxy
  * (heads), the trace codecs, span JSON and the Redis protocol writer; and
- * the value of a hex digit, for the percent-decoding of span.c and redis.c.
+ * hex digits both ways.
  */
 #ifndef TB_FMT_H
 #define TB_FMT_H
@@ -42,8 +42,13 @@ fmt_u64_digits(uint64_t v)
 	return n;
 }
 
+/* Hex digits by value, for writers of one digit at a time. */
+#define FMT_HEX_LOWER	"0123456789abcdef"
+#define FMT_HEX_UPPER	"0123456789ABCDEF"
+
 /* The value of the hex digit c (either case), -1 for any other byte: the
- * %XX of percent-encoding (webob's paths in span.c, passwords in redis.c). */
+ * %XX of percent-encoding (webob's paths in span.c, passwords in redis.c),
+ * chunk sizes (h1_chunk.c), ids of the trace formats (trace.c). */
 static inline int
 fmt_hexval(int c)
 {
@@ -54,6 +59,13 @@ fmt_hexval(int c)
 	if (c >= 'A' && c <= 'F')
 		return c - 'A' + 10;
 	return -1;
+}
+
+/* fmt_hexval for formats that allow lowercase digits only (W3C ids). */
+static inline int
+fmt_hexval_lc(int c)
+{
+	return c >= 'A' && c <= 'F' ? -1 : fmt_hexval(c);
 }
 
 #endif

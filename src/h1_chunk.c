@@ -11,6 +11,7 @@
 #include <stdint.h>
 #include <string.h>
 
+#include "fmt.h"
 #include "h1.h"
 
 /* RFC 9112 7.1: chunk-size line bound; longer is an attack, not a client */
@@ -45,18 +46,6 @@ static int
 is_vbyte(unsigned char ch)
 {
 	return ch == '\t' || (ch >= 0x20 && ch != 0x7f);
-}
-
-static int
-hexval(unsigned char ch)
-{
-	if (ch >= '0' && ch <= '9')
-		return ch - '0';
-	if (ch >= 'a' && ch <= 'f')
-		return ch - 'a' + 10;
-	if (ch >= 'A' && ch <= 'F')
-		return ch - 'A' + 10;
-	return -1;
 }
 
 /* Contract in h1.h; max_trailer_bytes 0 means 8192. */
@@ -199,7 +188,7 @@ size_byte(struct h1_chunk *c, unsigned char ch)
 			c->state = H1_CHUNK_SIZE_LF;
 		return 0;
 	}
-	d = hexval(ch);
+	d = fmt_hexval(ch);
 	if (d >= 0) {
 		/* bounded like HAProxy: at most 16 digits, below 2^63 */
 		if (++c->size_digits > H1_CHUNK_MAX_DIGITS)

@@ -28,6 +28,7 @@
 #include "log.h"
 #include "module.h"
 #include "worker.h"
+#include "util.h"
 
 /* Listening sockets per listen address, one per worker (SO_REUSEPORT). */
 struct lsock {
@@ -191,6 +192,28 @@ configure_workers(struct tb_config *cfg)
 	free(ls);
 }
 
+/*
+ * Load a configuration (the file, or --listen/--upstream when listen is
+ * set) and let every module build its state from it: the same steps at
+ * start, for -t and on SIGHUP. 0, or -1 with the reason in err.
+ */
+static int
+load_config(const char *path, const char *listen, const char *upstream,
+    struct tb_config **out, char *err, size_t errlen)
+{
+	int rc;
+
+	if (listen != NULL)
+		rc = config_from_args(listen, upstream, out, err, errlen);
+	else
+		rc = config_load(path, out, err, errlen);
+	if (rc == 0 && (rc = modules_conf_attach(*out, err, errlen)) < 0) {
+		config_unref(*out);
+		*out = NULL;
+	}
+	return rc;
+}
+
 static void
 reload(void)
 {
@@ -203,10 +226,8 @@ reload(void)
 		return;
 	}
 	log_info("SIGHUP: reloading %s", g.config_path);
-	if (config_load(g.config_path, &cfg, err, sizeof(err)) < 0 ||
-	    modules_conf_attach(cfg, err, sizeof(err)) < 0) {
+	if (load_config(g.config_path, NULL, NULL, &cfg, err, sizeof(err)) < 0) {
 		log_errx("reload failed, keeping the running configuration: %s", err);
-		config_unref(cfg);
 		return;
 	}
 	if (cfg->workers != g.cfg->workers)
@@ -272,7 +293,7 @@ start_drain(void)
 		lsock_free(s);
 	}
 	g.socks = NULL;
-	tv = config_timeval(g.cfg->drain_timeout);
+	tv = tb_timeval(g.cfg->drain_timeout);
 	g.drain_timer = evtimer_new(g.base, drain_timeout_cb, NULL);
 	g.check_timer = event_new(g.base, -1, EV_PERSIST, check_cb, NULL);
 	evtimer_add(g.drain_timer, &tv);
@@ -389,7 +410,7 @@ main(int argc, char **argv)
 		{ NULL, 0, NULL, 0 },
 	};
 	const char *listen_arg = NULL, *upstream_arg = NULL;
-	int ch, test = 0, foreground = 0, k, rc;
+	int ch, test = 0, foreground = 0, k;
 	char err[1024];
 	struct event *sigs[4];
 	static const int signums[4] = { SIGHUP, SIGTERM, SIGINT, SIGUSR1 };
@@ -414,17 +435,9 @@ main(int argc, char **argv)
 	if (listen_arg == NULL && g.config_path == NULL)
 		g.config_path = TB_SYSCONFDIR "/tracebridge.conf";
 
-	if (listen_arg != NULL)
-		rc = config_from_args(listen_arg, upstream_arg, &g.cfg, err, sizeof(err));
-	else
-		rc = config_load(g.config_path, &g.cfg, err, sizeof(err));
-	if (rc == 0 && (rc = modules_conf_attach(g.cfg, err, sizeof(err))) < 0) {
-		config_unref(g.cfg);
-		fprintf(stderr, "%s\n", err);	/* each module names FILE (and LINE) */
-		return 2;
-	}
-	if (rc < 0) {
-		fprintf(stderr, "%s\n", err);
+	if (load_config(g.config_path, listen_arg, upstream_arg, &g.cfg, err,
+	    sizeof(err)) < 0) {
+		fprintf(stderr, "%s\n", err);	/* names FILE (and LINE) */
 		return 2;
 	}
 	if (test) {

@@ -28,7 +28,15 @@ enum tb_module_id {
 
 struct tb_module {
 	const char *name;
-	/* Control thread, for every configuration loaded (start, SIGHUP, -t):
+	/* The checks of the options this module owns, {NULL} terminated: run
+	 * by the loader as each is read, so they name its line. */
+	const struct tb_opt_check *opt_checks;
+	/* After the whole file, with every option set: the module's checks
+	 * across options (pure: no I/O, the config fuzzer runs them). 0, or
+	 * -1 with config_errorf() in err. */
+	int (*conf_check)(const struct tb_config *cfg, char *err, size_t errlen);
+	/* Control thread, for every configuration loaded (start, SIGHUP, -t),
+	 * after it loaded and passed the checks:
 	 * build the module's state from cfg, keep it in cfg->mod[id] (freed
 	 * with cfg through its free member). 0, or -1 with a message in err
 	 * (no secret in it). */
@@ -48,6 +56,8 @@ struct tb_module {
 /* The modules, in order, NULL-terminated (modules.c). */
 extern const struct tb_module *const tb_modules[];
 
+config_check_fn modules_opt_check(const char *section, const char *option);
+int modules_conf_check(const struct tb_config *cfg, char *err, size_t errlen);
 int modules_conf_attach(struct tb_config *cfg, char *err, size_t errlen);
 int modules_start(struct event_base *base, const struct tb_config *cfg);
 void modules_reload(const struct tb_config *cfg);

@@ -3,6 +3,8 @@
  * module.h). Adding a feature: its struct tb_module here and its slot in
  * enum tb_module_id; no core file changes.
  */
+#include <string.h>
+
 #include "log.h"
 #include "module.h"
 
@@ -16,6 +18,31 @@ const struct tb_module *const tb_modules[] = {
 	[TB_MOD_TRACING] = &tracing_module,
 	[TB_MODULES_N] = NULL,
 };
+
+config_check_fn
+modules_opt_check(const char *section, const char *option)
+{
+	const struct tb_module *const *m;
+	const struct tb_opt_check *c;
+
+	for (m = tb_modules; *m != NULL; m++)
+		for (c = (*m)->opt_checks; c != NULL && c->option != NULL; c++)
+			if (strcmp(c->section, section) == 0 &&
+			    strcmp(c->option, option) == 0)
+				return c->check;
+	return NULL;
+}
+
+int
+modules_conf_check(const struct tb_config *cfg, char *err, size_t errlen)
+{
+	const struct tb_module *const *m;
+
+	for (m = tb_modules; *m != NULL; m++)
+		if ((*m)->conf_check != NULL && (*m)->conf_check(cfg, err, errlen) < 0)
+			return -1;
+	return 0;
+}
 
 int
 modules_conf_attach(struct tb_config *cfg, char *err, size_t errlen)

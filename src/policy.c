@@ -18,7 +18,9 @@
 #include <string.h>
 #include <strings.h>
 
-#include "sampling.h"
+#include "policy.h"
+#include "sampling.h"	/* the buckets and thresholds a policy holds */
+#include "util.h"
 
 /* Bounds on what one document may hold: generous for any real deployment,
  * small enough that a hostile document cannot make the control thread
@@ -44,7 +46,7 @@ struct policy_strategy {
 	uint64_t threshold;	/* probabilistic */
 	double lower_bound;	/* remote form; 0 = none */
 	struct policy_op *ops;
-	size_t n_ops;
+	size_t n_ops, cap_ops;
 	uint32_t *slots;	/* index + 1 into ops; 0 = empty */
 	uint32_t mask;
 	struct sampling_bucket bucket;		/* ratelimiting */
@@ -72,18 +74,6 @@ policy_hash(const char *s)
 		h *= 16777619u;
 	}
 	return h;
-}
-
-static void
-perr(char *err, size_t errlen, const char *fmt, ...)
-{
-	va_list ap;
-
-	if (err == NULL || errlen == 0)
-		return;
-	va_start(ap, fmt);
-	vsnprintf(err, errlen, fmt, ap);
-	va_end(ap);
 }
 
 static void
@@ -212,10 +202,9 @@ strategy_add_op(struct policy_strategy *s, const char *name, double p,
 {
 	struct policy_op *ops;
 
-	ops = realloc(s->ops, (s->n_ops + 1) * sizeof(*ops));
-	if (ops == NULL)
+	if (tb_grow(&s->ops, &s->cap_ops, s->n_ops + 1, sizeof(*s->ops)) < 0)
 		return -1;
-	s->ops = ops;
+	ops = s->ops;
 	ops[s->n_ops].name = strdup(name);
 	if (ops[s->n_ops].name == NULL)
 		return -1;
@@ -311,7 +300,7 @@ policy_finish(struct sampling_policy *p, char *err, size_t errlen)
 		goto nomem;
 	return 0;
 nomem:
-	perr(err, errlen, "out of memory");
+	tb_errf(err, errlen, "out of memory");
 	return -1;
 }
 
@@ -352,12 +341,12 @@ get_probability(json_t *v, const char *where, double *out, char *err, size_t err
 	double d;
 
 	if (!json_is_number(v)) {
-		perr(err, errlen, "%s: must be a number", where);
+		tb_errf(err, errlen, "%s: must be a number", where);
 		return -1;
 	}
 	d = json_number_value(v);
 	if (!isfinite(d) || d < 0.0 || d > 1.0) {
-		perr(err, errlen, "%s: probability %g outside [0,1]", where, d);
+		tb_errf(err, errlen, "%s: probability %g outside [0,1]", where, d);
 		return -1;
 	}
 	*out = d;
@@ -370,16 +359,16 @@ get_rate(json_t *v, const char *where, double *out, char *err, size_t errlen)
 	double d;
 
 	if (!json_is_number(v)) {
-		perr(err, errlen, "%s: must be a number", where);
+		tb_errf(err, errlen, "%s: must be a number", where);
 		return -1;
 	}
 	d = json_number_value(v);
 	if (!isfinite(d) || d < 0.0) {
-		perr(err, errlen, "%s: traces per second %g must be >= 0", where, d);
+		tb_errf(err, errlen, "%s: traces per second %g must be >= 0", where, d);
 		return -1;
 	}
 	if (d > 1e9) {
-		perr(err, errlen, "%s: traces per second %g is absurd (max 1e9)", where, d);
+		tb_errf(err, errlen, "%s: traces per second %g is absurd (max 1e9)", where, d);
 		return -1;
 	}
 	*out = d;
@@ -394,25 +383,25 @@ get_name(json_t *v, const char *where, size_t max, const char **out,
 	size_t n;
 
 	if (v == NULL) {
-		perr(err, errlen, "%s: missing", where);
+		tb_errf(err, errlen, "%s: missing", where);
 		return -1;
 	}
 	if (!json_is_string(v)) {
-		perr(err, errlen, "%s: must be a string", where);
+		tb_errf(err, errlen, "%s: must be a string", where);
 		return -1;
 	}
 	s = json_string_value(v);
 	n = json_string_length(v);
 	if (n == 0) {
-		perr(err, errlen, "%s: must not be empty", where);
+		tb_errf(err, errlen, "%s: must not be empty", where);
 		return -1;
 	}
 	if (n > max) {
-		perr(err, errlen, "%s: longer than %zu bytes", where, max);
+		tb_errf(err, errlen, "%s: longer than %zu bytes", where, max);
 		return -1;
 	}
 	if (strlen(s) != n) {
-		perr(err, errlen, "%s: contains a NUL byte", where);
+		tb_errf(err, errlen, "%s: contains a NUL byte", where);
 		return -1;
 	}
 	*out = s;
@@ -426,12 +415,12 @@ strategy_add_new_op(struct policy_strategy *s, const char *name, double p,
     const char *w, char *err, size_t errlen)
 {
 	if (strategy_has_op(s, name)) {
-		perr(err, errlen, "%s.operation: duplicate operation \"%s\"",
+		tb_errf(err, errlen, "%s.operation: duplicate operation \"%s\"",
 		    w, name);
 		return -1;
 	}
 	if (strategy_add_op(s, name, p, 0) == -1) {
-		perr(err, errlen, "out of memory");
+		tb_errf(err, errlen, "out of memory");
 		return -1;
 	}
 	return 0;
@@ -454,22 +443,22 @@ parse_file_strategy(json_t *o, const char *where, struct policy_strategy *s,
 	char w[160];
 
 	if (!json_is_object(o)) {
-		perr(err, errlen, "%s: must be an object", where);
+		tb_errf(err, errlen, "%s: must be an object", where);
 		return -1;
 	}
 	type = member(o, "type");
 	param = member(o, "param");
 	if (type == NULL) {
-		perr(err, errlen, "%s.type: missing", where);
+		tb_errf(err, errlen, "%s.type: missing", where);
 		return -1;
 	}
 	if (!json_is_string(type)) {
-		perr(err, errlen, "%s.type: must be a string", where);
+		tb_errf(err, errlen, "%s.type: must be a string", where);
 		return -1;
 	}
 	t = json_string_value(type);
 	if (param == NULL) {
-		perr(err, errlen, "%s.param: missing", where);
+		tb_errf(err, errlen, "%s.param: missing", where);
 		return -1;
 	}
 	snprintf(w, sizeof(w), "%s.param", where);
@@ -482,7 +471,7 @@ parse_file_strategy(json_t *o, const char *where, struct policy_strategy *s,
 		if (get_rate(param, w, &s->param, err, errlen) == -1)
 			return -1;
 	} else {
-		perr(err, errlen, "%s.type: unknown strategy type \"%.32s\" "
+		tb_errf(err, errlen, "%s.type: unknown strategy type \"%.32s\" "
 		    "(probabilistic or ratelimiting)", where, t);
 		return -1;
 	}
@@ -491,11 +480,11 @@ parse_file_strategy(json_t *o, const char *where, struct policy_strategy *s,
 	if (ops == NULL)
 		return 0;
 	if (!json_is_array(ops)) {
-		perr(err, errlen, "%s.operation_strategies: must be an array", where);
+		tb_errf(err, errlen, "%s.operation_strategies: must be an array", where);
 		return -1;
 	}
 	if (json_array_size(ops) > POLICY_MAX_OPS) {
-		perr(err, errlen, "%s.operation_strategies: more than %d operations",
+		tb_errf(err, errlen, "%s.operation_strategies: more than %d operations",
 		    where, POLICY_MAX_OPS);
 		return -1;
 	}
@@ -505,7 +494,7 @@ parse_file_strategy(json_t *o, const char *where, struct policy_strategy *s,
 
 		snprintf(w, sizeof(w), "%s.operation_strategies[%zu]", where, i);
 		if (!json_is_object(op)) {
-			perr(err, errlen, "%s: must be an object", w);
+			tb_errf(err, errlen, "%s: must be an object", w);
 			return -1;
 		}
 		{
@@ -517,27 +506,27 @@ parse_file_strategy(json_t *o, const char *where, struct policy_strategy *s,
 				return -1;
 			type = member(op, "type");
 			if (type == NULL) {
-				perr(err, errlen, "%s.type: missing", w);
+				tb_errf(err, errlen, "%s.type: missing", w);
 				return -1;
 			}
 			if (!json_is_string(type)) {
-				perr(err, errlen, "%s.type: must be a string", w);
+				tb_errf(err, errlen, "%s.type: must be a string", w);
 				return -1;
 			}
 			t = json_string_value(type);
 			if (strcmp(t, "ratelimiting") == 0) {
-				perr(err, errlen, "%s.type: ratelimiting is not allowed "
+				tb_errf(err, errlen, "%s.type: ratelimiting is not allowed "
 				    "per operation (as in Jaeger)", w);
 				return -1;
 			}
 			if (strcmp(t, "probabilistic") != 0) {
-				perr(err, errlen, "%s.type: unknown strategy type "
+				tb_errf(err, errlen, "%s.type: unknown strategy type "
 				    "\"%.32s\"", w, t);
 				return -1;
 			}
 			param = member(op, "param");
 			if (param == NULL) {
-				perr(err, errlen, "%s.param: missing", w);
+				tb_errf(err, errlen, "%s.param: missing", w);
 				return -1;
 			}
 			snprintf(w2, sizeof(w2), "%s.param", w);
@@ -572,17 +561,17 @@ parse_file_form(json_t *root, struct sampling_policy *p, double defp,
 	if (svcs == NULL)
 		return 0;
 	if (!json_is_array(svcs)) {
-		perr(err, errlen, "service_strategies: must be an array");
+		tb_errf(err, errlen, "service_strategies: must be an array");
 		return -1;
 	}
 	if (json_array_size(svcs) > POLICY_MAX_SERVICES) {
-		perr(err, errlen, "service_strategies: more than %d services",
+		tb_errf(err, errlen, "service_strategies: more than %d services",
 		    POLICY_MAX_SERVICES);
 		return -1;
 	}
 	p->svcs = calloc(json_array_size(svcs) + 1, sizeof(*p->svcs));
 	if (p->svcs == NULL) {
-		perr(err, errlen, "out of memory");
+		tb_errf(err, errlen, "out of memory");
 		return -1;
 	}
 	json_array_foreach(svcs, i, so) {
@@ -592,7 +581,7 @@ parse_file_form(json_t *root, struct sampling_policy *p, double defp,
 
 		snprintf(w, sizeof(w), "service_strategies[%zu]", i);
 		if (!json_is_object(so)) {
-			perr(err, errlen, "%s: must be an object", w);
+			tb_errf(err, errlen, "%s: must be an object", w);
 			return -1;
 		}
 		snprintf(w2, sizeof(w2), "%s.service", w);
@@ -601,7 +590,7 @@ parse_file_form(json_t *root, struct sampling_policy *p, double defp,
 			return -1;
 		for (j = 0; j < p->n_svcs; j++) {
 			if (strcmp(p->svcs[j].service, name) == 0) {
-				perr(err, errlen, "%s.service: duplicate service \"%s\"",
+				tb_errf(err, errlen, "%s.service: duplicate service \"%s\"",
 				    w, name);
 				return -1;
 			}
@@ -609,7 +598,7 @@ parse_file_form(json_t *root, struct sampling_policy *p, double defp,
 		s->service = strdup(name);
 		p->n_svcs++;	/* counted now so a failure below frees it */
 		if (s->service == NULL) {
-			perr(err, errlen, "out of memory");
+			tb_errf(err, errlen, "out of memory");
 			return -1;
 		}
 		if (parse_file_strategy(so, w, s, err, errlen) == -1)
@@ -632,7 +621,7 @@ parse_strategy_type(json_t *v, const char *prefix,
 			*out = n == 0 ? SAMPLING_PROBABILISTIC : SAMPLING_RATELIMITING;
 			return 0;
 		}
-		perr(err, errlen, "%sstrategyType: unknown strategy type %lld "
+		tb_errf(err, errlen, "%sstrategyType: unknown strategy type %lld "
 		    "(0 PROBABILISTIC or 1 RATE_LIMITING)", prefix, (long long)n);
 		return -1;
 	}
@@ -647,11 +636,11 @@ parse_strategy_type(json_t *v, const char *prefix,
 			*out = SAMPLING_RATELIMITING;
 			return 0;
 		}
-		perr(err, errlen, "%sstrategyType: unknown strategy type \"%.32s\" "
+		tb_errf(err, errlen, "%sstrategyType: unknown strategy type \"%.32s\" "
 		    "(PROBABILISTIC or RATE_LIMITING)", prefix, s);
 		return -1;
 	}
-	perr(err, errlen, "%sstrategyType: must be a string or an integer", prefix);
+	tb_errf(err, errlen, "%sstrategyType: must be a string or an integer", prefix);
 	return -1;
 }
 
@@ -665,7 +654,7 @@ sub_number(json_t *obj, const char *objname, const char *field,
 
 	*bad = 0;
 	if (!json_is_object(obj)) {
-		perr(err, errlen, "%s%s: must be an object", prefix, objname);
+		tb_errf(err, errlen, "%s%s: must be an object", prefix, objname);
 		*bad = 1;
 		return NULL;
 	}
@@ -684,7 +673,7 @@ parse_remote_strategy(json_t *root, const char *prefix,
 	int bad;
 
 	if (!json_is_object(root)) {
-		perr(err, errlen, "%sdocument must be a JSON object", prefix);
+		tb_errf(err, errlen, "%sdocument must be a JSON object", prefix);
 		return -1;
 	}
 	st = member(root, "strategyType");
@@ -694,7 +683,7 @@ parse_remote_strategy(json_t *root, const char *prefix,
 	if (st != NULL && parse_strategy_type(st, prefix, &type, err, errlen) == -1)
 		return -1;
 	if (st == NULL && prob == NULL && rl == NULL && opsamp == NULL) {
-		perr(err, errlen, "%sno strategy: none of strategyType, "
+		tb_errf(err, errlen, "%sno strategy: none of strategyType, "
 		    "probabilisticSampling, rateLimitingSampling, operationSampling",
 		    prefix);
 		return -1;
@@ -730,12 +719,12 @@ parse_remote_strategy(json_t *root, const char *prefix,
 	}
 	if (opsamp == NULL) {
 		if (type == SAMPLING_PROBABILISTIC && prob == NULL) {
-			perr(err, errlen, "%sprobabilisticSampling: missing for "
+			tb_errf(err, errlen, "%sprobabilisticSampling: missing for "
 			    "strategyType PROBABILISTIC", prefix);
 			return -1;
 		}
 		if (type == SAMPLING_RATELIMITING && rl == NULL) {
-			perr(err, errlen, "%srateLimitingSampling: missing for "
+			tb_errf(err, errlen, "%srateLimitingSampling: missing for "
 			    "strategyType RATE_LIMITING", prefix);
 			return -1;
 		}
@@ -744,7 +733,7 @@ parse_remote_strategy(json_t *root, const char *prefix,
 
 	/* Per-operation sampling wins over the rest, as in Jaeger's clients. */
 	if (!json_is_object(opsamp)) {
-		perr(err, errlen, "%soperationSampling: must be an object", prefix);
+		tb_errf(err, errlen, "%soperationSampling: must be an object", prefix);
 		return -1;
 	}
 	s->type = SAMPLING_PROBABILISTIC;
@@ -773,12 +762,12 @@ parse_remote_strategy(json_t *root, const char *prefix,
 	if (ops == NULL)
 		return 0;
 	if (!json_is_array(ops)) {
-		perr(err, errlen, "%soperationSampling.perOperationStrategies: "
+		tb_errf(err, errlen, "%soperationSampling.perOperationStrategies: "
 		    "must be an array", prefix);
 		return -1;
 	}
 	if (json_array_size(ops) > POLICY_MAX_OPS) {
-		perr(err, errlen, "%soperationSampling.perOperationStrategies: more "
+		tb_errf(err, errlen, "%soperationSampling.perOperationStrategies: more "
 		    "than %d operations", prefix, POLICY_MAX_OPS);
 		return -1;
 	}
@@ -791,7 +780,7 @@ parse_remote_strategy(json_t *root, const char *prefix,
 		snprintf(w, sizeof(w), "%soperationSampling.perOperationStrategies[%zu]",
 		    prefix, i);
 		if (!json_is_object(op)) {
-			perr(err, errlen, "%s: must be an object", w);
+			tb_errf(err, errlen, "%s: must be an object", w);
 			return -1;
 		}
 		snprintf(w2, sizeof(w2), "%s.operation", w);
@@ -799,13 +788,13 @@ parse_remote_strategy(json_t *root, const char *prefix,
 		    err, errlen) == -1)
 			return -1;
 		if (member(op, "rateLimitingSampling") != NULL) {
-			perr(err, errlen, "%s: ratelimiting is not allowed per "
+			tb_errf(err, errlen, "%s: ratelimiting is not allowed per "
 			    "operation (as in Jaeger)", w);
 			return -1;
 		}
 		ps = member(op, "probabilisticSampling");
 		if (ps == NULL) {
-			perr(err, errlen, "%s.probabilisticSampling: missing", w);
+			tb_errf(err, errlen, "%s.probabilisticSampling: missing", w);
 			return -1;
 		}
 		snprintf(w2, sizeof(w2), "%s.probabilisticSampling", w);
@@ -846,22 +835,22 @@ load_doc(const char *json, size_t len, const char *prefix, char *err,
 	json_t *root;
 
 	if (json == NULL || len == 0) {
-		perr(err, errlen, "%sempty document", prefix);
+		tb_errf(err, errlen, "%sempty document", prefix);
 		return NULL;
 	}
 	if (len > POLICY_MAX_DOC) {
-		perr(err, errlen, "%sdocument larger than %d bytes", prefix,
+		tb_errf(err, errlen, "%sdocument larger than %d bytes", prefix,
 		    POLICY_MAX_DOC);
 		return NULL;
 	}
 	root = json_loadb(json, len, JSON_REJECT_DUPLICATES, &jerr);
 	if (root == NULL) {
-		perr(err, errlen, "%sinvalid JSON at line %d column %d: %s", prefix,
+		tb_errf(err, errlen, "%sinvalid JSON at line %d column %d: %s", prefix,
 		    jerr.line, jerr.column, jerr.text);
 		return NULL;
 	}
 	if (!json_is_object(root)) {
-		perr(err, errlen, "%sdocument must be a JSON object", prefix);
+		tb_errf(err, errlen, "%sdocument must be a JSON object", prefix);
 		json_decref(root);
 		return NULL;
 	}
@@ -878,7 +867,7 @@ policy_parse(const char *json, size_t len, double default_probability,
 
 	*out = NULL;
 	if (!(default_probability >= 0.0 && default_probability <= 1.0)) {
-		perr(err, errlen, "default probability %g outside [0,1]",
+		tb_errf(err, errlen, "default probability %g outside [0,1]",
 		    default_probability);
 		return -1;
 	}
@@ -888,13 +877,13 @@ policy_parse(const char *json, size_t len, double default_probability,
 	file = is_file_form(root);
 	remote = is_remote_form(root);
 	if (file && remote) {
-		perr(err, errlen, "document mixes the strategies-file form "
+		tb_errf(err, errlen, "document mixes the strategies-file form "
 		    "(service_strategies/default_strategy) with the remote-sampling "
 		    "form (strategyType/...)");
 		goto fail;
 	}
 	if (!file && !remote) {
-		perr(err, errlen, "no strategies: expected service_strategies or "
+		tb_errf(err, errlen, "no strategies: expected service_strategies or "
 		    "default_strategy (strategies file) or strategyType/"
 		    "probabilisticSampling/rateLimitingSampling/operationSampling "
 		    "(remote-sampling response)");
@@ -902,7 +891,7 @@ policy_parse(const char *json, size_t len, double default_probability,
 	}
 	p = policy_alloc();
 	if (p == NULL) {
-		perr(err, errlen, "out of memory");
+		tb_errf(err, errlen, "out of memory");
 		goto fail;
 	}
 	if (file) {
@@ -935,11 +924,11 @@ policy_from_remote(size_t n, const char *const *services,
 
 	*out = NULL;
 	if (n > POLICY_MAX_SERVICES) {
-		perr(err, errlen, "more than %d services", POLICY_MAX_SERVICES);
+		tb_errf(err, errlen, "more than %d services", POLICY_MAX_SERVICES);
 		return -1;
 	}
 	if (!(default_probability >= 0.0 && default_probability <= 1.0)) {
-		perr(err, errlen, "default probability %g outside [0,1]",
+		tb_errf(err, errlen, "default probability %g outside [0,1]",
 		    default_probability);
 		return -1;
 	}
@@ -956,12 +945,12 @@ policy_from_remote(size_t n, const char *const *services,
 
 		if (services[i] == NULL || services[i][0] == '\0' ||
 		    strlen(services[i]) > POLICY_MAX_NAME) {
-			perr(err, errlen, "service %zu: bad service name", i);
+			tb_errf(err, errlen, "service %zu: bad service name", i);
 			goto fail;
 		}
 		for (j = 0; j < p->n_svcs; j++) {
 			if (strcmp(p->svcs[j].service, services[i]) == 0) {
-				perr(err, errlen, "duplicate service \"%s\"",
+				tb_errf(err, errlen, "duplicate service \"%s\"",
 				    services[i]);
 				goto fail;
 			}
@@ -971,7 +960,7 @@ policy_from_remote(size_t n, const char *const *services,
 		if (root == NULL)
 			goto fail;
 		if (is_file_form(root)) {
-			perr(err, errlen, "%sexpected a remote-sampling response, "
+			tb_errf(err, errlen, "%sexpected a remote-sampling response, "
 			    "got a strategies file", prefix);
 			goto fail;
 		}
@@ -989,7 +978,7 @@ policy_from_remote(size_t n, const char *const *services,
 	*out = p;
 	return 0;
 nomem:
-	perr(err, errlen, "out of memory");
+	tb_errf(err, errlen, "out of memory");
 fail:
 	json_decref(root);
 	policy_free(p);

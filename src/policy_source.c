@@ -25,6 +25,7 @@
 #include "policy_source.h"
 #include "redis.h"
 #include "sampling.h"
+#include "util.h"
 
 #define PS_MAX_DOC		(4 * 1024 * 1024)
 #define PS_CONNECT_TIMEOUT	3.0	/* default of the Redis connections */
@@ -80,20 +81,6 @@ struct policy_source {
 	size_t url_last_len;
 };
 
-static void
-tv_from(double s, struct timeval *tv)
-{
-	tv->tv_sec = (time_t)s;
-	tv->tv_usec = (suseconds_t)((s - (double)tv->tv_sec) * 1e6);
-}
-
-static void
-ps_err(char *err, size_t errlen, const char *fmt, const char *a, const char *b)
-{
-	if (err != NULL && errlen > 0)
-		snprintf(err, errlen, fmt, a, b);
-}
-
 /* Parse text and put it in force, or log and record why not. 0/-1. */
 static int
 ps_apply(struct policy_source *ps, const char *source, const char *text,
@@ -117,36 +104,6 @@ ps_apply(struct policy_source *ps, const char *source, const char *text,
 /* file                                                                */
 /* ------------------------------------------------------------------ */
 
-/*
- * Read the whole policy file (bounded, regular files only, opened
- * non-blocking: a FIFO is refused, never waited on, as for the
- * configuration). malloc'd text + *len, or NULL with the reason in why.
- */
-static char *
-read_file(const char *path, size_t *len, char *why, size_t wl)
-{
-	char *buf = NULL;
-
-	switch (config_read_file(path, PS_MAX_DOC, &buf, len)) {
-	case CONFIG_READ_OK:
-		return buf;
-	case CONFIG_READ_NOT_REGULAR:
-		snprintf(why, wl, "not a regular file");
-		break;
-	case CONFIG_READ_TOO_LARGE:
-		snprintf(why, wl, "larger than %u bytes", (unsigned)PS_MAX_DOC);
-		break;
-	case CONFIG_READ_NOMEM:
-		snprintf(why, wl, "out of memory");
-		break;
-	case CONFIG_READ_OPEN:
-	case CONFIG_READ_IO:
-		snprintf(why, wl, "%s", strerror(errno));
-		break;
-	}
-	return NULL;
-}
-
 /* Load the file now. 0/-1 (reason in err when given, logged otherwise). */
 static int
 file_load(struct policy_source *ps, char *err, size_t errlen)
@@ -155,7 +112,8 @@ file_load(struct policy_source *ps, char *err, size_t errlen)
 	size_t len;
 	struct sampling_policy *p;
 
-	if ((text = read_file(ps->file, &len, why, sizeof(why))) == NULL)
+	if (tb_read_file(ps->file, PS_MAX_DOC, &text, &len, why,
+	    sizeof(why)) != TB_READ_OK)
 		goto fail;
 	if (policy_parse(text, len, ps->defp, &p, why, sizeof(why)) == -1) {
 		free(text);
@@ -167,7 +125,7 @@ file_load(struct policy_source *ps, char *err, size_t errlen)
 	return 0;
 fail:
 	if (err != NULL) {
-		ps_err(err, errlen, "%s: %s", ps->file_source, why);
+		tb_errf(err, errlen, "%s: %s", ps->file_source, why);
 	} else {
 		log_warnx("sampling: policy from %s rejected, previous policy "
 		    "stays: %s", ps->file_source, why);
@@ -322,7 +280,7 @@ redis_init(struct policy_source *ps, const struct policy_source_conf *conf,
 	if ((ps->sub = tb_redis_new(ps->base, &rc, &h, err, errlen)) == NULL)
 		return -1;
 	if (tb_redis_subscribe(ps->sub, conf->redis_channel) == -1) {
-		ps_err(err, errlen, "%s%s", "out of memory", "");
+		tb_errf(err, errlen, "out of memory");
 		return -1;
 	}
 	return 0;
@@ -554,14 +512,14 @@ url_init(struct policy_source *ps, const struct policy_source_conf *conf,
 
 	u = evhttp_uri_parse(conf->url);
 	if (u == NULL) {
-		ps_err(err, errlen, "policy_url %s: %s", conf->url, "not a valid URL");
+		tb_errf(err, errlen, "policy_url %s: %s", conf->url, "not a valid URL");
 		return -1;
 	}
 	scheme = evhttp_uri_get_scheme(u);
 	host = evhttp_uri_get_host(u);
 	if (scheme == NULL || strcasecmp(scheme, "http") != 0 || host == NULL ||
 	    host[0] == '\0') {
-		ps_err(err, errlen, "policy_url %s: %s", conf->url,
+		tb_errf(err, errlen, "policy_url %s: %s", conf->url,
 		    "only http://host[:port]/path is supported");
 		evhttp_uri_free(u);
 		return -1;
@@ -602,18 +560,19 @@ url_init(struct policy_source *ps, const struct policy_source_conf *conf,
 	ps->dns = evdns_base_new(ps->base, EVDNS_BASE_INITIALIZE_NAMESERVERS);
 	ps->poll_timer = evtimer_new(ps->base, url_poll_cb, ps);
 	if (ps->dns == NULL || ps->poll_timer == NULL) {
-		ps_err(err, errlen, "policy_url %s: %s", conf->url,
+		tb_errf(err, errlen, "policy_url %s: %s", conf->url,
 		    "cannot set up the HTTP client");
 		return -1;
 	}
-	tv_from(conf->poll_interval > 0 ? conf->poll_interval : 60.0, &ps->poll_tv);
+	ps->poll_tv = tb_timeval(conf->poll_interval > 0 ?
+	    conf->poll_interval : 60.0);
 	ps->http_timeout = ps->poll_tv.tv_sec >= 1 &&
 	    ps->poll_tv.tv_sec < PS_HTTP_TIMEOUT_MAX ?
 	    (int)ps->poll_tv.tv_sec : PS_HTTP_TIMEOUT_MAX;
 	return 0;
 nomem:
 	evhttp_uri_free(u);
-	ps_err(err, errlen, "policy_url %s: %s", conf->url, "out of memory");
+	tb_errf(err, errlen, "policy_url %s: %s", conf->url, "out of memory");
 	return -1;
 }
 
@@ -639,7 +598,7 @@ policy_source_new(struct event_base *base, struct sampling_hub *hub,
 	struct policy_source *ps = calloc(1, sizeof(*ps));
 
 	if (ps == NULL) {
-		ps_err(err, errlen, "%s%s", "out of memory", "");
+		tb_errf(err, errlen, "out of memory");
 		return NULL;
 	}
 	ps->base = base;
@@ -652,11 +611,11 @@ policy_source_new(struct event_base *base, struct sampling_hub *hub,
 		ps->file_timer = evtimer_new(base, file_check_cb, ps);
 		if (ps->file == NULL || ps->file_source == NULL ||
 		    ps->file_timer == NULL) {
-			ps_err(err, errlen, "%s%s", "out of memory", "");
+			tb_errf(err, errlen, "out of memory");
 			goto fail;
 		}
-		tv_from(conf->check_interval > 0 ? conf->check_interval : 1.0,
-		    &ps->file_tv);
+		ps->file_tv = tb_timeval(conf->check_interval > 0 ?
+		    conf->check_interval : 1.0);
 		if (stat(ps->file, &ps->file_st) == 0)
 			ps->file_have_st = 1;
 		if (file_load(ps, err, errlen) == -1)
@@ -668,7 +627,7 @@ policy_source_new(struct event_base *base, struct sampling_hub *hub,
 		ps->key = strdup(conf->redis_key);
 		ps->redis_source = prefixed("redis:", conf->redis_key);
 		if (ps->key == NULL || ps->redis_source == NULL) {
-			ps_err(err, errlen, "%s%s", "out of memory", "");
+			tb_errf(err, errlen, "out of memory");
 			goto fail;
 		}
 		if (redis_init(ps, conf, err, errlen) == -1)
@@ -679,7 +638,7 @@ policy_source_new(struct event_base *base, struct sampling_hub *hub,
 		ps->url = strdup(conf->url);
 		ps->url_source = prefixed("url:", conf->url);
 		if (ps->url == NULL || ps->url_source == NULL) {
-			ps_err(err, errlen, "%s%s", "out of memory", "");
+			tb_errf(err, errlen, "out of memory");
 			goto fail;
 		}
 		if (url_init(ps, conf, err, errlen) == -1)

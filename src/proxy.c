@@ -31,6 +31,7 @@
 #include "tls.h"
 #include "upstream.h"
 #include "worker.h"
+#include "util.h"
 
 static const struct proxy_hooks no_hooks;
 static const struct proxy_hooks *hooks = &no_hooks;
@@ -70,15 +71,6 @@ set_state(struct proxy_req *r, enum proxy_state s)
 		return;
 	}
 	r->state = s;
-}
-
-static uint64_t
-now_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
 /* Copy a header value into a fixed field, truncated. */
@@ -136,7 +128,7 @@ upstream_timeouts(struct proxy_req *r)
 {
 	struct timeval tv;
 
-	tv = config_timeval(r->c->lc->upstream_timeout);
+	tv = tb_timeval(r->c->lc->upstream_timeout);
 	sock_set_timeouts(r->uc->sk, req_body_done(r) ? &tv : NULL, &tv);
 }
 
@@ -163,7 +155,7 @@ upstream_attach(struct proxy_req *r, int allow_reuse)
 	} else {
 		/* While connecting, the write timeout is the connect timeout;
 		 * a TLS handshake also waits to read, under the same bound. */
-		tv = config_timeval(lc->upstream_connect_timeout);
+		tv = tb_timeval(lc->upstream_connect_timeout);
 		sock_set_timeouts(uc->sk, lc->tls_up != NULL ? &tv : NULL, &tv);
 	}
 	sock_enable(uc->sk, SOCK_READING | SOCK_WRITING);
@@ -260,7 +252,7 @@ proxy_start(struct conn *c, const struct h1_msg *m, size_t head_len)
 	if ((r = calloc(1, sizeof(*r))) == NULL)
 		goto fail_nomem;
 	r->c = c;
-	r->t_start_ns = now_ns();
+	r->t_start_ns = tb_mono_ns();
 	clock_gettime(CLOCK_REALTIME, &r->t_start_wall);
 	r->connect_us = -1;
 	r->first_byte_us = -1;
@@ -336,7 +328,7 @@ proxy_start(struct conn *c, const struct h1_msg *m, size_t head_len)
 	if (r->state == PROXY_SENDING) {
 		/* A client that stops sending its body is cut off after idle
 		 * timeout (the write timeout is set for the connection's life). */
-		tv = config_timeval(c->lc->client_idle_timeout);
+		tv = tb_timeval(c->lc->client_idle_timeout);
 		sock_set_timeouts(c->sk, &tv, &tv);
 		pump_request(r);
 	}
@@ -367,7 +359,7 @@ report(struct proxy_req *r)
 	struct tm tm;
 	int n;
 
-	r->duration_us = (now_ns() - r->t_start_ns) / 1000;
+	r->duration_us = (tb_mono_ns() - r->t_start_ns) / 1000;
 	clock_gettime(CLOCK_REALTIME, &now);
 	r->t_end_wall = now;
 	stats_request_done(c->stats, r->status, r->bytes_in, r->bytes_out, r->duration_us);
@@ -660,7 +652,7 @@ pump_request(struct proxy_req *r)
 		return;
 	}
 	if (rc == 1) {
-		tv = config_timeval(c->lc->client_idle_timeout);
+		tv = tb_timeval(c->lc->client_idle_timeout);
 		sock_set_timeouts(c->sk, NULL, &tv);
 		if (r->state == PROXY_SENDING)
 			set_state(r, PROXY_WAITING);
@@ -814,7 +806,7 @@ pump_response(struct proxy_req *r)
 		if (len == 0)
 			return;
 		if (r->first_byte_us < 0)
-			r->first_byte_us = (int64_t)((now_ns() - r->t_start_ns) / 1000);
+			r->first_byte_us = (int64_t)((tb_mono_ns() - r->t_start_ns) / 1000);
 		evbuffer_ptr_set(in, &start, r->resp_scan_off > 3 ? r->resp_scan_off - 3 : 0,
 		    EVBUFFER_PTR_SET);
 		found = evbuffer_search(in, "\r\n\r\n", 4, &start);
@@ -930,7 +922,7 @@ up_event_cb(struct sock *sk, int what, void *arg)
 
 	if (what & SOCK_CONNECTED) {
 		/* over TLS: connected and the handshake done */
-		r->connect_us = (int64_t)((now_ns() - r->t_start_ns) / 1000);
+		r->connect_us = (int64_t)((tb_mono_ns() - r->t_start_ns) / 1000);
 		if (lc->tls_up != NULL) {
 			STATS_INC(tb_stats.upstream_tls_handshakes);
 			if (SSL_session_reused(sock_ssl(sk)))

@@ -38,6 +38,7 @@
 #include "fmt.h"
 #include "log.h"
 #include "redis.h"
+#include "util.h"
 
 /* ------------------------------------------------------------------ */
 /* connection strings                                                  */
@@ -425,12 +426,8 @@ cl_log_fail(struct tb_redis *c, const char *what)
 static void
 cl_arm(struct event *ev, double sec)
 {
-	struct timeval tv;
+	struct timeval tv = tb_timeval(sec < 0.001 ? 0.001 : sec);
 
-	if (sec < 0.001)
-		sec = 0.001;
-	tv.tv_sec = (time_t)sec;
-	tv.tv_usec = (suseconds_t)((sec - (double)tv.tv_sec) * 1e6);
 	event_add(ev, &tv);
 }
 

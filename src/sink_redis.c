@@ -30,6 +30,7 @@
 #include "redis.h"
 #include "sink_redis.h"
 #include "span.h"
+#include "util.h"
 
 #define SINK_MAX_CMDS	4	/* LPUSH, SET error, EXPIRE list, EXPIRE error */
 
@@ -161,10 +162,8 @@ sink_redis_stats(const struct sink_redis *s, struct sink_stats *out)
 static void
 sink_arm(struct event *ev, double sec)
 {
-	struct timeval tv;
+	struct timeval tv = tb_timeval(sec);
 
-	tv.tv_sec = (time_t)sec;
-	tv.tv_usec = (suseconds_t)((sec - (double)tv.tv_sec) * 1e6);
 	event_add(ev, &tv);
 }
 

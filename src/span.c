@@ -247,7 +247,7 @@ span_timestamp(int64_t us, char out[27])
 static char *
 span_cp_w(char *w, unsigned cp)
 {
-	static const char hex[] = "0123456789abcdef";
+	static const char hex[] = FMT_HEX_LOWER;
 
 	if (cp >= 0x10000) {
 		cp -= 0x10000;
@@ -395,7 +395,7 @@ span_json_str(struct span_buf *out, const char *s, size_t n, int latin1)
 static char *
 span_path_w(char *w, const char *s, size_t n)
 {
-	static const char hex[] = "0123456789ABCDEF";
+	static const char hex[] = FMT_HEX_UPPER;
 	const unsigned char *p = (const unsigned char *)s;
 	unsigned char c;
 	size_t i;

@@ -30,6 +30,7 @@
 #include "log.h"
 #include "module.h"
 #include "tls.h"
+#include "util.h"
 
 #define TLS_MAX_FILE		(1024 * 1024)	/* PEM files larger than this are refused */
 #define TLS_TICKET_KEYS		8		/* keys kept for decryption, newest first */
@@ -85,11 +86,8 @@ tls_err(struct tls_errctx *e, const char *option, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(reason, sizeof(reason), fmt, ap);
 	va_end(ap);
-	if (e->cfg->path != NULL)
-		snprintf(e->err, e->errlen, "%s:%d: %s: %s", e->cfg->path,
-		    config_line(e->l, option), option, reason);
-	else
-		snprintf(e->err, e->errlen, "%s: %s", option, reason);
+	config_errorf(e->cfg, e->err, e->errlen, config_line(e->l, option),
+	    option, "%s", reason);
 }
 
 /* OpenSSL's reason for the last error, for messages; clears the queue. */
@@ -104,32 +102,6 @@ ssl_reason(void)
 }
 
 /* ---- files ---- */
-
-/* Read a PEM file (config_read_file); the caller frees *buf. */
-static int
-read_file(const char *path, char **buf, size_t *len, char *why, size_t wl)
-{
-	switch (config_read_file(path, TLS_MAX_FILE, buf, len)) {
-	case CONFIG_READ_OK:
-		return 0;
-	case CONFIG_READ_OPEN:
-		snprintf(why, wl, "cannot open: %s", strerror(errno));
-		break;
-	case CONFIG_READ_NOT_REGULAR:
-		snprintf(why, wl, "not a regular file");
-		break;
-	case CONFIG_READ_TOO_LARGE:
-		snprintf(why, wl, "larger than 1 MiB");
-		break;
-	case CONFIG_READ_IO:
-		snprintf(why, wl, "cannot read: %s", strerror(errno));
-		break;
-	case CONFIG_READ_NOMEM:
-		snprintf(why, wl, "out of memory");
-		break;
-	}
-	return -1;
-}
 
 /* Never prompt for a passphrase: encrypted keys are refused. */
 static int
@@ -148,7 +120,7 @@ load_certs(const char *path, char *why, size_t wl)
 	BIO *bio;
 	X509 *x;
 
-	if (read_file(path, &buf, &len, why, wl) < 0)
+	if (tb_read_file(path, TLS_MAX_FILE, &buf, &len, why, wl) != TB_READ_OK)
 		return NULL;
 	if ((bio = BIO_new_mem_buf(buf, (int)len)) == NULL ||
 	    (sk = sk_X509_new_null()) == NULL)
@@ -184,7 +156,7 @@ load_key(const char *path, char *why, size_t wl)
 	size_t len;
 	BIO *bio;
 
-	if (read_file(path, &buf, &len, why, wl) < 0)
+	if (tb_read_file(path, TLS_MAX_FILE, &buf, &len, why, wl) != TB_READ_OK)
 		return NULL;
 	if ((bio = BIO_new_mem_buf(buf, (int)len)) != NULL)
 		k = PEM_read_bio_PrivateKey(bio, NULL, no_passphrase, NULL);
@@ -309,10 +281,7 @@ static struct {
 int
 tls_rotate_ticket_key(void)
 {
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return tls_rotate_ticket_key_at((double)ts.tv_sec + ts.tv_nsec / 1e9);
+	return tls_rotate_ticket_key_at((double)tb_mono_ns() / 1e9);
 }
 
 /*
@@ -452,7 +421,7 @@ route_rotate(struct evbuffer *body, const char **ctype)
 static void
 ticket_arm(void)
 {
-	struct timeval tv = config_timeval(tk.rotation);
+	struct timeval tv = tb_timeval(tk.rotation);
 
 	event_del(tk.timer);
 	event_add(tk.timer, &tv);
@@ -976,6 +945,111 @@ tls_listener_free(struct tb_listener_conf *l)
 	l->tls_up = NULL;
 }
 
+/* ------------------------------------------------ configuration checks */
+
+/* tls_min_version: 1.2 or 1.3; the older ones are deprecated by RFC 8996. */
+static int
+tls_check_version(void *field, char *why, size_t wl)
+{
+	const char *s = *(char **)field;
+
+	if (s != NULL && strncasecmp(s, "TLSv", 4) == 0)
+		s += 4;
+	if (s != NULL && (strcmp(s, "1.2") == 0 || strcmp(s, "1.3") == 0))
+		return 0;
+	if (s != NULL && (strcmp(s, "1.0") == 0 || strcmp(s, "1.1") == 0 ||
+	    strcmp(s, "1") == 0))
+		snprintf(why, wl, "TLS 1.0 and 1.1 are not supported (RFC 8996): "
+		    "expected 1.2 or 1.3");
+	else
+		snprintf(why, wl, "expected 1.2 or 1.3");
+	return -1;
+}
+
+/* tls_sni_certificates: each member "CERT:KEY", both absolute paths. */
+static int
+tls_check_cert_pairs(void *field, char *why, size_t wl)
+{
+	char **v = *(char ***)field;
+	const char *colon;
+	size_t i;
+
+	for (i = 0; v != NULL && v[i] != NULL; i++) {
+		colon = strchr(v[i], ':');
+		if (v[i][0] != '/' || colon == NULL || colon[1] != '/' ||
+		    strchr(colon + 1, ':') != NULL) {
+			snprintf(why, wl, "member %zu: expected CERT:KEY, two "
+			    "absolute paths", i + 1);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+static const struct tb_opt_check tls_opt_checks[] = {
+	{ "listener", "tls_min_version", tls_check_version },
+	{ "listener", "tls_sni_certificates", tls_check_cert_pairs },
+	{ NULL, NULL, NULL },
+};
+
+/*
+ * The TLS options of a listener that only make sense together. The files
+ * themselves are read later, by tls_conf_attach: loading stays free of file
+ * I/O for the fuzzer and tests.
+ */
+static int
+tls_conf_check(const struct tb_config *cfg, char *err, size_t errlen)
+{
+	static const char *const up_opts[] = { "upstream_tls_ca",
+	    "upstream_tls_server_name", "upstream_tls_certificate",
+	    "upstream_tls_key", NULL };
+	const struct tb_listener_conf *l;
+	const char *what, *why;
+	size_t i, k;
+
+	for (k = 0; k < cfg->n_listeners; k++) {
+		l = &cfg->listeners[k];
+		what = why = NULL;
+		if ((l->tls_certificate == NULL) != (l->tls_key == NULL)) {
+			what = l->tls_key == NULL ? "tls_certificate" : "tls_key";
+			why = "tls_certificate and tls_key go together";
+		} else if (l->tls_certificate == NULL &&
+		    (what = l->n_tls_sni_certificates > 0 ? "tls_sni_certificates" :
+		    l->tls_client_ca != NULL ? "tls_client_ca" :
+		    l->tls_verify_client != TB_VERIFY_NONE ? "tls_verify_client" :
+		    l->tls_client_subject_header != NULL ?
+		    "tls_client_subject_header" : NULL) != NULL) {
+			why = "needs tls_certificate (TLS on this listener)";
+		} else if (l->tls_verify_client != TB_VERIFY_NONE &&
+		    l->tls_client_ca == NULL) {
+			what = "tls_verify_client";
+			why = "needs tls_client_ca";
+		} else if ((l->upstream_tls_certificate == NULL) !=
+		    (l->upstream_tls_key == NULL)) {
+			what = l->upstream_tls_key == NULL ?
+			    "upstream_tls_certificate" : "upstream_tls_key";
+			why = "upstream_tls_certificate and upstream_tls_key go "
+			    "together";
+		} else if (!l->upstream_tls) {
+			for (i = 0; up_opts[i] != NULL; i++)
+				if (config_line(l, up_opts[i]) != l->line)
+					break;
+			if (up_opts[i] != NULL) {
+				what = up_opts[i];
+				why = "only for an https:// upstream";
+			}
+		}
+		if (what != NULL) {
+			config_errorf(cfg, err, errlen, config_line(l, what),
+			    what, "%s", why);
+			return -1;
+		}
+	}
+	return 0;
+}
+
+/* ------------------------------------------------------------ the module */
+
 static void
 tls_conf_free(struct tb_config *cfg, void *data)
 {
@@ -1006,6 +1080,8 @@ tls_conf_attach(struct tb_config *cfg, char *err, size_t errlen)
 
 const struct tb_module tls_module = {
 	.name = "tls",
+	.opt_checks = tls_opt_checks,
+	.conf_check = tls_conf_check,
 	.conf_attach = tls_conf_attach,
 	.start = tls_start,
 	.reload = tls_reload,

@@ -71,13 +71,7 @@ lc(int c)
 static inline int
 hexval(int c, int lc_only)
 {
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (!lc_only && c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
+	return lc_only ? fmt_hexval_lc(c) : fmt_hexval(c);
 }
 
 void
@@ -374,6 +368,23 @@ trim_ows(const char **s, size_t *n)
 		(*n)--;
 }
 
+int
+trace_list_next(const char **p, const char *end, int trim, const char **m,
+    size_t *mlen)
+{
+	const char *c;
+
+	if (*p >= end)
+		return 0;
+	*m = *p;
+	c = memchr(*p, ',', (size_t)(end - *p));
+	*mlen = (size_t)((c != NULL ? c : end) - *m);
+	*p = c != NULL ? c + 1 : end;
+	if (trim)
+		trim_ows(m, mlen);
+	return 1;
+}
+
 /* W3C token chars for a baggage key (RFC 9110 tchar). */
 static int
 tchar(unsigned char c)
@@ -391,15 +402,7 @@ trace_baggage_emit(const struct tb_trace_ctx *ctx, const char *prefix,
 	char name[128];
 	size_t plen = strlen(prefix), klen, vlen, mlen, i;
 
-	while (p < end) {
-		m = p;
-		p = memchr(p, ',', (size_t)(end - p));
-		if (p == NULL)
-			p = end;
-		mlen = (size_t)(p - m);
-		if (p < end)
-			p++;
-		trim_ows(&m, &mlen);
+	while (trace_list_next(&p, end, 1, &m, &mlen)) {
 		if ((eq = memchr(m, '=', mlen)) == NULL)
 			continue;
 		klen = (size_t)(eq - m);
@@ -600,8 +603,8 @@ baggage_add_kv(struct tb_trace_ctx *c, const char *k, size_t klen,
 			tmp[n++] = '%';	/* already percent-encoded */
 		} else {
 			tmp[n++] = '%';
-			tmp[n++] = "0123456789ABCDEF"[ch >> 4];
-			tmp[n++] = "0123456789ABCDEF"[ch & 15];
+			tmp[n++] = FMT_HEX_UPPER[ch >> 4];
+			tmp[n++] = FMT_HEX_UPPER[ch & 15];
 		}
 	}
 	if (c->baggage_len + n > TRACE_BAGGAGE_MAX)

@@ -208,6 +208,15 @@ size_t trace_metrics_format(char *buf, size_t len);
 /* Value of h with surrounding SP/HTAB removed (hdr.h promises it; cheap). */
 void trace_hdr_trim(const struct tb_hdr *h, const char **v, size_t *len);
 
+/*
+ * The next member of a comma-separated list (tracestate, baggage, Datadog
+ * tags) from *p, which moves past it and its comma: 1 with the member in
+ * *m / *mlen (OWS kept when trim is 0, cut when 1, possibly empty), 0 at
+ * end.
+ */
+int trace_list_next(const char **p, const char *end, int trim,
+    const char **m, size_t *mlen);
+
 /* Exactly 2*nbytes hex digits (lowercase only if lc) into out. 0 / -1. */
 int trace_hex_decode(const char *s, size_t len, int lc, uint8_t *out,
     size_t nbytes);

@@ -39,14 +39,7 @@ parse_tid(const char *s, size_t n, uint8_t hi[8])
 
 	if (n > DD_TAGS_MAX)
 		return;
-	while (p < end) {
-		m = p;
-		p = memchr(p, ',', (size_t)(end - p));
-		if (p == NULL)
-			p = end;
-		mlen = (size_t)(p - m);
-		if (p < end)
-			p++;
+	while (trace_list_next(&p, end, 0, &m, &mlen)) {
 		if (mlen == 10 + 16 && memcmp(m, "_dd.p.tid=", 10) == 0) {
 			if (trace_hex_decode(m + 10, 16, 1, hi, 8) == -1)
 				memset(hi, 0, 8);

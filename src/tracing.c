@@ -3,6 +3,7 @@
  * edge span into Redis (see tracing.h). The request path only calls pure
  * functions and enqueues one span; nothing here waits on I/O.
  */
+#include <ctype.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -26,6 +27,7 @@
 #include "module.h"
 #include "tracing.h"
 #include "worker.h"
+#include "util.h"
 
 struct tracing_conf {
 	int enabled;			/* [profiler] enabled */
@@ -73,15 +75,6 @@ static struct {
 
 static void sources_key(const struct tb_config *cfg, char *out, size_t len);
 
-static uint64_t
-mono_ns(void)
-{
-	struct timespec ts;
-
-	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
-}
-
 static void
 tracing_conf_free(struct tb_config *cfg, void *arg)
 {
@@ -105,6 +98,118 @@ prefix_source(const struct tb_config *cfg, char *err, size_t errlen)
 	    err);
 	snprintf(err, errlen, "%s", tmp);
 }
+
+/* ------------------------------------------------ configuration checks */
+
+/*
+ * [tracing] extract / inject: codec names, each once, stored lower case.
+ * By the codec table itself, so a new codec is accepted where it is added.
+ */
+static int
+check_formats(void *field, char *why, size_t wl)
+{
+	char **v = *(char ***)field, nb[64];
+	const struct trace_codec *c;
+	size_t i, k, n = 0;
+	unsigned seen = 0;
+
+	for (i = 0; v[i] != NULL; i++) {
+		if ((c = trace_codec_by_name(v[i])) == NULL) {
+			n = (size_t)snprintf(why, wl, "unknown format '%s' "
+			    "(expected", config_printable(v[i], nb, sizeof(nb)));
+			for (k = 0; k < TRACE_F_COUNT && n < wl; k++)
+				n += (size_t)snprintf(why + n, wl - n, "%s %s",
+				    k ? "," : "", trace_codecs[k]->name);
+			if (n < wl)
+				snprintf(why + n, wl - n, ")");
+			return -1;
+		}
+		if (seen & (1u << c->id)) {
+			snprintf(why, wl, "format '%s' listed twice", c->name);
+			return -1;
+		}
+		seen |= 1u << c->id;
+		for (k = 0; v[i][k] != '\0'; k++)
+			v[i][k] = (char)tolower((unsigned char)v[i][k]);
+	}
+	return 0;
+}
+
+/* [sampling] operation_rules: by the parser the sampler uses later, so the
+ * file and a policy from Redis or a URL get the same verdict. */
+static int
+check_rules(void *field, char *why, size_t wl)
+{
+	char **v = *(char ***)field;
+	struct sampling_rules *rs;
+	size_t n = 0;
+
+	while (v[n] != NULL)
+		n++;
+	if (sampling_rules_parse((const char *const *)v, n, &rs, why, wl) < 0)
+		return -1;
+	sampling_rules_free(rs);
+	return 0;
+}
+
+/* [profiler] connection_string: by the one Redis URL parser (redis.c),
+ * whose messages never quote the password (nor anything of the value). */
+static int
+check_connection_string(void *field, char *why, size_t wl)
+{
+	struct tb_redis_url url;
+	int rc;
+
+	rc = tb_redis_url_parse(*(char **)field, &url, why, wl);
+	explicit_bzero(&url, sizeof(url));	/* it holds the password */
+	return rc;
+}
+
+/* [sampling] policy_url: the policy source speaks plain HTTP only. */
+static int
+check_http_url(void *field, char *why, size_t wl)
+{
+	const char *s = *(char **)field;
+
+	if (s == NULL || (strncmp(s, "http://", 7) == 0 && s[7] != '\0'))
+		return 0;
+	snprintf(why, wl, "expected an http:// URL (https is not supported)");
+	return -1;
+}
+
+static const struct tb_opt_check tracing_opt_checks[] = {
+	{ "tracing", "extract", check_formats },
+	{ "tracing", "inject", check_formats },
+	{ "sampling", "operation_rules", check_rules },
+	{ "profiler", "connection_string", check_connection_string },
+	{ "sampling", "policy_url", check_http_url },
+	{ NULL, NULL, NULL },
+};
+
+static int
+tracing_conf_check(const struct tb_config *cfg, char *err, size_t errlen)
+{
+	int pl, sl;
+
+	if (cfg->profiler.enabled && cfg->profiler.n_hmac_keys == 0) {
+		config_errorf(cfg, err, errlen, config_opt_line(cfg, "profiler",
+		    "enabled"), "hmac_keys", "at least one key is required "
+		    "when enabled = true");
+		return -1;
+	}
+	/* two ways to say how new traces start: name the later one */
+	pl = config_opt_line(cfg, "sampling", "default_probability");
+	sl = config_opt_line(cfg, "tracing", "sample_new");
+	if (pl != 0 && sl != 0) {
+		config_errorf(cfg, err, errlen, pl > sl ? pl : sl, pl > sl ?
+		    "default_probability" : "sample_new", "sample_new and "
+		    "default_probability cannot both be set");
+		return -1;
+	}
+	return 0;
+}
+
+/* ------------------------------------------------------------ the module */
 
 static int
 tracing_conf_attach(struct tb_config *cfg, char *err, size_t errlen)
@@ -192,7 +297,7 @@ on_request(struct proxy_req *r, const struct h1_msg *m, uint8_t *drop,
 	    tc->rules, t->operation, sizeof(t->operation));
 	sampling_decide(tw->sampler, lc->service, t->operation, t->tr.ctx.trace_id,
 	    origin_of(&t->tr), t->tr.ctx.sampled, t->tr.ctx.debug,
-	    lc->trust_incoming_sampling, mono_ns(), &t->sres);
+	    lc->trust_incoming_sampling, tb_mono_ns(), &t->sres);
 	t->tr.sampled = t->sres.sampled;
 	t->tr.debug = t->sres.sampled && t->tr.ctx.debug;
 	for (i = 0; i < m->n_hdrs; i++)
@@ -598,6 +703,8 @@ tracing_stop(void)
 
 const struct tb_module tracing_module = {
 	.name = "tracing",
+	.opt_checks = tracing_opt_checks,
+	.conf_check = tracing_conf_check,
 	.conf_attach = tracing_conf_attach,
 	.start = tracing_start,
 	.reload = tracing_reload,

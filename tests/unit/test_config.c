@@ -163,7 +163,7 @@ test_defaults(void)
 	CHECK(c->sampling.policy_url == NULL);
 	CHECK(c->sampling.policy_poll_interval == 60);
 	CHECK(c->sampling.default_probability == 0.001);
-	CHECK(c->sampling.default_probability_set == 0);
+	CHECK(config_opt_line(c, "sampling", "default_probability") == 0);
 	CHECK(c->sampling.forced_max_per_second == 10);
 	CHECK(c->sampling.incoming_max_per_second == 100);
 	CHECK(c->sampling.max_traces_per_second == 0);
@@ -344,7 +344,7 @@ static const struct bad bads[] = {
 	{ LST "[profiler]\nconnection_string = mysql://h\n", "FILE:5: connection_string: expected a redis://, unix:// or redissentinel:// URL" },
 	{ LST "[profiler]\nconnection_string = redis://h:0\n", "FILE:5: connection_string: port must be a number in 1..65535" },
 	{ LST "[profiler]\nsentinel_service_name =\n", "FILE:5: sentinel_service_name: must not be empty" },
-	{ LST "[tracing]\nextract = w3c, zipkin\n", "FILE:5: extract: unknown format 'zipkin' (expected osprofiler, w3c, b3, jaeger, xray, datadog, gcp, ot)" },
+	{ LST "[tracing]\nextract = w3c, zipkin\n", "FILE:5: extract: unknown format 'zipkin' (expected osprofiler, w3c, b3, b3multi, jaeger, xray, datadog, gcp, ot)" },
 	{ LST "[tracing]\ninject = w3c, W3C\n", "FILE:5: inject: format 'w3c' listed twice" },
 	{ LST "[tracing]\nsample_new = 2\n", "FILE:5: sample_new: expected true or false (or yes/no, on/off, 1/0)" },
 	{ LST "[tracing]\nspan_name = my-span\n", "FILE:5: span_name: expected letters, digits, '_' and '.' only" },

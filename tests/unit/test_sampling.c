@@ -158,11 +158,11 @@ test_rules(void)
 	CHECKF(strstr(err, want) != NULL, "%s -> %s", line, err);	\
 	CHECK(r == NULL);						\
 } while (0)
-	BADRULE("glob:/x y", "must start with prefix: or regex:");
+	BADRULE("glob:/x y", "expected 'prefix:<path> <name>' or 'regex:<ERE> <name>'");
 	BADRULE("prefix:/x", "expected");
-	BADRULE("prefix: name", "empty pattern");
-	BADRULE("prefix:x name", "must start with '/'");
-	BADRULE("regex:([ name", "bad regex");
+	BADRULE("prefix: name", "expected a pattern and an operation name");
+	BADRULE("prefix:x name", "a path prefix starts with '/'");
+	BADRULE("regex:([ name", "invalid regex");
 	/* what would blow up regcomp (found by fuzz_policy) or regexec */
 	BADRULE("regex:^/x+++++++++++++++++++++++++++++++++ name",
 	    "too complex");

@@ -326,7 +326,7 @@ test_bad_files(void)
 		{ "tls_certificate = @/def.pem\ntls_key = @/def.pem\n",
 		  "FILE:5: tls_key: @/def.pem: no private key in the file (expected an unencrypted PEM key)" },
 		{ "tls_certificate = /dev/null\ntls_key = @/def.key\n",
-		  "FILE:4: tls_certificate: /dev/null: not a regular file" },
+		  "FILE:4: tls_certificate: /dev/null: cannot read: not a regular file" },
 		{ "tls_certificate = @/def.pem\ntls_key = @/def.key\ntls_ciphers = NOPE\n",
 		  "FILE:6: tls_ciphers: no usable cipher in the list (no cipher match)" },
 		{ "tls_certificate = @/def.pem\ntls_key = @/def.key\n"
