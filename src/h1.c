@@ -15,6 +15,7 @@
 #include <string.h>
 #include <strings.h>
 
+#include "fmt.h"
 #include "h1.h"
 
 /* Defaults for a zero limit, so a zeroed struct h1_limits is still safe. */
@@ -166,12 +167,6 @@ is_digit(unsigned char c)
 	return (unsigned)(c - '0') < 10u;
 }
 
-static int
-is_hexdig(unsigned char c)
-{
-	return is_digit(c) || (unsigned)((c | 0x20) - 'a') < 6u;
-}
-
 /* unreserved / sub-delims (RFC 3986 2.3, 2.2): a reg-name byte, as is
  * pct-encoded, which the callers take apart themselves */
 static int
@@ -185,8 +180,9 @@ is_regname(unsigned char c)
 static int
 pct_at(const char *s, size_t n, size_t i)
 {
-	return n - i >= 3 && s[i] == '%' && is_hexdig((unsigned char)s[i + 1]) &&
-	    is_hexdig((unsigned char)s[i + 2]);
+	return n - i >= 3 && s[i] == '%' &&
+	    fmt_hexval((unsigned char)s[i + 1]) >= 0 &&
+	    fmt_hexval((unsigned char)s[i + 2]) >= 0;
 }
 
 /*
@@ -202,7 +198,7 @@ ip_literal_ok(const char *s, size_t n)
 	size_t i;
 
 	if (n > 0 && (s[0] | 0x20) == 'v') {
-		for (i = 1; i < n && is_hexdig((unsigned char)s[i]); i++)
+		for (i = 1; i < n && fmt_hexval((unsigned char)s[i]) >= 0; i++)
 			;
 		if (i == 1 || i + 1 >= n || s[i] != '.')
 			return 0;
