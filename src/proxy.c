@@ -46,6 +46,7 @@ enum req_after {
 static void up_read_cb(struct sock *sk, void *arg);
 static void up_write_cb(struct sock *sk, void *arg);
 static void up_event_cb(struct sock *sk, int what, void *arg);
+static int retry_fresh(struct proxy_req *r);
 static void pump_request(struct proxy_req *r);
 static void pump_response(struct proxy_req *r);
 static void req_end(struct proxy_req *r, enum proxy_err err, enum req_after after);
@@ -801,6 +802,15 @@ pump_response(struct proxy_req *r)
 	in = sock_input(r->uc->sk);
 	out = sock_output(c->sk);
 
+	if ((r->state == PROXY_SENDING || r->state == PROXY_WAITING) &&
+	    sock_read_before_write(r->uc->sk) > 0) {
+		/* Sent before our request went out: not its response, whatever
+		 * it looks like (the stray bytes of an earlier exchange). */
+		upstream_stray(r->uc, "before the request was written");
+		if (!retry_fresh(r))
+			fail_before_response(r, 502, PROXY_ERR_UPSTREAM_BAD);
+		return;
+	}
 	while (r->state == PROXY_SENDING || r->state == PROXY_WAITING) {
 		len = evbuffer_get_length(in);
 		if (len == 0)
@@ -891,6 +901,24 @@ pump_response(struct proxy_req *r)
 		try_splice(r, r->uc->sk, c->sk, r->resp_body, r->resp_remaining, &r->resp_chunk);
 }
 
+/*
+ * A pooled connection that failed before any response byte: the request
+ * goes again, once, on a fresh connection if it may (idempotent, no body).
+ * 1 when it did; else r->uc may be closed or not, the caller fails r.
+ */
+static int
+retry_fresh(struct proxy_req *r)
+{
+	if (!r->uc->reused || !(r->flags & PROXY_F_IDEMPOTENT) ||
+	    r->req_body != H1_BODY_NONE || (r->flags & PROXY_F_RETRIED))
+		return 0;
+	STATS_INC(tb_stats.upstream_errors[STATS_UP_RETRIED]);
+	r->flags |= PROXY_F_RETRIED;
+	upstream_close(r->uc);
+	r->uc = NULL;
+	return upstream_attach(r, 0) == 0;
+}
+
 static void
 up_read_cb(struct sock *sk, void *arg)
 {
@@ -950,17 +978,10 @@ up_event_cb(struct sock *sk, int what, void *arg)
 		return;
 	}
 
+	/* A pooled connection the server had closed: retry once, fresh. */
 	if (no_response && evbuffer_get_length(sock_input(sk)) == 0 &&
-	    !(what & SOCK_TIMEOUT) && r->uc->reused && (r->flags & PROXY_F_IDEMPOTENT) &&
-	    r->req_body == H1_BODY_NONE && !(r->flags & PROXY_F_RETRIED)) {
-		/* A pooled connection the server had closed: retry once, fresh. */
-		STATS_INC(tb_stats.upstream_errors[STATS_UP_RETRIED]);
-		r->flags |= PROXY_F_RETRIED;
-		upstream_close(r->uc);
-		r->uc = NULL;
-		if (upstream_attach(r, 0) == 0)
-			return;
-	}
+	    !(what & SOCK_TIMEOUT) && retry_fresh(r))
+		return;
 
 	if (no_response) {
 		if (what & SOCK_TIMEOUT) {

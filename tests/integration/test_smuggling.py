@@ -552,3 +552,71 @@ def test_x_forwarded_host_is_the_whole_host(make_proxy, upstream, conn_to):
         "GET", "/", headers=[("Host", host)])
     hdr = {k.lower(): v for k, v in r.json()["headers"]}
     assert hdr["host"] == host and hdr["x-forwarded-host"] == host
+
+
+# --- stray bytes on pooled upstream connections --------------------------------
+
+SMUGGLED = b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\nX-Smuggled: 1\r\n\r\nsmuggled"
+
+
+def answer_then(delay, extra):
+    """An answer: 200 "ok", then after delay seconds the extra bytes."""
+    def answer(sock):
+        sock.sendall(OK)
+        time.sleep(delay)
+        sock.sendall(extra)
+    return answer
+
+
+def mine(path):
+    return b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(path), path.encode())
+
+
+@pytest.mark.parametrize("gap", [0.05, 0.2])
+def test_stray_bytes_on_idle_connection_never_reach_the_next_client(make_proxy, gap):
+    """Seen: stray bytes sent 50 ms after a response reached the next client
+    as its response, and responses then shifted by one for three clients."""
+    up = Recorder()
+    try:
+        p = make_proxy(CONF, upstream=up.url)
+        up.answers["/first"] = answer_then(gap, SMUGGLED)
+        for i in range(3):
+            up.answers["/c%d" % i] = mine("/c%d" % i)
+        stray0 = metrics(p)["tracebridge_upstream_pool_stray_total"]
+        c = Conn(p.port)
+        c.send(b"GET /first HTTP/1.1\r\nHost: h\r\n\r\n")
+        assert read_exactly(c, len(OK)) == OK
+        c.close()
+        # the stray bytes reach the pooled connection: closed at once
+        wait_for(lambda: metrics(p)["tracebridge_upstream_pool_stray_total"] == stray0 + 1,
+                 5, "the stray bytes counted")
+        for i in range(3):
+            c = Conn(p.port)
+            c.send(b"GET /c%d HTTP/1.1\r\nHost: h\r\n\r\n" % i)
+            assert read_exactly(c, len(mine("/c%d" % i))) == mine("/c%d" % i)
+            c.close()
+        assert up.conns == 2        # the poisoned connection was not reused
+        assert "upstream 127.0.0.1:%d: bytes on an idle connection" % up.port in p.logtext()
+    finally:
+        up.close()
+
+
+def test_server_closing_an_idle_connection_is_not_stray(make_proxy):
+    up = Recorder()
+    try:
+        p = make_proxy(CONF, upstream=up.url)
+
+        def answer_and_close(sock):
+            sock.sendall(OK)
+            time.sleep(0.05)
+            sock.shutdown(socket.SHUT_RDWR)
+        up.answers["/bye"] = answer_and_close
+        c = Conn(p.port)
+        assert c.request("GET", "/bye").status == 200
+        time.sleep(0.3)
+        assert c.request("GET", "/next").status == 200
+        assert up.conns == 2
+        assert metrics(p)["tracebridge_upstream_pool_stray_total"] == 0
+        assert "bytes on an idle connection" not in p.logtext()
+    finally:
+        up.close()
