@@ -153,7 +153,8 @@ proxy_head_forward(struct hbuf *b, struct proxy_req *r, const struct h1_msg *m,
 	int xff = -1, absolute = m->target_form == H1_TARGET_ABSOLUTE;
 
 	memset(drop, 0, sizeof(drop));
-	hb_str(b, r->method);
+	/* m's method, whole: r->method is a copy cut for logs */
+	hb_add(b, m->method, m->method_len);
 	HB_LIT(b, " ");
 	hb_str(b, r->target);
 	HB_LIT(b, " HTTP/1.1\r\n");

@@ -174,6 +174,9 @@ MATRIX = [
     V("POST with CL", b"POST /p HTTP/1.1\r\n" + H + b"Content-Length: 3\r\n\r\nabc",
       [b"POST /p HTTP/1.1\r\n" + H + b"Content-Length: 3\r\n\r\nabc"], [200]),
 
+    V("long extension method", b"AVERYLONGEXTENSIONMETHODNAME /m HTTP/1.1\r\n" + H + b"\r\n",
+      [b"AVERYLONGEXTENSIONMETHODNAME /m HTTP/1.1\r\n" + H + b"\r\n"], [200]),
+
     # Connection naming a field the proxy needs end to end
     V("Connection: close, Host", b"GET / HTTP/1.1\r\n" + H +
       b"Connection: close, Host\r\n\r\n", None, [400, "close"]),
