@@ -270,6 +270,10 @@ proxy_head_response(struct hbuf *b, struct proxy_req *r, const struct h1_msg *m,
 			continue;
 		if (hdr_name_is(h, "Content-Length") && !pass_cl)
 			continue;
+		/* RFC 9110 7.6.1: "Close" is a reserved field name; our own
+		 * "Connection: close" would make the client drop it anyway */
+		if (hdr_name_is(h, "Close"))
+			continue;
 		hb_field(b, h->name, h->name_len, h->value, h->value_len);
 	}
 	if (m->body == H1_BODY_LENGTH) {

@@ -479,6 +479,8 @@ RESPONSES = [
     R("status 600", "GET", b"HTTP/1.1 600 X\r\nContent-Length: 2\r\n\r\nok", BAD_GATEWAY, True),
     R("101", "GET", b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: x\r\n\r\n",
       BAD_GATEWAY, True),
+    R("reserved Close field", "GET", b"HTTP/1.1 200 OK\r\nClose: 1\r\nContent-Length: 2\r\n\r\nok",
+      OK, True),
     R("100 then 200", "GET", b"HTTP/1.1 100 Continue\r\n\r\n" + OK, OK, True),
     R("trailers filtered", "GET", b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
       b"2\r\nok\r\n0\r\nX-Sum: 1\r\nContent-Length: 9\r\nTransfer-Encoding: chunked\r\n"
