@@ -163,7 +163,8 @@ apply(struct config_loader *ld, struct tb_config *c)
 			break;
 		}
 		lseen[o - config_opts] = ro->line;
-		if (strchr(ro->value, '\n') != NULL && o->type != OT_LIST) {
+		if (strchr(ro->value, '\n') != NULL && o->type != OT_LIST &&
+		    o->type != OT_CIDRS) {
 			config_ld_err(ld, ro->line, o->name, "only lists continue on "
 			    "indented lines");
 			break;

@@ -25,6 +25,18 @@ struct tb_addr {
 	char text[128];		/* as written in the file, e.g. "[::1]:8080" */
 };
 
+/* An address block of trusted_proxies: family AF_INET or AF_INET6. */
+struct tb_cidr {
+	int family;
+	uint8_t addr[16];	/* network byte order, host bits zero */
+	unsigned bits;		/* prefix length */
+};
+
+/* 1 if sa (an accepted peer; IPv4-mapped IPv6 counts as IPv4) is inside
+ * one of the n blocks. */
+int config_cidr_match(const struct tb_cidr *v, size_t n,
+    const struct sockaddr *sa);
+
 struct tls_server;
 struct tls_client;
 
@@ -46,6 +58,15 @@ struct tb_listener_conf {
 	int trust_incoming_sampling;	/* honour the caller's sampled flag; default 1 */
 	int x_forwarded;		/* append X-Forwarded-For, set -Proto/-Host; default 1 */
 	int keep_proxy_authorization;	/* forward Proxy-Authorization; default 0 */
+	/*
+	 * Peers whose forwarding headers are believed (another proxy in
+	 * front): their X-Forwarded-For is appended to, their Forwarded,
+	 * X-Forwarded-Proto/-Host/-Port/-Prefix and X-Real-IP pass. From
+	 * anyone else those are removed and ours replace them. Default none.
+	 */
+	struct tb_cidr *trusted_proxies;
+	size_t n_trusted_proxies;
+	int forwarded_header;		/* also send RFC 7239 Forwarded; default 0 */
 
 	/* TLS termination: on when tls_certificate is set. Paths are absolute. */
 	char *tls_certificate;		/* PEM, leaf first, then the chain */
@@ -141,6 +162,17 @@ enum tb_splice {
 	TB_SPLICE_AUTO,		/* plaintext both sides, bodies large enough */
 };
 
+/*
+ * [DEFAULT] underscore_headers: request fields with '_' in their name. WSGI
+ * servers (every OpenStack API) map X_Foo and X-Foo to the same HTTP_X_FOO,
+ * so an underscore name can pass for a header the proxy removes or sets.
+ */
+enum tb_underscore {
+	TB_UNDERSCORE_DROP = 0,	/* remove them (nginx's underscores_in_headers off) */
+	TB_UNDERSCORE_REJECT,	/* 400 */
+	TB_UNDERSCORE_ALLOW,	/* pass them, but not the twins of ours */
+};
+
 #define TB_CONF_SLOTS	8	/* >= TB_MODULES_N (module.h) */
 
 struct tb_config {
@@ -160,6 +192,7 @@ struct tb_config {
 	double drain_timeout;		/* default 30 */
 	double tls_ticket_key_rotation;	/* a new session ticket key this often; 3600 */
 	int splice;			/* TB_SPLICE_*: splice(2) plaintext bodies; auto */
+	int underscore_headers;		/* TB_UNDERSCORE_*; default drop */
 
 	/* [admin] */
 	int admin_enabled;		/* listen = off disables */

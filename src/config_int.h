@@ -36,7 +36,8 @@ enum opt_type {
 	OT_ENUM,	/* int index into names */
 	OT_ADDR,	/* struct tb_addr; OPT_OFF: int enabled at off_n */
 	OT_UPSTREAM,	/* the upstream fields of struct tb_listener_conf */
-	OT_LIST		/* char ** at off, size_t count at off_n */
+	OT_LIST,	/* char ** at off, size_t count at off_n */
+	OT_CIDRS	/* struct tb_cidr * at off, count at off_n; a list */
 };
 
 #define OPT_AUTO	0x01	/* OT_INT: "auto" = number of cores */

@@ -6,6 +6,7 @@
  * live here too; the checks of feature options belong to their modules
  * (module.h).
  */
+#include <arpa/inet.h>
 #include <ctype.h>
 #include <errno.h>
 #include <grp.h>
@@ -43,6 +44,8 @@ static const char *const verify_modes[] = { "none", "optional", "require", NULL 
 
 static const char *const splice_modes[] = { "off", "auto", NULL };
 
+static const char *const underscore_modes[] = { "drop", "reject", "allow", NULL };
+
 /* Mozilla's "intermediate" TLS 1.2 suites without DHE (no DH parameters to
  * manage): forward secret AEAD only. */
 #define TLS_CIPHERS_DEFAULT "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:" \
@@ -67,6 +70,7 @@ const struct opt config_opts[] = {
 	{ SECT_DEFAULT,  "drain_timeout",            OT_DUR,      "30",             C(drain_timeout),                    0,                         0,     86400,   0,           NULL,       NULL },
 	{ SECT_DEFAULT,  "tls_ticket_key_rotation",  OT_DUR,      "3600",           C(tls_ticket_key_rotation),          0,                         60,    604800,  0,           NULL,       NULL },
 	{ SECT_DEFAULT,  "splice",                   OT_ENUM,     "auto",           C(splice),                           0,                         0,     0,       0,           splice_modes, NULL },
+	{ SECT_DEFAULT,  "underscore_headers",       OT_ENUM,     "drop",           C(underscore_headers),               0,                         0,     0,       0,           underscore_modes, NULL },
 
 	{ SECT_ADMIN,    "listen",                   OT_ADDR,     "127.0.0.1:9180", C(admin_listen),                     C(admin_enabled),          0,     0,       OPT_OFF,     NULL,       NULL },
 
@@ -82,6 +86,8 @@ const struct opt config_opts[] = {
 	{ SECT_LISTENER, "trust_incoming_sampling",  OT_BOOL,     "true",           L(trust_incoming_sampling),          0,                         0,     0,       0,           NULL,       NULL },
 	{ SECT_LISTENER, "x_forwarded",              OT_BOOL,     "true",           L(x_forwarded),                      0,                         0,     0,       0,           NULL,       NULL },
 	{ SECT_LISTENER, "keep_proxy_authorization", OT_BOOL,     "false",          L(keep_proxy_authorization),         0,                         0,     0,       0,           NULL,       NULL },
+	{ SECT_LISTENER, "trusted_proxies",          OT_CIDRS,    "",               L(trusted_proxies),                  L(n_trusted_proxies),      0,     0,       0,           NULL,       NULL },
+	{ SECT_LISTENER, "forwarded_header",         OT_BOOL,     "false",          L(forwarded_header),                 0,                         0,     0,       0,           NULL,       NULL },
 	{ SECT_LISTENER, "tls_certificate",          OT_STR,      "",               L(tls_certificate),                  0,                         0,     0,       0,           NULL,       chk_abs_path },
 	{ SECT_LISTENER, "tls_key",                  OT_STR,      "",               L(tls_key),                          0,                         0,     0,       0,           NULL,       chk_abs_path },
 	{ SECT_LISTENER, "tls_sni_certificates",     OT_LIST,     "",               L(tls_sni_certificates),             L(n_tls_sni_certificates), 0,     0,       0,           NULL,       NULL },
@@ -444,6 +450,78 @@ bad:
 	return -1;
 }
 
+/*
+ * "10.0.0.0/8", "192.0.2.7" (/32), "2001:db8::/32", "::1" (/128): numeric
+ * only; host bits set below the prefix are an error (a typo, most often).
+ */
+static int
+parse_cidr(const char *s, struct tb_cidr *c)
+{
+	char buf[INET6_ADDRSTRLEN + 8], *slash;
+	unsigned long long bits;
+	unsigned max, i;
+
+	if (strlen(s) >= sizeof(buf))
+		return -1;
+	strcpy(buf, s);
+	memset(c, 0, sizeof(*c));
+	if ((slash = strchr(buf, '/')) != NULL)
+		*slash++ = '\0';
+	if (inet_pton(AF_INET, buf, c->addr) == 1) {
+		c->family = AF_INET;
+		max = 32;
+	} else if (inet_pton(AF_INET6, buf, c->addr) == 1) {
+		c->family = AF_INET6;
+		max = 128;
+	} else {
+		return -1;
+	}
+	bits = max;
+	if (slash != NULL && (parse_uint(slash, strlen(slash), &bits) < 0 ||
+	    bits > max))
+		return -1;
+	c->bits = (unsigned)bits;
+	for (i = c->bits; i < max; i++)
+		if (c->addr[i / 8] & (0x80u >> (i % 8)))
+			return -1;
+	return 0;
+}
+
+int
+config_cidr_match(const struct tb_cidr *v, size_t n, const struct sockaddr *sa)
+{
+	static const uint8_t mapped[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0,
+	    0xff, 0xff };
+	const uint8_t *a;
+	size_t k;
+	unsigned i;
+	int fam;
+
+	if (sa->sa_family == AF_INET) {
+		fam = AF_INET;
+		a = (const uint8_t *)&((const struct sockaddr_in *)sa)->sin_addr;
+	} else if (sa->sa_family == AF_INET6) {
+		fam = AF_INET6;
+		a = ((const struct sockaddr_in6 *)sa)->sin6_addr.s6_addr;
+		if (memcmp(a, mapped, 12) == 0) {	/* ::ffff:a.b.c.d */
+			fam = AF_INET;
+			a += 12;
+		}
+	} else {
+		return 0;
+	}
+	for (k = 0; k < n; k++) {
+		if (v[k].family != fam)
+			continue;
+		for (i = 0; i < v[k].bits; i++)
+			if ((a[i / 8] ^ v[k].addr[i / 8]) & (0x80u >> (i % 8)))
+				break;
+		if (i == v[k].bits)
+			return 1;
+	}
+	return 0;
+}
+
 /* ------------------------------------------------------------ validators */
 
 static int
@@ -644,6 +722,7 @@ int
 config_opt_set(const struct opt *o, void *base, const char *v, char *why, size_t wl)
 {
 	void *f = field_of(o, base);
+	struct tb_cidr *cidrs;
 	config_check_fn check;
 	const char *end = v + strlen(v);
 	char lo[32], hi[32];
@@ -781,6 +860,27 @@ config_opt_set(const struct opt *o, void *base, const char *v, char *why, size_t
 		*(char ***)f = vec;
 		*(size_t *)((char *)base + o->off_n) = n;
 		break;
+	case OT_CIDRS:
+		if (split_list(v, 0, &vec, &n, why, wl) < 0)
+			return -1;
+		if ((cidrs = calloc(n ? n : 1, sizeof(*cidrs))) == NULL) {
+			config_free_strv(vec);
+			snprintf(why, wl, "out of memory");
+			return -1;
+		}
+		for (i = 0; i < n; i++)
+			if (parse_cidr(vec[i], &cidrs[i]) < 0) {
+				snprintf(why, wl, "member %zu: expected an IPv4 or "
+				    "IPv6 address, optionally /prefix-length", i + 1);
+				config_free_strv(vec);
+				free(cidrs);
+				return -1;
+			}
+		config_free_strv(vec);
+		free(*(struct tb_cidr **)f);
+		*(struct tb_cidr **)f = cidrs;
+		*(size_t *)((char *)base + o->off_n) = n;
+		break;
 	}
 	if (o->check != NULL && o->check(f, why, wl) < 0)
 		return -1;
@@ -831,6 +931,10 @@ config_opt_free(enum sect_kind sect, void *base)
 		case OT_LIST:
 			config_free_strv(*(char ***)f);
 			*(char ***)f = NULL;
+			break;
+		case OT_CIDRS:
+			free(*(struct tb_cidr **)f);
+			*(struct tb_cidr **)f = NULL;
 			break;
 		case OT_UPSTREAM: {
 			struct tb_listener_conf *l = base;

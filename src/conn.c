@@ -133,6 +133,8 @@ conn_new(struct worker *w, int fd, const struct sockaddr *sa, socklen_t salen,
 	} else {
 		strcpy(c->peer, "unix");
 	}
+	c->peer_trusted = config_cidr_match(lc->trusted_proxies,
+	    lc->n_trusted_proxies, sa);
 	(void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	c->timer = evtimer_new(w->base, conn_timer_cb, c);
 	c->next_ev = event_new(w->base, -1, 0, conn_next_cb, c);

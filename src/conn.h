@@ -60,6 +60,7 @@ struct conn {
 	unsigned nreq;				/* requests served */
 	char peer[46];		/* client IP text */
 	uint16_t peer_port;
+	int peer_trusted;	/* in the listener's trusted_proxies */
 	TAILQ_ENTRY(conn) link;			/* worker's list */
 };
 

@@ -41,6 +41,14 @@ hdr_name_is(const struct tb_hdr *h, const char *name)
 	return h->name_len == len && strncasecmp(h->name, name, len) == 0;
 }
 
+/* 1 if c is a tchar (RFC 9110 5.6.2): the bytes of tokens, field names. */
+static inline int
+hdr_is_tchar(unsigned char c)
+{
+	return (c >= '0' && c <= '9') || ((c | 0x20) >= 'a' && (c | 0x20) <= 'z') ||
+	    (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
 /* Index of the first header named name at or after from, or -1. */
 int hdr_find(const struct tb_hdr *hdrs, size_t n, size_t from, const char *name);
 

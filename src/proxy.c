@@ -242,6 +242,18 @@ keepalive_unless_body_pending(struct proxy_req *r)
 		r->flags &= ~PROXY_F_KEEPALIVE;
 }
 
+/* 1 if a field name of m holds '_' (underscore_headers). */
+static int
+has_underscore_name(const struct h1_msg *m)
+{
+	size_t i;
+
+	for (i = 0; i < m->n_hdrs; i++)
+		if (memchr(m->hdrs[i].name, '_', m->hdrs[i].name_len) != NULL)
+			return 1;
+	return 0;
+}
+
 struct proxy_req *
 proxy_start(struct conn *c, const struct h1_msg *m, size_t head_len)
 {
@@ -284,14 +296,26 @@ proxy_start(struct conn *c, const struct h1_msg *m, size_t head_len)
 		log_debug("%s: client %s: upgrade not supported, served as a plain request",
 		    c->lc->name, c->peer);
 
-	/* CONNECT tunnels and an Expect we don't know are refused cleanly;
-	 * with a body we won't read, the connection closes after. */
-	if (method_is(r, "CONNECT") || (m->flags & H1_F_EXPECT_OTHER)) {
+	/* CONNECT tunnels, an Expect we don't know and, if so configured,
+	 * field names with '_' are refused cleanly; with a body we won't
+	 * read, the connection closes after. */
+	if (method_is(r, "CONNECT") || (m->flags & H1_F_EXPECT_OTHER) ||
+	    (c->cfg->underscore_headers == TB_UNDERSCORE_REJECT &&
+	    has_underscore_name(m))) {
 		evbuffer_drain(in, head_len);
 		if (m->body != H1_BODY_NONE)
 			r->flags |= PROXY_F_CLIENT_CLOSE;
 		keepalive_unless_body_pending(r);
-		reply_error(r, method_is(r, "CONNECT") ? 405 : 417);
+		if (method_is(r, "CONNECT")) {
+			reply_error(r, 405);
+		} else if (m->flags & H1_F_EXPECT_OTHER) {
+			reply_error(r, 417);
+		} else {
+			STATS_INC(tb_stats.underscore_rejected);
+			log_info("%s: client %s: refused: a field name with '_' "
+			    "(underscore_headers = reject)", c->lc->name, c->peer);
+			reply_error(r, 400);
+		}
 		return r;
 	}
 

@@ -13,6 +13,7 @@
 #include "h1.h"
 #include "proxy.h"
 #include "proxy_head.h"
+#include "stats.h"
 #include "tls.h"
 
 void
@@ -140,17 +141,93 @@ proxy_head_target(const struct h1_msg *m)
 	return out;
 }
 
+/*
+ * Request fields the proxy removes, replaces or frames the message by. A
+ * WSGI server (every OpenStack API) maps X_Forwarded_For and
+ * X-Forwarded-For to the same HTTP_X_FORWARDED_FOR, so with
+ * underscore_headers = allow the underscore twin of any of these is
+ * removed as well: it must never pass for ours (the trace formats' twins
+ * are the tracing hook's, trace.c).
+ */
+static const char *const owned_names[] = {
+	"Host", "Content-Length", "Transfer-Encoding", "Connection",
+	"Keep-Alive", "Proxy-Connection", "TE", "Trailer", "Upgrade", "Expect",
+	"Proxy-Authorization", "Forwarded", "X-Forwarded-For",
+	"X-Forwarded-Proto", "X-Forwarded-Host", "X-Forwarded-Port",
+	"X-Forwarded-Prefix", "X-Real-IP", NULL
+};
+
+/* The forwarding headers a peer not in trusted_proxies may not send. */
+static const char *const forwarding_names[] = {
+	"Forwarded", "X-Forwarded-For", "X-Forwarded-Proto", "X-Forwarded-Host",
+	"X-Forwarded-Port", "X-Forwarded-Prefix", "X-Real-IP", NULL
+};
+
+static int
+name_in(const struct tb_hdr *h, const char *const *names)
+{
+	size_t i;
+
+	for (i = 0; names[i] != NULL; i++)
+		if (hdr_name_is(h, names[i]))
+			return 1;
+	return 0;
+}
+
+/* 1 if h's name, with every '_' read as '-', is one the proxy owns. */
+static int
+underscore_twin(const struct tb_hdr *h, const struct tb_listener_conf *lc)
+{
+	char buf[80];
+	struct tb_hdr t = { buf, h->name_len, NULL, 0 };
+	size_t i;
+
+	if (h->name_len >= sizeof(buf))	/* longer than any name we own */
+		return 0;
+	for (i = 0; i < h->name_len; i++)
+		buf[i] = h->name[i] == '_' ? '-' : h->name[i];
+	return name_in(&t, owned_names) ||
+	    (lc->tls_client_subject_header != NULL &&
+	    hdr_name_is(&t, lc->tls_client_subject_header));
+}
+
+/* An RFC 7239 node or host value: a token as it is, else a quoted-string
+ * (IPv6 "[...]" and ports need the quotes; RFC 7239 section 6). */
+static void
+hb_forwarded_value(struct hbuf *b, const char *v)
+{
+	size_t i;
+
+	for (i = 0; v[i] != '\0'; i++)
+		if (!hdr_is_tchar((unsigned char)v[i]))
+			break;
+	if (v[i] == '\0' && i > 0) {
+		hb_str(b, v);
+		return;
+	}
+	HB_LIT(b, "\"");
+	for (i = 0; v[i] != '\0'; i++) {
+		if (v[i] == '"' || v[i] == '\\')
+			HB_LIT(b, "\\");
+		hb_add(b, &v[i], 1);
+	}
+	HB_LIT(b, "\"");
+}
+
 int
 proxy_head_forward(struct hbuf *b, struct proxy_req *r, const struct h1_msg *m,
     proxy_head_hook on_request)
 {
 	const struct tb_listener_conf *lc = r->c->lc;
+	const int trusted = r->c->peer_trusted;
 	uint8_t drop[H1_MAX_HEADERS_CAP / 8];
 	struct tb_hdr_sink sink = { hb_sink_add, b };
 	const struct tb_hdr *h;
 	const char *host = NULL;	/* the Host value forwarded, if any */
 	size_t i, host_len = 0;
-	int xff = -1, absolute = m->target_form == H1_TARGET_ABSOLUTE;
+	int xff = -1, fwd = -1, has_proto = 0, has_fhost = 0;
+	int absolute = m->target_form == H1_TARGET_ABSOLUTE;
+	const char *proto = r->c->tls != NULL ? "https" : "http";
 
 	memset(drop, 0, sizeof(drop));
 	/* m's method, whole: r->method is a copy cut for logs */
@@ -167,6 +244,13 @@ proxy_head_forward(struct hbuf *b, struct proxy_req *r, const struct h1_msg *m,
 	}
 	for (i = 0; i < m->n_hdrs; i++) {
 		h = &m->hdrs[i];
+		if (memchr(h->name, '_', h->name_len) != NULL &&
+		    (r->c->cfg->underscore_headers != TB_UNDERSCORE_ALLOW ||
+		    underscore_twin(h, lc))) {
+			/* reject mode never gets here: proxy_start answered 400 */
+			drop[i / 8] |= (uint8_t)(1u << (i % 8));
+			continue;
+		}
 		if (hdr_name_is(h, "Host")) {
 			if (absolute)
 				drop[i / 8] |= (uint8_t)(1u << (i % 8));
@@ -175,25 +259,42 @@ proxy_head_forward(struct hbuf *b, struct proxy_req *r, const struct h1_msg *m,
 				host_len = h->value_len;
 			}
 		} else if (h1_is_hop_by_hop(m, h) || hdr_name_is(h, "Content-Length") ||
-		    hdr_name_is(h, "Expect") || hdr_name_is(h, "X-Forwarded-Proto") ||
-		    hdr_name_is(h, "X-Forwarded-Host") ||
+		    hdr_name_is(h, "Expect") ||
 		    (hdr_name_is(h, "Proxy-Authorization") && !lc->keep_proxy_authorization) ||
 		    /* only we say who the client certificate names */
 		    (lc->tls_client_subject_header != NULL &&
-		    hdr_name_is(h, lc->tls_client_subject_header)))
+		    hdr_name_is(h, lc->tls_client_subject_header))) {
 			drop[i / 8] |= (uint8_t)(1u << (i % 8));
-		else if (hdr_name_is(h, "X-Forwarded-For")) {
+		} else if (hdr_name_is(h, "X-Forwarded-For")) {
+			/* written below, ours appended (trusted peers) */
 			drop[i / 8] |= (uint8_t)(1u << (i % 8));
-			if (xff < 0)
+			if (xff < 0 && trusted)
 				xff = (int)i;
+		} else if (hdr_name_is(h, "Forwarded")) {
+			drop[i / 8] |= (uint8_t)(1u << (i % 8));
+			if (fwd < 0 && trusted)
+				fwd = (int)i;
+		} else if (name_in(h, forwarding_names)) {
+			/* from a trusted proxy in front they pass, and the
+			 * scheme and host it saw win over ours */
+			if (!trusted)
+				drop[i / 8] |= (uint8_t)(1u << (i % 8));
+			else if (hdr_name_is(h, "X-Forwarded-Proto"))
+				has_proto = 1;
+			else if (hdr_name_is(h, "X-Forwarded-Host"))
+				has_fhost = 1;
 		}
 	}
 	if (on_request != NULL)
 		on_request(r, m, drop, &sink);
 	for (i = 0; i < m->n_hdrs; i++) {
-		if (drop[i / 8] & (1u << (i % 8)))
-			continue;
 		h = &m->hdrs[i];
+		if (drop[i / 8] & (1u << (i % 8))) {
+			/* ours above, or the tracing hook's twins of its own */
+			if (memchr(h->name, '_', h->name_len) != NULL)
+				STATS_INC(tb_stats.underscore_dropped);
+			continue;
+		}
 		hb_field(b, h->name, h->name_len, h->value, h->value_len);
 	}
 	if (host == NULL) {	/* HTTP/1.0 without Host */
@@ -210,32 +311,54 @@ proxy_head_forward(struct hbuf *b, struct proxy_req *r, const struct h1_msg *m,
 	} else if (r->req_body == H1_BODY_CHUNKED) {
 		HB_LIT(b, "Transfer-Encoding: chunked\r\n");
 	}
-	if (lc->x_forwarded) {
-		/* Append to every X-Forwarded-For value received, in order. */
+	/* a trusted peer's chain, in order, then the peer itself */
+	if (xff >= 0 || lc->x_forwarded) {
 		HB_LIT(b, "X-Forwarded-For: ");
-		if (xff >= 0) {
-			for (i = (size_t)xff; i < m->n_hdrs; i++) {
-				h = &m->hdrs[i];
-				if (!hdr_name_is(h, "X-Forwarded-For"))
-					continue;
-				hb_add(b, h->value, h->value_len);
+		for (i = xff >= 0 ? (size_t)xff : m->n_hdrs; i < m->n_hdrs; i++) {
+			h = &m->hdrs[i];
+			if (!hdr_name_is(h, "X-Forwarded-For"))
+				continue;
+			hb_add(b, h->value, h->value_len);
+			if (lc->x_forwarded)
 				HB_LIT(b, ", ");
-			}
 		}
-		hb_str(b, r->c->peer);
-		if (r->c->tls != NULL)
-			HB_LIT(b, "\r\nX-Forwarded-Proto: https\r\n");
-		else
-			HB_LIT(b, "\r\nX-Forwarded-Proto: http\r\n");
+		if (lc->x_forwarded)
+			hb_str(b, r->c->peer);
+		else if (b->len >= 2 && b->p[b->len - 1] == ' ')
+			b->len -= 2;	/* no peer after the last ", " */
+		HB_LIT(b, "\r\n");
+	}
+	if (lc->x_forwarded) {
+		if (!has_proto) {
+			HB_LIT(b, "X-Forwarded-Proto: ");
+			hb_str(b, proto);
+			HB_LIT(b, "\r\n");
+		}
 		/* what Host says, whole (r->host is a copy cut for logs) */
-		if (host_len > 0)
+		if (host_len > 0 && !has_fhost)
 			hb_field(b, "X-Forwarded-Host", 16, host, host_len);
-	} else if (xff >= 0) {
-		/* Not ours to change: pass the received values through. */
-		for (i = (size_t)xff; i < m->n_hdrs; i++)
-			if (hdr_name_is(&m->hdrs[i], "X-Forwarded-For"))
-				hb_field(b, m->hdrs[i].name, m->hdrs[i].name_len,
-				    m->hdrs[i].value, m->hdrs[i].value_len);
+	}
+	for (i = fwd >= 0 ? (size_t)fwd : m->n_hdrs; i < m->n_hdrs; i++)
+		if (hdr_name_is(&m->hdrs[i], "Forwarded"))
+			hb_field(b, m->hdrs[i].name, m->hdrs[i].name_len,
+			    m->hdrs[i].value, m->hdrs[i].value_len);
+	if (lc->forwarded_header) {
+		/* RFC 7239 4: for, proto and host of the hop into us */
+		HB_LIT(b, "Forwarded: for=");
+		if (strchr(r->c->peer, ':') != NULL) {	/* IPv6: "[...]" */
+			HB_LIT(b, "\"[");
+			hb_str(b, r->c->peer);
+			HB_LIT(b, "]\"");
+		} else {
+			hb_forwarded_value(b, r->c->peer);
+		}
+		HB_LIT(b, ";proto=");
+		hb_str(b, proto);
+		if (r->host[0] != '\0') {
+			HB_LIT(b, ";host=");
+			hb_forwarded_value(b, r->host);
+		}
+		HB_LIT(b, "\r\n");
 	}
 	if (lc->tls_client_subject_header != NULL && r->c->tls != NULL &&
 	    r->c->tls->subject[0] != '\0')

@@ -385,14 +385,6 @@ trace_list_next(const char **p, const char *end, int trim, const char **m,
 	return 1;
 }
 
-/* W3C token chars for a baggage key (RFC 9110 tchar). */
-static int
-tchar(unsigned char c)
-{
-	return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') ||
-	    (c >= 'A' && c <= 'Z') || (c && strchr("!#$%&'*+-.^_`|~", c));
-}
-
 int
 trace_baggage_emit(const struct tb_trace_ctx *ctx, const char *prefix,
     struct tb_hdr_sink *out)
@@ -416,7 +408,7 @@ trace_baggage_emit(const struct tb_trace_ctx *ctx, const char *prefix,
 			continue;
 		/* the key becomes part of a header name: a token or nothing
 		 * (the verbatim W3C baggage field is not validated) */
-		for (i = 0; i < klen && tchar((unsigned char)m[i]); i++)
+		for (i = 0; i < klen && hdr_is_tchar((unsigned char)m[i]); i++)
 			;
 		if (i < klen)
 			continue;
@@ -581,7 +573,7 @@ baggage_add_kv(struct tb_trace_ctx *c, const char *k, size_t klen,
 	if (klen == 0)
 		return;
 	for (i = 0; i < klen; i++)
-		if (!tchar((unsigned char)k[i]))
+		if (!hdr_is_tchar((unsigned char)k[i]))
 			return;
 	if (c->baggage_len > 0)
 		tmp[n++] = ',';
@@ -635,6 +627,35 @@ mark_drop(struct trace_req *tr, size_t i)
 	tr->drop[i / 64] |= (uint64_t)1 << (i % 64);
 }
 
+/*
+ * 1 if h, whose name holds '_', reads as a header of ours with every '_' a
+ * '-': a WSGI server maps X_Trace_Info and X-Trace-Info to the same
+ * HTTP_X_TRACE_INFO, so such a twin could carry an unsigned trace context
+ * past the checks, or collide with what we inject. Twins are removed, never
+ * read (the proxy's own, X_Forwarded_For and such, are proxy_head.c's).
+ */
+static int
+twin_owned(const struct tb_hdr *h)
+{
+	char buf[80];
+	struct tb_hdr t = { buf, h->name_len, NULL, 0 };
+	size_t i;
+
+	if (h->name_len >= sizeof(buf))
+		return 0;
+	for (i = 0; i < h->name_len; i++)
+		buf[i] = h->name[i] == '_' ? '-' : h->name[i];
+	if (TRACE_NAME_IS(&t, "baggage") ||
+	    TRACE_NAME_IS(&t, "x-openstack-request-id") ||
+	    TRACE_NAME_HAS_PREFIX(&t, "uberctx-") ||
+	    TRACE_NAME_HAS_PREFIX(&t, "ot-baggage-"))
+		return 1;
+	for (i = 0; i < TRACE_F_COUNT; i++)
+		if (trace_codecs[i]->owns_header(&t))
+			return 1;
+	return 0;
+}
+
 void
 trace_extract(const struct trace_conf *conf, const struct tb_hdr *hdrs,
     size_t n, struct trace_req *tr)
@@ -671,13 +692,16 @@ trace_extract(const struct trace_conf *conf, const struct tb_hdr *hdrs,
 		switch (lc((unsigned char)h->name[0])) {
 		case 'x':
 			/* x-b3-, x-trace-, x-amzn-, x-datadog-, x-cloud-; but
-			 * not X-Auth-Token's many x- neighbours */
-			if (h->name_len < 5 || h->name[1] != '-')
+			 * not X-Auth-Token's many x- neighbours (and their
+			 * underscore twins, below) */
+			if (h->name_len < 5 || (h->name[1] != '-' && h->name[1] != '_'))
 				continue;
 			ch = lc((unsigned char)h->name[2]);
 			if (ch == 'o') {
 				if (TRACE_NAME_IS(h, "x-openstack-request-id"))
 					tr->flags |= TRACE_R_HAS_REQUEST_ID;
+				else if (twin_owned(h))
+					mark_drop(tr, i);
 				continue;
 			}
 			if (ch != 'b' && ch != 't' && ch != 'a' && ch != 'd' &&
@@ -686,7 +710,7 @@ trace_extract(const struct trace_conf *conf, const struct tb_hdr *hdrs,
 			break;
 		case 'o':	/* ot-, not OpenStack-API-Version */
 			if (h->name_len < 4 || lc((unsigned char)h->name[1]) != 't' ||
-			    h->name[2] != '-')
+			    (h->name[2] != '-' && h->name[2] != '_'))
 				continue;
 			break;
 		case 'b':
@@ -695,6 +719,11 @@ trace_extract(const struct trace_conf *conf, const struct tb_hdr *hdrs,
 		case 'u':
 			break;
 		default:
+			continue;
+		}
+		if (memchr(h->name, '_', h->name_len) != NULL) {
+			if (twin_owned(h))
+				mark_drop(tr, i);
 			continue;
 		}
 		if (TRACE_NAME_IS(h, "baggage")) {

@@ -6,7 +6,8 @@
  * Input: one control byte, then a message. The control byte picks the
  * listener's switches (bit 0 x_forwarded, bit 1 keep_proxy_authorization,
  * bit 2 a client-subject header), the response side's (bit 3 the request
- * was HEAD, bit 4 the client speaks HTTP/1.0, bit 5 keep-alive). The message
+ * was HEAD, bit 4 the client speaks HTTP/1.0, bit 5 keep-alive; bit 6
+ * underscore_headers = allow, bit 7 a peer in trusted_proxies). The message
  * is parsed as a request and, when valid, its forwarded head is built; then
  * as a response, and the client's head is built. Each head built must be
  * one our own parser takes whole, with the same method, the origin-form
@@ -108,7 +109,10 @@ check_forward(const struct h1_msg *m, const char *out, size_t len,
 	}
 	if (m2.body == H1_BODY_CHUNKED)
 		INV(only(&m2, "Transfer-Encoding") != NULL);
-	/* X-Forwarded-Host says what the client named, if anything */
+	/* X-Forwarded-Host says what the client named, if anything; a
+	 * trusted proxy in front may have said it already (then its own) */
+	if (r->c->peer_trusted)
+		return;
 	xfh = only(&m2, "X-Forwarded-Host");
 	if (lc->x_forwarded) {
 		int named = m->target_form == H1_TARGET_ABSOLUTE ||
@@ -200,6 +204,7 @@ fuzz_response(const char *b, size_t n, struct proxy_req *r, int head)
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
+	static struct tb_config cfg;
 	struct tb_listener_conf lc;
 	struct conn c;
 	struct proxy_req r;
@@ -216,7 +221,11 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 	lc.x_forwarded = data[0] & 1;
 	lc.keep_proxy_authorization = (data[0] >> 1) & 1;
 	lc.tls_client_subject_header = (data[0] & 4) ? SUBJECT_HEADER : NULL;
+	cfg.underscore_headers = (data[0] & 64) ? TB_UNDERSCORE_ALLOW :
+	    TB_UNDERSCORE_DROP;
+	c.cfg = &cfg;
 	c.lc = &lc;
+	c.peer_trusted = (data[0] >> 7) & 1;
 	strcpy(c.peer, "192.0.2.1");
 	r.c = &c;
 

@@ -37,7 +37,8 @@ def test_get_forwarded_headers(proxy, conn_to):
                 "proxy-connection"):
         assert hop not in names, hop
     assert hdr["host"] == "keystone.example:5000"
-    assert hdr["x-forwarded-for"] == "10.1.1.1, 127.0.0.1"
+    # the peer is no trusted proxy: its X-Forwarded-For is replaced
+    assert hdr["x-forwarded-for"] == "127.0.0.1"
     assert hdr["x-forwarded-proto"] == "http"
     assert hdr["x-forwarded-host"] == "keystone.example:5000"
     assert hdr["x-auth-token"] == "tok"
@@ -349,7 +350,8 @@ def test_reused_connection_failure_is_retried_once(make_proxy, upstream, conn_to
 
 
 def test_proxy_authorization_and_x_forwarded_switches(make_proxy, upstream, conn_to):
-    conf = BASIC_CONF + "keep_proxy_authorization = true\nx_forwarded = false\n"
+    conf = BASIC_CONF + ("keep_proxy_authorization = true\nx_forwarded = false\n"
+                         "trusted_proxies = 127.0.0.1\n")
     p = make_proxy(conf, upstream=upstream.url)
     r = conn_to(p.port).request("GET", "/sw", headers=[
         ("Proxy-Authorization", "Basic Zm9vOmJhcg=="),

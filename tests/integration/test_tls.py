@@ -490,6 +490,22 @@ def test_mtls_optional(pki, make_proxy, upstream):
     wait_delta(p, failures("bad_client_certificate"), before)
 
 
+@pytest.mark.parametrize("mode", ["drop", "allow"])
+def test_subject_header_underscore_twin_never_passes(pki, make_proxy, upstream, mode):
+    """WSGI reads X_SSL_Client_Subject as HTTP_X_SSL_CLIENT_SUBJECT too: with
+    underscore_headers = allow the twin is removed like the header itself."""
+    conf = mtls_conf(pki, "optional").replace(
+        "[admin]", "underscore_headers = %s\n[admin]" % mode, 1)
+    p = make_proxy(conf, upstream=upstream.url)
+    for cert in (None, pki.client1):
+        r = TlsConn(p.port, client_ctx(pki, cert=cert)).request("GET", "/twin", headers=[
+            ("X_SSL_Client_Subject", "CN=admin"), ("x-ssl_client-subject", "CN=root")])
+        assert r.status == 200
+        hs = upstream_headers(r)
+        got = [v for k, v in hs if k.lower().replace("_", "-") == SUBJECT_HEADER.lower()]
+        assert got == ([] if cert is None else [CLIENT1_SUBJECT]), got
+
+
 def test_subject_header_stripped_without_client_verification(pki, make_proxy, upstream):
     p = make_proxy(tls_conf(pki.rsa, "tls_client_subject_header = " + SUBJECT_HEADER),
                    upstream=upstream.url)

@@ -9,12 +9,12 @@ and the osprofiler profiler state (base_id, parent span) while handling it.
 Used by the demo (scripts/demo) and the trace/span integration tests.
 """
 import json
-import socketserver
 import sys
-from wsgiref.simple_server import WSGIServer, WSGIRequestHandler, make_server
 
 from oslo_config import cfg
 from osprofiler import notifier, opts, profiler, web
+
+from wsgi_serve import serve
 
 PORT = int(sys.argv[1])
 REDIS = sys.argv[2]
@@ -46,15 +46,6 @@ def app(environ, start_response):
     return [body]
 
 
-class QuietHandler(WSGIRequestHandler):
-    def log_message(self, *a):
-        pass
-
-
-class ThreadingWSGIServer(socketserver.ThreadingMixIn, WSGIServer):
-    daemon_threads = True
-
-
 def main():
     opts.set_defaults(cfg.CONF, enabled=True, hmac_keys=KEYS)
     cfg.CONF([])
@@ -62,9 +53,7 @@ def main():
                                  conf=cfg.CONF))
     web.enable(KEYS)
     wrapped = web.WsgiMiddleware(app, hmac_keys=KEYS, enabled=True)
-    srv = make_server("127.0.0.1", PORT, wrapped, server_class=ThreadingWSGIServer,
-                      handler_class=QuietHandler)
-    srv.serve_forever()
+    serve(wrapped, PORT)
 
 
 if __name__ == "__main__":

@@ -335,6 +335,16 @@ static const struct bad bads[] = {
 	{ LST "max_header_bytes = 99999999999999g\n", "FILE:4: max_header_bytes: expected a size between 1k and 1m bytes (optional k/m/g suffix)" },
 	{ LST "max_headers = 257\n", "FILE:4: max_headers: expected an integer between 1 and 256" },
 	{ LST "x_forwarded = maybe\n", "FILE:4: x_forwarded: expected true or false (or yes/no, on/off, 1/0)" },
+	{ "underscore_headers = keep\n" LST, "FILE:1: underscore_headers: expected one of: drop, reject, allow" },
+	{ LST "trusted_proxies = 10.0.0.1/8\n", "FILE:4: trusted_proxies: member 1: expected an IPv4 or IPv6 address, optionally /prefix-length" },
+	{ LST "trusted_proxies = 10.0.0.0/33\n", "FILE:4: trusted_proxies: member 1: expected an IPv4 or IPv6 address, optionally /prefix-length" },
+	{ LST "trusted_proxies = 10.0.0.0/-1\n", "FILE:4: trusted_proxies: member 1: expected an IPv4 or IPv6 address, optionally /prefix-length" },
+	{ LST "trusted_proxies = 10.0.0.0/\n", "FILE:4: trusted_proxies: member 1: expected an IPv4 or IPv6 address, optionally /prefix-length" },
+	{ LST "trusted_proxies = ::1, fe80::1%eth0\n", "FILE:4: trusted_proxies: member 2: expected an IPv4 or IPv6 address, optionally /prefix-length" },
+	{ LST "trusted_proxies = lb.example\n", "FILE:4: trusted_proxies: member 1: expected an IPv4 or IPv6 address, optionally /prefix-length" },
+	{ LST "trusted_proxies = 2001:db8::1/129\n", "FILE:4: trusted_proxies: member 1: expected an IPv4 or IPv6 address, optionally /prefix-length" },
+	{ LST "trusted_proxies = 10.0.0.0/8,,::1\n", "FILE:4: trusted_proxies: empty member in list" },
+	{ LST "forwarded_header = 2\n", "FILE:4: forwarded_header: expected true or false (or yes/no, on/off, 1/0)" },
 	{ LST "indented = 1\n  continued\n", "FILE:4: indented: unknown option" },
 	{ LST "service = a\n  b\n", "FILE:4: service: only lists continue on indented lines" },
 	{ LST "[profiler]\nenabled = true\n", "FILE:5: hmac_keys: at least one key is required when enabled = true" },
@@ -576,6 +586,62 @@ test_secrets(void)
 	    "this section holds secrets)") == 0, "%s", err);
 }
 
+/* trusted_proxies: parsed blocks and the peer match, IPv4-mapped too. */
+static void
+test_trusted_proxies(void)
+{
+	static const char text[] = "[listener:a]\nlisten = 127.0.0.1:8080\n"
+	    "upstream = http://127.0.0.1:5000\n"
+	    "trusted_proxies = 10.0.0.0/8, 192.0.2.7,\n  2001:db8::/32, ::1, 0.0.0.0/0\n";
+	struct sockaddr_in in = { .sin_family = AF_INET };
+	struct sockaddr_in6 in6 = { .sin6_family = AF_INET6 };
+	const struct tb_listener_conf *l;
+	struct tb_config *c;
+	char err[512];
+
+	CHECKF(config_load_buffer("t", text, sizeof(text) - 1, &c, err,
+	    sizeof(err)) == 0, "%s", err);
+	if (c == NULL)
+		return;
+	l = &c->listeners[0];
+	CHECK(l->n_trusted_proxies == 5);
+	CHECK(l->trusted_proxies[0].family == AF_INET && l->trusted_proxies[0].bits == 8);
+	CHECK(l->trusted_proxies[1].bits == 32 && l->trusted_proxies[3].bits == 128);
+	/* all but the catch-all */
+#define MATCH4(a, want) do {						\
+	inet_pton(AF_INET, (a), &in.sin_addr);				\
+	CHECKF(config_cidr_match(l->trusted_proxies, 4,			\
+	    (struct sockaddr *)&in) == (want), "%s", (a));		\
+} while (0)
+#define MATCH6(a, want) do {						\
+	inet_pton(AF_INET6, (a), &in6.sin6_addr);			\
+	CHECKF(config_cidr_match(l->trusted_proxies, 4,			\
+	    (struct sockaddr *)&in6) == (want), "%s", (a));		\
+} while (0)
+	MATCH4("10.0.0.1", 1);
+	MATCH4("10.255.255.255", 1);
+	MATCH4("11.0.0.0", 0);
+	MATCH4("9.255.255.255", 0);
+	MATCH4("192.0.2.7", 1);
+	MATCH4("192.0.2.6", 0);
+	MATCH6("::ffff:10.1.2.3", 1);	/* a v4 client on a [::] listener */
+	MATCH6("::ffff:11.1.2.3", 0);
+	MATCH6("2001:db8:ffff::1", 1);
+	MATCH6("2001:db9::1", 0);
+	MATCH6("::1", 1);
+	MATCH6("::2", 0);
+	MATCH6("::a00:1", 0);		/* IPv4-compatible is not mapped */
+	/* the catch-all matches IPv4 only */
+	inet_pton(AF_INET, "203.0.113.1", &in.sin_addr);
+	CHECK(config_cidr_match(l->trusted_proxies, 5, (struct sockaddr *)&in) == 1);
+	inet_pton(AF_INET6, "2001:db9::1", &in6.sin6_addr);
+	CHECK(config_cidr_match(l->trusted_proxies, 5, (struct sockaddr *)&in6) == 0);
+	CHECK(config_cidr_match(NULL, 0, (struct sockaddr *)&in) == 0);
+#undef MATCH4
+#undef MATCH6
+	config_unref(c);
+}
+
 static void
 test_args_and_addr(void)
 {
@@ -645,6 +711,7 @@ main(void)
 	test_files();
 	test_hostile();
 	test_secrets();
+	test_trusted_proxies();
 	test_args_and_addr();
 	{
 		char cmd[128];
