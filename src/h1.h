@@ -102,16 +102,17 @@ struct h1_msg {
  * (RFC 9112 5.1); obs-fold (a line starting with SP/HTAB) is rejected (5.2);
  * field values have no CTL but HTAB; Content-Length must be 1*DIGIT, several
  * CL fields or comma lists must all agree (else 400), value at most
- * 2^63-1 like a chunk size (else 400, 502 in a response); Content-Length together with Transfer-Encoding: 400 (6.1, smuggling);
+ * 2^63-1 like a chunk size (else 400, 502 in a response); Content-Length
+ * together with Transfer-Encoding: 400 (6.1, smuggling);
  * Transfer-Encoding whose final coding is not "chunked": 501 for a request
  * (only "chunked" alone is accepted; any other coding list: 501);
  * request-target in origin-form, absolute-form with an http or https
  * scheme and a non-empty authority, authority-form for CONNECT, "*" for
  * OPTIONS, else 400 (RFC 9112 3.2); Host and the authority must be
  * uri-host [":" port] (RFC 9110 7.2, RFC 3986 3.2.2; a Host may be empty);
- * HTTP/1.1 without Host, more than one Host, or an invalid one: 400 (RFC 9112 3.2);
- * a Connection field naming Host, Content-Length or Transfer-Encoding: 400
- * (RFC 9110 7.6.1: those are never hop-by-hop for us).
+ * HTTP/1.1 without Host, more than one Host, or an invalid one: 400
+ * (RFC 9112 3.2); a Connection field naming Host, Content-Length or
+ * Transfer-Encoding: 400 (RFC 9110 7.6.1: never hop-by-hop for us).
  * On success, body is NONE, LENGTH or CHUNKED (never EOF for a request).
  */
 int h1_parse_request(const char *buf, size_t len, const struct h1_limits *lim,
@@ -175,7 +176,8 @@ void h1_chunk_init(struct h1_chunk *c, size_t max_trailer_bytes);
  * Consume framing bytes from p[0..len). Stops early when entering
  * H1_CHUNK_DATA (with remaining > 0), H1_CHUNK_TRAILER (after the
  * last-chunk line: the caller may hold the trailer section back until it
- * is whole, c->trailer_bytes of it parsed so far) or H1_CHUNK_DONE. Returns the number
+ * is whole, c->trailer_bytes of it parsed so far) or H1_CHUNK_DONE.
+ * Returns the number
  * of bytes consumed (>= 0; 0 is normal when len == 0 or state is DATA/DONE),
  * -1 invalid, -2 limit hit (c->err says which).
  */

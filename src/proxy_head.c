@@ -135,7 +135,7 @@ proxy_head_target(const struct h1_msg *m)
 	}
 	if ((out = malloc(lead + n + 1)) == NULL)
 		return NULL;
-	out[0] = '/';
+	out[0] = '/';		/* kept only when lead is 1 */
 	memcpy(out + lead, t, n);
 	out[lead + n] = '\0';
 	return out;
