@@ -149,7 +149,7 @@ stats_write_prometheus(struct evbuffer *out)
 	    (unsigned long)STATS_GET(tb_stats.upstream_tls_handshakes),
 	    (unsigned long)STATS_GET(tb_stats.upstream_tls_resumed));
 	evbuffer_add_printf(out,
-	    "# HELP tracebridge_upstream_pool_stray_total Upstream connections closed instead of reused: bytes after a complete response.\n"
+	    "# HELP tracebridge_upstream_pool_stray_total Upstream connections closed instead of reused: bytes after a complete response, on an idle connection or before the request was written.\n"
 	    "# TYPE tracebridge_upstream_pool_stray_total counter\n"
 	    "tracebridge_upstream_pool_stray_total %lu\n"
 	    "# HELP tracebridge_splices_total Body parts relayed socket to socket by splice(2).\n"

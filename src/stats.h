@@ -53,7 +53,7 @@ struct stats_global {
 	uint64_t underscore_dropped;	/* request fields with '_' removed */
 	uint64_t underscore_rejected;	/* requests refused for one (400) */
 	uint64_t upstream_pool_reused;
-	uint64_t upstream_pool_stray;	/* pooled connections with stray bytes or EOF */
+	uint64_t upstream_pool_stray;	/* upstream connections closed: bytes where no response may be */
 	uint64_t upstream_connects;
 	uint64_t upstream_tls_handshakes;
 	uint64_t upstream_tls_resumed;
