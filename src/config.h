@@ -157,6 +157,7 @@ struct tb_config {
 	char *user;			/* NULL = don't change */
 	char *group;
 	unsigned max_connections;	/* per process; default 10000 */
+	int backlog;			/* listen(2) queue per socket; 1024 */
 	double drain_timeout;		/* default 30 */
 	double tls_ticket_key_rotation;	/* a new session ticket key this often; 3600 */
 	int splice;			/* TB_SPLICE_*: splice(2) plaintext bodies; auto */

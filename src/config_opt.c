@@ -64,6 +64,7 @@ const struct opt config_opts[] = {
 	{ SECT_DEFAULT,  "user",                     OT_STR,      "",               C(user),                             0,                         0,     0,       0,           NULL,       chk_user },
 	{ SECT_DEFAULT,  "group",                    OT_STR,      "",               C(group),                            0,                         0,     0,       0,           NULL,       chk_group },
 	{ SECT_DEFAULT,  "max_connections",          OT_UINT,     "10000",          C(max_connections),                  0,                         1,     1000000, 0,           NULL,       NULL },
+	{ SECT_DEFAULT,  "backlog",                  OT_INT,      "1024",           C(backlog),                          0,                         1,     65535,   0,           NULL,       NULL },
 	{ SECT_DEFAULT,  "drain_timeout",            OT_DUR,      "30",             C(drain_timeout),                    0,                         0,     86400,   0,           NULL,       NULL },
 	{ SECT_DEFAULT,  "tls_ticket_key_rotation",  OT_DUR,      "3600",           C(tls_ticket_key_rotation),          0,                         60,    604800,  0,           NULL,       NULL },
 	{ SECT_DEFAULT,  "splice",                   OT_ENUM,     "auto",           C(splice),                           0,                         0,     0,       0,           splice_modes, NULL },

@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -44,6 +45,7 @@ static struct {
 	struct worker *workers;
 	int n_workers;
 	struct lsock *socks;
+	int backlog;		/* the listen(2) backlog of every lsock */
 	int draining;
 	struct event *drain_timer;
 	struct event *check_timer;
@@ -94,11 +96,14 @@ lsock_free(struct lsock *s)
 /*
  * Make sure every listener of cfg has its sockets, binding the new ones.
  * On failure nothing of the old set is lost and the new sockets are closed.
+ * A changed backlog applies to the kept sockets too: listen(2) again on a
+ * listening socket only resizes its queue (Linux).
  */
 static int
 bind_listeners(const struct tb_config *cfg)
 {
 	struct lsock *s, *added = NULL, *next;
+	int backlog = listener_backlog(cfg->backlog);
 	size_t i;
 	int k;
 
@@ -128,7 +133,7 @@ bind_listeners(const struct tb_config *cfg)
 		s->next = added;
 		added = s;
 		for (k = 0; k < g.n_workers; k++) {
-			if ((s->fds[k] = listener_socket(a)) < 0) {
+			if ((s->fds[k] = listener_socket(a, backlog)) < 0) {
 				log_warn("listener %s: cannot listen on %s",
 				    cfg->listeners[i].name, a->text);
 				goto fail;
@@ -136,6 +141,11 @@ bind_listeners(const struct tb_config *cfg)
 		}
 	}
 	/* Commit: keep the new, close the ones no listener uses any more. */
+	for (s = g.socks; s != NULL && backlog != g.backlog; s = s->next)
+		for (k = 0; s->used && k < g.n_workers; k++)
+			if (listen(s->fds[k], backlog) < 0)
+				log_warn("%s: listen (backlog %d)", s->addr, backlog);
+	g.backlog = backlog;
 	for (s = added; s != NULL; s = next) {
 		next = s->next;
 		s->next = g.socks;
@@ -441,6 +451,7 @@ main(int argc, char **argv)
 		return 2;
 	}
 	if (test) {
+		(void)listener_backlog(g.cfg->backlog);	/* warns if capped */
 		printf("%s: configuration ok\n", g.config_path ? g.config_path : "command line");
 		config_unref(g.cfg);
 		return 0;

@@ -95,6 +95,7 @@ test_defaults(void)
 	CHECK(strcmp(c->access_log, "off") == 0);
 	CHECK(c->pid_file == NULL && c->user == NULL && c->group == NULL);
 	CHECK(c->max_connections == 10000);
+	CHECK(c->backlog == 1024);
 	CHECK(c->drain_timeout == 30);
 	CHECK(c->admin_enabled == 1);
 	CHECK(strcmp(c->admin_listen.text, "127.0.0.1:9180") == 0);
@@ -317,6 +318,8 @@ static const struct bad bads[] = {
 	{ "user = no_such_user_tb\n" LST, "FILE:1: user: no such user" },
 	{ "group = no_such_group_tb\n" LST, "FILE:1: group: no such group" },
 	{ "max_connections = 0\n" LST, "FILE:1: max_connections: expected an integer between 1 and 1000000" },
+	{ "backlog = 0\n" LST, "FILE:1: backlog: expected an integer between 1 and 65535" },
+	{ "backlog = 65536\n" LST, "FILE:1: backlog: expected an integer between 1 and 65535" },
 	{ "drain_timeout = -1\n" LST, "FILE:1: drain_timeout: expected a duration between 0 and 86400 seconds (optional ms/s/m/h suffix)" },
 	{ "drain_timeout = inf\n" LST, "FILE:1: drain_timeout: expected a duration between 0 and 86400 seconds (optional ms/s/m/h suffix)" },
 	{ "drain_timeout = 1e3\n" LST, "FILE:1: drain_timeout: expected a duration between 0 and 86400 seconds (optional ms/s/m/h suffix)" },
