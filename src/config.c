@@ -338,6 +338,96 @@ fail:
 	return -1;
 }
 
+/*
+ * Could path be opened with flags (O_WRONLY or O_RDWR) plus the O_CREAT
+ * the daemon adds? 0, or -1 with the reason in why.
+ *
+ * -t is run by package scripts and by ExecStartPre, maybe while the daemon
+ * runs, so it must leave no trace: no file created (an empty log owned by
+ * whoever ran -t could stop the real start from writing it), none
+ * truncated. So an existing regular file is opened with flags but without
+ * O_CREAT and closed at once: the daemon's own open minus the creation,
+ * which meets the same permission bits, ACLs, read-only mounts, immutable
+ * files and security modules, and changes neither content nor times. A
+ * missing file is created by the daemon in its directory, so that must be a
+ * directory we may search and write (faccessat with the effective ids, as
+ * open(2) uses them). Anything else (a FIFO, a terminal, /dev/null) gets the
+ * faccessat test only: opening a FIFO blocks or fails without a reader.
+ */
+static int
+check_writable(const char *path, int flags, char *why, size_t wl)
+{
+	struct stat st;
+	char *dir, *slash;
+	int fd, rc;
+
+	if (stat(path, &st) == 0) {
+		if (S_ISDIR(st.st_mode)) {
+			errno = EISDIR;
+		} else if (!S_ISREG(st.st_mode)) {
+			if (faccessat(AT_FDCWD, path, W_OK, AT_EACCESS) == 0)
+				return 0;
+		} else if ((fd = open(path, flags | O_CLOEXEC | O_NOCTTY |
+		    O_NONBLOCK)) >= 0) {
+			close(fd);
+			return 0;
+		}
+		tb_errf(why, wl, "cannot open %s for writing: %s", path,
+		    strerror(errno));
+		return -1;
+	}
+	if (errno != ENOENT) {
+		tb_errf(why, wl, "cannot open %s: %s", path, strerror(errno));
+		return -1;
+	}
+	/* paths are absolute (the options' checks), so there is a '/' */
+	if ((dir = strdup(path)) == NULL) {
+		tb_errf(why, wl, "out of memory");
+		return -1;
+	}
+	if ((slash = strrchr(dir, '/')) == dir)
+		slash++;		/* "/x.log": the directory is "/" */
+	*slash = '\0';
+	/* ENOENT from stat, not ENOTDIR: dir is missing or a directory */
+	rc = faccessat(AT_FDCWD, dir, W_OK | X_OK, AT_EACCESS);
+	if (rc < 0)
+		tb_errf(why, wl, "cannot create %s: %s: %s", path, dir,
+		    strerror(errno));
+	free(dir);
+	return rc < 0 ? -1 : 0;
+}
+
+int
+config_check_files(const struct tb_config *c, char *err, size_t errlen)
+{
+	static const struct {
+		const char *option;
+		size_t off;
+		int flags;
+	} files[] = {
+		{ "error_log", offsetof(struct tb_config, error_log), O_WRONLY | O_APPEND },
+		{ "access_log", offsetof(struct tb_config, access_log), O_WRONLY | O_APPEND },
+		{ "pid_file", offsetof(struct tb_config, pid_file), O_RDWR },
+	};
+	const char *path;
+	char why[512];
+	size_t i;
+
+	for (i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		path = *(char *const *)((const char *)c + files[i].off);
+		/* the others are "stderr", "syslog", "off" or none */
+		if (path == NULL || path[0] != '/')
+			continue;
+		if (check_writable(path, files[i].flags, why, sizeof(why)) < 0) {
+			config_errorf(c, err, errlen, config_opt_line(c,
+			    "DEFAULT", files[i].option), files[i].option, "%s",
+			    why);
+			return -1;
+		}
+	}
+	return 0;
+}
+
 int
 config_opt_line(const struct tb_config *c, const char *section,
     const char *option)

@@ -204,6 +204,16 @@ struct tb_config {
 int config_load(const char *path, struct tb_config **out, char *err, size_t errlen);
 
 /*
+ * For -t: could the files c names for writing (error_log and access_log
+ * when they are paths, pid_file) be opened by this process as the daemon
+ * will open them at start? Creates, truncates and changes nothing (see
+ * config.c for how). 0, or -1 with "FILE:LINE: option: reason" in err,
+ * the reason naming the path and the errno text. Not for reloads: those
+ * run with the privileges dropped and keep the files already open.
+ */
+int config_check_files(const struct tb_config *c, char *err, size_t errlen);
+
+/*
  * Build a config from the command-line shorthand (--listen, --upstream):
  * one listener named "default", every other option at its default.
  */

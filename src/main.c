@@ -250,9 +250,14 @@ reload(void)
 		return;
 	}
 	log_set_level(cfg->log_level);
-	if (strcmp(cfg->error_log, g.cfg->error_log) != 0)
-		log_open(cfg->error_log, cfg->log_level);
-	log_access_open(cfg->access_log);
+	/* A file that cannot be opened keeps the old target: say so. */
+	if (strcmp(cfg->error_log, g.cfg->error_log) != 0 &&
+	    log_open(cfg->error_log, cfg->log_level) < 0)
+		log_warn("reload: cannot open error_log %s, logging on to %s",
+		    cfg->error_log, g.cfg->error_log);
+	if (log_access_open(cfg->access_log) < 0)
+		log_warn("reload: cannot open access_log %s, keeping %s",
+		    cfg->access_log, g.cfg->access_log);
 	log_reopen();
 	modules_reload(cfg);
 	configure_workers(cfg);
@@ -451,6 +456,11 @@ main(int argc, char **argv)
 		return 2;
 	}
 	if (test) {
+		if (config_check_files(g.cfg, err, sizeof(err)) < 0) {
+			fprintf(stderr, "%s\n", err);
+			config_unref(g.cfg);
+			return 2;
+		}
 		(void)listener_backlog(g.cfg->backlog);	/* warns if capped */
 		printf("%s: configuration ok\n", g.config_path ? g.config_path : "command line");
 		config_unref(g.cfg);
@@ -472,9 +482,21 @@ main(int argc, char **argv)
 	 */
 	(void)mallopt(M_MMAP_THRESHOLD, 4 * 1024 * 1024);
 	(void)mallopt(M_TRIM_THRESHOLD, 64 * 1024 * 1024);
-	if (log_open(g.cfg->error_log, g.cfg->log_level) < 0 ||
-	    log_access_open(g.cfg->access_log) < 0) {
-		fprintf(stderr, "tracebridge: cannot open logs\n");
+	if (log_open(g.cfg->error_log, g.cfg->log_level) < 0) {
+		fprintf(stderr, "tracebridge: cannot open error_log %s: %s\n",
+		    g.cfg->error_log, strerror(errno));
+		return 1;
+	}
+	if (log_access_open(g.cfg->access_log) < 0) {
+		int e = errno;
+
+		/* where the start was asked for, and in the error log */
+		fprintf(stderr, "tracebridge: cannot open access_log %s: %s\n",
+		    g.cfg->access_log, strerror(e));
+		if (strcmp(g.cfg->error_log, "stderr") != 0) {
+			errno = e;
+			log_err("cannot open access_log %s", g.cfg->access_log);
+		}
 		return 1;
 	}
 	if (!foreground && daemonize() < 0) {

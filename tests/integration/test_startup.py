@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from conftest import BINARY, BASIC_CONF, Conn, wait_for
+from conftest import BINARY, BASIC_CONF, Conn, free_port, wait_for
 
 
 def listen_queues(port):
@@ -112,3 +112,49 @@ def test_connect_burst_waits_in_the_backlog(make_proxy, upstream):
     finally:
         for s in socks:
             s.close()
+
+
+# --- log files: -t checks them, the start names the file and errno ---------
+
+def run(*args):
+    return subprocess.run([BINARY] + list(args), capture_output=True,
+                          text=True, timeout=20)
+
+
+def conf_with(tmp_path, defaults):
+    """A config file in tmp_path: [DEFAULT] with the lines of defaults
+    (from line 2), one listener on a free port, no admin endpoint."""
+    conf = tmp_path / "tb.conf"
+    conf.write_text("[DEFAULT]\n%s\n[admin]\nlisten = off\n"
+                    "[listener:api]\nlisten = 127.0.0.1:%d\n"
+                    "upstream = http://127.0.0.1:1\n" % (defaults, free_port()))
+    return conf
+
+
+@pytest.mark.parametrize("option", ["error_log", "access_log"])
+def test_unopenable_log_fails_check_and_start(tmp_path, option):
+    """A log in a missing directory passed -t, then the start said only
+    'cannot open logs' and exited 1."""
+    path = str(tmp_path / "missing" / "x.log")
+    conf = conf_with(tmp_path, "%s = %s" % (option, path))
+    r = run("-t", "-c", str(conf))
+    assert r.returncode == 2, r
+    assert r.stderr.strip() == (
+        "%s:2: %s: cannot create %s: %s: No such file or directory"
+        % (conf, option, path, os.path.dirname(path)))
+    r = run("-f", "-c", str(conf))
+    assert r.returncode == 1
+    assert ("cannot open %s %s: No such file or directory" % (option, path)
+            in r.stderr), r.stderr
+
+
+def test_check_creates_no_log(tmp_path):
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "error.log").write_text("old lines\n")
+    conf = conf_with(tmp_path, "error_log = %s/error.log\naccess_log = "
+                     "%s/access.log\npid_file = %s/tb.pid" % (logs, logs, logs))
+    r = run("-t", "-c", str(conf))
+    assert r.returncode == 0, r.stderr
+    assert sorted(os.listdir(str(logs))) == ["error.log"]
+    assert (logs / "error.log").read_text() == "old lines\n"

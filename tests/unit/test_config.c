@@ -443,6 +443,92 @@ test_files(void)
 	CHECK(strlen(err) == 7);
 }
 
+/*
+ * Load text, then config_check_files() must pass (want NULL) or give want
+ * ("FILE" stands for the path of the config; a leading '*' asks only that
+ * the rest is in the message).
+ */
+static void
+check_files_case(const char *text, const char *want)
+{
+	struct tb_config *c = NULL;
+	char err[1024], full[1024];
+	const char *path, *at;
+	int rc;
+
+	CHECKF(load_text(text, &c, err, sizeof(err), &path) == 0, "%s", err);
+	if (c == NULL)
+		return;
+	rc = config_check_files(c, err, sizeof(err));
+	config_unref(c);
+	if (want == NULL) {
+		CHECKF(rc == 0, "%s", err);
+	} else if (want[0] == '*') {
+		CHECKF(rc == -1 && strstr(err, want + 1) != NULL, "%s", err);
+	} else {
+		at = strstr(want, "FILE");
+		snprintf(full, sizeof(full), "%.*s%s%s", (int)(at - want), want,
+		    path, at + 4);
+		CHECKF(rc == -1 && strcmp(err, full) == 0,
+		    "\n  got  %s\n  want %s", err, full);
+	}
+}
+
+/*
+ * config_check_files() (tracebridge -t) on the files the daemon writes:
+ * "error_log/access_log paths that cannot be opened pass tracebridge -t
+ * but the daemon exits 1 with 'cannot open logs'" (issue 13). It must
+ * create and truncate nothing.
+ */
+static void
+test_check_files(void)
+{
+	struct stat st;
+	char text[1024], want[1024], dir[96], file[128], newf[128];
+	FILE *f;
+
+	snprintf(dir, sizeof(dir), "%s/logs", tmpdir);
+	snprintf(file, sizeof(file), "%s/existing.log", dir);
+	snprintf(newf, sizeof(newf), "%s/new.log", dir);
+	CHECK(mkdir(dir, 0755) == 0);
+	f = fopen(file, "w");
+	CHECK(f != NULL && fputs("kept\n", f) >= 0 && fclose(f) == 0);
+
+	/* an existing file and one its directory lets us create: fine */
+	snprintf(text, sizeof(text), "error_log = %s\naccess_log = %s\n"
+	    "pid_file = %s/tb.pid\n" LST, file, newf, dir);
+	check_files_case(text, NULL);
+	CHECK(stat(file, &st) == 0 && st.st_size == 5);	/* not truncated */
+	CHECK(stat(newf, &st) == -1);			/* not created */
+	snprintf(want, sizeof(want), "%s/tb.pid", dir);
+	CHECK(stat(want, &st) == -1);
+
+	snprintf(text, sizeof(text), LST "[DEFAULT]\nerror_log = %s\n", dir);
+	snprintf(want, sizeof(want), "FILE:5: error_log: cannot open %s for "
+	    "writing: Is a directory", dir);
+	check_files_case(text, want);
+	check_files_case("access_log = /nonexistent-tb/a.log\n" LST,
+	    "FILE:1: access_log: cannot create /nonexistent-tb/a.log: "
+	    "/nonexistent-tb: No such file or directory");
+	/* a file where a directory should be */
+	snprintf(text, sizeof(text), "pid_file = %s/x.pid\n" LST, file);
+	snprintf(want, sizeof(want), "FILE:1: pid_file: cannot open %s/x.pid: "
+	    "Not a directory", file);
+	check_files_case(text, want);
+	/* permissions: root passes them, so only as another user */
+	if (geteuid() != 0) {
+		CHECK(chmod(dir, 0555) == 0 && chmod(file, 0444) == 0);
+		snprintf(text, sizeof(text), "error_log = %s\n" LST, newf);
+		check_files_case(text, "*: Permission denied");
+		snprintf(text, sizeof(text), "error_log = %s\n" LST, file);
+		check_files_case(text, "*for writing: Permission denied");
+		CHECK(chmod(dir, 0755) == 0);
+	}
+	/* targets that are not files; a device is not opened */
+	check_files_case("error_log = syslog\naccess_log = stderr\n" LST, NULL);
+	check_files_case("error_log = /dev/null\n" LST, NULL);
+}
+
 /* Hostile input: an error, never a crash or a hang. */
 static void
 test_hostile(void)
@@ -646,6 +732,7 @@ main(void)
 	test_values();
 	test_bad();
 	test_files();
+	test_check_files();
 	test_hostile();
 	test_secrets();
 	test_args_and_addr();
