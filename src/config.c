@@ -101,6 +101,10 @@ config_line(const struct tb_listener_conf *l, const char *option)
 	return l->opt_lines[o - config_opts];
 }
 
+/* Why two listen addresses overlap, for the message. */
+static const char overlap_why[] = "a wildcard address takes its port on "
+    "every address of its family";
+
 /* Pass two: apply every recorded option to c, then the checks across
  * options that are the core's; the modules check theirs (module.h). */
 static void
@@ -110,10 +114,10 @@ apply(struct config_loader *ld, struct tb_config *c)
 	const struct opt *o;
 	struct raw_opt *ro;
 	struct raw_sect *rs;
-	struct tb_listener_conf *l;
+	struct tb_listener_conf *l, *other;
 	int *seen = NULL, *lseen;	/* line each option was first set on */
 	size_t i, j;
-	int line;
+	int line, line_admin;
 
 	if (ld->n_listeners > 0) {
 		c->listeners = calloc(ld->n_listeners, sizeof(*c->listeners));
@@ -190,16 +194,40 @@ apply(struct config_loader *ld, struct tb_config *c)
 			goto out;
 		}
 		line = lseen[config_opt_find(SECT_LISTENER, "listen") - config_opts];
-		for (j = 0; j < i; j++)
-			if (config_addr_equal(&l->listen, &c->listeners[j].listen)) {
+		/*
+		 * Overlapping listeners (*:P and 127.0.0.1:P) both bind, as
+		 * SO_REUSEPORT lets them, and the kernel gives each connection
+		 * to the more specific one: never what two sections meant.
+		 */
+		for (j = 0; j < i; j++) {
+			other = &c->listeners[j];
+			if (config_addr_equal(&l->listen, &other->listen)) {
 				config_ld_err(ld, line, "listen", "address already "
-				    "used by [listener:%s]",
-				    c->listeners[j].name);
+				    "used by [listener:%s]", other->name);
 				goto out;
 			}
+			if (config_addr_overlap(&l->listen, &other->listen)) {
+				config_ld_err(ld, line, "listen", "overlaps "
+				    "[listener:%s] (line %d): %s", other->name,
+				    config_line(other, "listen"), overlap_why);
+				goto out;
+			}
+		}
 		if (c->admin_enabled && config_addr_equal(&l->listen, &c->admin_listen)) {
 			config_ld_err(ld, line, "listen", "address already used by "
 			    "[admin]");
+			goto out;
+		}
+		if (c->admin_enabled && config_addr_overlap(&l->listen,
+		    &c->admin_listen)) {
+			line_admin = seen[config_opt_find(SECT_ADMIN, "listen") -
+			    config_opts];
+			if (line_admin > 0)
+				snprintf(nb, sizeof(nb), "line %d", line_admin);
+			else
+				snprintf(nb, sizeof(nb), "its default address");
+			config_ld_err(ld, line, "listen", "overlaps [admin] (%s): "
+			    "%s", nb, overlap_why);
 			goto out;
 		}
 		if ((l->opt_lines = malloc(config_n_opts * sizeof(int))) == NULL) {
@@ -323,6 +351,11 @@ config_from_args(const char *listen, const char *upstream,
 	if (c->admin_enabled && config_addr_equal(&l->listen, &c->admin_listen)) {
 		snprintf(err, errlen, "--listen: address already used by the "
 		    "admin endpoint");
+		goto fail;
+	}
+	if (c->admin_enabled && config_addr_overlap(&l->listen, &c->admin_listen)) {
+		snprintf(err, errlen, "--listen: overlaps the admin endpoint "
+		    "(%s): %s", c->admin_listen.text, overlap_why);
 		goto fail;
 	}
 	if (config_finish(c) < 0)

@@ -158,3 +158,25 @@ def test_check_creates_no_log(tmp_path):
     assert r.returncode == 0, r.stderr
     assert sorted(os.listdir(str(logs))) == ["error.log"]
     assert (logs / "error.log").read_text() == "old lines\n"
+
+
+# --- overlapping listeners --------------------------------------------------
+
+@pytest.mark.parametrize("first,second", [
+    ("*:{p}", "127.0.0.1:{p}"),
+    ("[::1]:{p}", "[::]:{p}"),
+    ("127.0.0.1:{p}", "[::ffff:127.0.0.1]:{p}"),
+])
+def test_overlapping_listeners_are_a_config_error(tmp_path, first, second):
+    """*:P and 127.0.0.1:P both bound (SO_REUSEPORT) and the specific one
+    took its connections: now -t and the start refuse the file."""
+    p = free_port()
+    conf = tmp_path / "tb.conf"
+    conf.write_text("[admin]\nlisten = off\n"
+                    "[listener:a]\nlisten = %s\nupstream = http://127.0.0.1:1\n"
+                    "[listener:b]\nlisten = %s\nupstream = http://127.0.0.1:1\n"
+                    % (first.format(p=p), second.format(p=p)))
+    for args in (["-t"], ["-f"]):
+        r = run(*(args + ["-c", str(conf)]))
+        assert r.returncode == 2
+        assert r.stderr.startswith("%s:7: listen: " % conf), r.stderr

@@ -301,6 +301,27 @@ static const struct bad bads[] = {
 	{ LST "[listener:b]\nlisten = 127.0.0.1:8080\nupstream = http://127.0.0.1:5000\n",
 	  "FILE:5: listen: address already used by [listener:a]" },
 	{ LST "[admin]\nlisten = 127.0.0.1:8080\n", "FILE:2: listen: address already used by [admin]" },
+	/* overlapping listen addresses (issue 13): wildcard and specific */
+	{ LST "[listener:b]\nlisten = *:8080\nupstream = http://127.0.0.1:5000\n",
+	  "FILE:5: listen: overlaps [listener:a] (line 2): a wildcard address takes its port on every address of its family" },
+	{ "[listener:b]\nlisten = 0.0.0.0:8080\nupstream = http://127.0.0.1:5000\n" LST,
+	  "FILE:5: listen: overlaps [listener:b] (line 2): a wildcard address takes its port on every address of its family" },
+	{ "[listener:a]\nupstream = http://127.0.0.1:1\nlisten = [::]:80\n"
+	  "[listener:b]\nlisten = [::1]:80\nupstream = http://127.0.0.1:1\n",
+	  "FILE:5: listen: overlaps [listener:a] (line 3): a wildcard address takes its port on every address of its family" },
+	{ "[listener:a]\nlisten = [::1]:80\nupstream = http://127.0.0.1:1\n"
+	  "[listener:b]\nlisten = [0:0::0]:80\nupstream = http://127.0.0.1:1\n",
+	  "FILE:5: listen: overlaps [listener:a] (line 2): a wildcard address takes its port on every address of its family" },
+	/* v4-mapped is the IPv4 address it reaches */
+	{ LST "[listener:b]\nlisten = [::ffff:127.0.0.1]:8080\nupstream = http://127.0.0.1:5000\n",
+	  "FILE:5: listen: address already used by [listener:a]" },
+	{ LST "[listener:b]\nlisten = [::ffff:0.0.0.0]:8080\nupstream = http://127.0.0.1:5000\n",
+	  "FILE:5: listen: overlaps [listener:a] (line 2): a wildcard address takes its port on every address of its family" },
+	/* and the admin endpoint, set or by default */
+	{ "[admin]\nlisten = *:8080\n" LST,
+	  "FILE:4: listen: overlaps [admin] (line 2): a wildcard address takes its port on every address of its family" },
+	{ "[listener:a]\nlisten = *:9180\nupstream = http://127.0.0.1:1\n",
+	  "FILE:2: listen: overlaps [admin] (its default address): a wildcard address takes its port on every address of its family" },
 	/* options */
 	{ LST "bogus = 1\n", "FILE:4: bogus: unknown option" },
 	{ "Workers = 1\n" LST, "FILE:1: Workers: unknown option" },
@@ -701,11 +722,22 @@ test_args_and_addr(void)
 	    "%s", err);
 	CHECK(config_from_args("127.0.0.1:9180", "http://127.0.0.1", &c, err,
 	    sizeof(err)) == -1);
+	CHECK(config_from_args("*:9180", "http://127.0.0.1", &c, err,
+	    sizeof(err)) == -1);
+	CHECKF(strcmp(err, "--listen: overlaps the admin endpoint "
+	    "(127.0.0.1:9180): a wildcard address takes its port on every "
+	    "address of its family") == 0, "%s", err);
 
 	CHECK(config_parse_addr("*:80", &a) == 0 && a.ss.ss_family == AF_INET &&
 	    strcmp(a.text, "*:80") == 0);
 	CHECK(config_parse_addr("[::]:443", &a) == 0 && a.ss.ss_family == AF_INET6 &&
 	    a.len == sizeof(struct sockaddr_in6));
+	/* v4-mapped: IPV6_V6ONLY sockets cannot bind it; it is IPv4 */
+	CHECK(config_parse_addr("[::ffff:10.1.2.3]:8", &a) == 0 &&
+	    a.ss.ss_family == AF_INET && a.len == sizeof(struct sockaddr_in) &&
+	    ((struct sockaddr_in *)&a.ss)->sin_addr.s_addr == htonl(0x0a010203) &&
+	    ntohs(((struct sockaddr_in *)&a.ss)->sin_port) == 8 &&
+	    strcmp(a.text, "[::ffff:10.1.2.3]:8") == 0);
 	CHECK(config_parse_addr("10.1.2.3:1", &a) == 0 &&
 	    ntohs(((struct sockaddr_in *)&a.ss)->sin_port) == 1);
 	CHECK(config_parse_addr("", &a) == -1);
