@@ -222,9 +222,18 @@ int config_from_args(const char *listen, const char *upstream,
 
 /*
  * Parse "host:port" / "[v6]:port" / "*:port" into a, numerics only, no DNS.
- * "*" is 0.0.0.0 (write "[::]:port" for IPv6). Returns 0 or -1.
+ * "*" is 0.0.0.0 (write "[::]:port" for IPv6); a v4-mapped IPv6 address is
+ * stored as the IPv4 one. Returns 0 or -1.
  */
 int config_parse_addr(const char *s, struct tb_addr *a);
+
+/*
+ * Would listening sockets on x and y take connections for a common
+ * address? Same family and port, and equal addresses or one of them the
+ * wildcard (0.0.0.0, ::). IPv4 and IPv6 never overlap: our IPv6 sockets are
+ * IPV6_V6ONLY, and v4-mapped addresses were made IPv4 when parsed.
+ */
+int config_addr_overlap(const struct tb_addr *x, const struct tb_addr *y);
 
 /*
  * Same as config_load() but reads the file from memory (len bytes, NULs are

@@ -75,13 +75,6 @@ void config_opt_free(enum sect_kind sect, void *base);
 int config_parse_upstream(const char *v, struct tb_listener_conf *l, char *why,
     size_t wl);
 int config_addr_equal(const struct tb_addr *x, const struct tb_addr *y);
-/*
- * Would listening sockets on x and y take connections for a common
- * address? Same family and port, and equal addresses or one of them the
- * wildcard (0.0.0.0, ::). IPv4 and IPv6 never overlap: our IPv6 sockets are
- * IPV6_V6ONLY, and v4-mapped addresses were made IPv4 when parsed.
- */
-int config_addr_overlap(const struct tb_addr *x, const struct tb_addr *y);
 void config_trim(const char **s, const char **e);
 void config_free_strv(char **v);
 

@@ -43,6 +43,26 @@ listener_backlog(int want)
 }
 
 int
+listener_probe(const struct tb_addr *a)
+{
+	int fd, one = 1, rc, saved;
+
+	if ((fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
+		return -1;
+	/* SO_REUSEADDR: connections of an earlier run in TIME_WAIT do not
+	 * hold the port; without SO_REUSEPORT any listening socket does */
+	rc = setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (rc == 0 && a->ss.ss_family == AF_INET6)
+		(void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (rc == 0)
+		rc = bind(fd, (const struct sockaddr *)&a->ss, a->len);
+	saved = errno;
+	close(fd);
+	errno = saved;
+	return rc < 0 ? -1 : 0;
+}
+
+int
 listener_socket(const struct tb_addr *a, int backlog)
 {
 	int fd, one = 1, saved;

@@ -21,6 +21,15 @@ def listen_queues(port):
             (line.split() for line in out.splitlines())]
 
 
+def get_status(port, path):
+    """The status of GET path on a new connection to port."""
+    c = Conn(port)
+    try:
+        return c.request("GET", path).status
+    finally:
+        c.close()
+
+
 def somaxconn():
     with open("/proc/sys/net/core/somaxconn") as f:
         return int(f.read())
@@ -47,9 +56,7 @@ def test_backlog_is_the_configured_one(make_proxy, upstream):
     p.signal(signal.SIGHUP)
     wait_for(lambda: [q[1] for q in listen_queues(p.port)] == [500, 500], 5,
              "backlog 500 after the reload")
-    c = Conn(p.port)
-    assert c.request("GET", "/after").status == 200
-    c.close()
+    assert get_status(p.port, "/after") == 200
 
 
 def test_backlog_default_1024(make_proxy, upstream):
@@ -121,13 +128,15 @@ def run(*args):
                           text=True, timeout=20)
 
 
-def conf_with(tmp_path, defaults):
+def conf_with(tmp_path, defaults, port=None):
     """A config file in tmp_path: [DEFAULT] with the lines of defaults
-    (from line 2), one listener on a free port, no admin endpoint."""
+    (from line 2), one listener on port (default: a free one), no admin
+    endpoint."""
     conf = tmp_path / "tb.conf"
     conf.write_text("[DEFAULT]\n%s\n[admin]\nlisten = off\n"
                     "[listener:api]\nlisten = 127.0.0.1:%d\n"
-                    "upstream = http://127.0.0.1:1\n" % (defaults, free_port()))
+                    "upstream = http://127.0.0.1:1\n"
+                    % (defaults, port or free_port()))
     return conf
 
 
@@ -180,3 +189,131 @@ def test_overlapping_listeners_are_a_config_error(tmp_path, first, second):
         r = run(*(args + ["-c", str(conf)]))
         assert r.returncode == 2
         assert r.stderr.startswith("%s:7: listen: " % conf), r.stderr
+
+
+# --- one instance per port: the pid file lock, the port probe -------------
+
+def second_conf(p, **over):
+    """p's config text with its ports (listener, admin) replaced by over's."""
+    fmt = dict(p.fmt)
+    fmt.update(over)
+    with open(p.conf_path) as f:
+        text = f.read()
+    return text.replace(":%d\n" % p.port, ":%d\n" % fmt["port"]).replace(
+        ":%d\n" % p.admin, ":%d\n" % fmt["admin"])
+
+
+def start_fails(tmp_path, text):
+    """Start tracebridge -f on text; it must exit 1 (not serve): stderr."""
+    conf = tmp_path / ("second%d.conf" % len(os.listdir(str(tmp_path))))
+    conf.write_text(text)
+    r = run("-f", "-c", str(conf))
+    assert r.returncode == 1, r
+    return r.stderr
+
+
+PID_CONF = BASIC_CONF.replace("drain_timeout = 5", "drain_timeout = 5\npid_file = {pid}")
+
+
+def test_second_instance_same_pid_file(make_proxy, upstream, tmp_path):
+    pidf = str(tmp_path / "tb.pid")
+    a = make_proxy(PID_CONF, upstream=upstream.url, pid=pidf)
+    wait_for(lambda: open(pidf).read() == "%d\n" % a.pid, 5, "the pid file")
+    err = start_fails(tmp_path, second_conf(a, port=free_port(), admin=free_port()))
+    assert "already running (pid %d): %s is locked" % (a.pid, pidf) in err
+    assert open(pidf).read() == "%d\n" % a.pid
+    assert get_status(a.port, "/still") == 200
+    a.signal(signal.SIGTERM)
+    assert a.proc.wait(timeout=10) == 0
+    assert not os.path.exists(pidf)
+
+
+def test_stale_pid_file_is_taken_over(make_proxy, upstream, tmp_path):
+    """A pid file a crash left (no lock on it) does not stop a start."""
+    pidf = tmp_path / "tb.pid"
+    pidf.write_text("999999\n")
+    a = make_proxy(PID_CONF, upstream=upstream.url, pid=str(pidf))
+    wait_for(lambda: pidf.read_text() == "%d\n" % a.pid, 5, "our pid")
+    # a SIGKILL leaves the file; the lock goes with the process
+    a.proc.kill()
+    a.proc.wait()
+    assert pidf.exists()
+    b = make_proxy(PID_CONF, upstream=upstream.url, pid=str(pidf))
+    wait_for(lambda: pidf.read_text() == "%d\n" % b.pid, 5, "the new pid")
+
+
+def test_second_instance_same_ports_refused(make_proxy, upstream, tmp_path):
+    """Without a pid file, a second instance on the same listener port bound
+    beside the first (SO_REUSEPORT, same user) and took half of the
+    connections; on the same admin port likewise."""
+    a = make_proxy(upstream=upstream.url)
+    err = start_fails(tmp_path, second_conf(a, admin=free_port()))
+    assert ("listener api: 127.0.0.1:%d is in use by another process" % a.port
+            in err), err
+    err = start_fails(tmp_path, second_conf(a, port=free_port()))
+    assert "admin: 127.0.0.1:%d is in use by another process" % a.admin in err
+    # a start that fails after taking its pid file removes it
+    pidf = tmp_path / "second.pid"
+    start_fails(tmp_path, second_conf(a, admin=free_port()).replace(
+        "drain_timeout = 5", "drain_timeout = 5\npid_file = %s" % pidf))
+    assert not pidf.exists()
+    # every connection still reaches the first instance
+    for i in range(20):
+        assert get_status(a.port, "/first/%d" % i) == 200
+    assert a.proc.poll() is None
+
+
+def reuseport_listener(host, port):
+    s = socket.socket()
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    s.bind((host, port))
+    s.listen(8)
+    return s
+
+
+def test_port_held_by_another_program_refused(tmp_path):
+    """Any listening socket counts, even one that would share (same user,
+    SO_REUSEPORT) and a wildcard one covering our address."""
+    port = free_port()
+    for host in ("127.0.0.1", "0.0.0.0"):
+        held = reuseport_listener(host, port)
+        try:
+            err = start_fails(tmp_path, conf_with(tmp_path, "", port).read_text())
+            assert "127.0.0.1:%d is in use by another process" % port in err
+        finally:
+            held.close()
+
+
+def test_reload_onto_a_held_port_keeps_running(make_proxy, upstream):
+    p = make_proxy(upstream=upstream.url)
+    port = free_port()
+    held = reuseport_listener("127.0.0.1", port)
+    try:
+        p.write_conf(BASIC_CONF + "[listener:more]\nlisten = 127.0.0.1:%d\n"
+                     "upstream = %s\n" % (port, upstream.url))
+        p.signal(signal.SIGHUP)
+        wait_for(lambda: "reload failed" in p.logtext(), 5, "the reload to fail")
+        assert ("listener more: 127.0.0.1:%d is in use by another process"
+                % port in p.logtext())
+        assert get_status(p.port, "/kept") == 200
+    finally:
+        held.close()
+
+
+def test_reload_widens_own_listener(make_proxy, upstream):
+    """127.0.0.1:P -> *:P on reload: the probe would only find our own
+    socket, so the wider one is bound beside it, then the old one closed."""
+    p = make_proxy(upstream=upstream.url)
+    p.write_conf(BASIC_CONF.replace("listen = 127.0.0.1:{port}", "listen = *:{port}"))
+    p.signal(signal.SIGHUP)
+    wait_for(lambda: "reload done" in p.logtext(), 5, "the reload")
+    wait_for(lambda: [q for q in subprocess.run(
+        ["ss", "-Hltn", "sport = :%d" % p.port], capture_output=True,
+        text=True).stdout.split() if q.startswith("0.0.0.0:")], 5, "*:P")
+    assert get_status(p.port, "/wide") == 200
+    s = socket.create_connection(("127.0.0.2", p.port), timeout=5)
+    s.sendall(b"GET /other HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    assert s.recv(100).startswith(b"HTTP/1.1 200 ")
+    s.close()
+    assert "in use" not in p.logtext()
