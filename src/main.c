@@ -431,8 +431,9 @@ static int
 pid_file_lock(const char *path)
 {
 	struct stat held, named;
-	char buf[32];
+	char buf[32], *end;
 	ssize_t n;
+	long pid;
 	int fd, tries;
 
 	for (tries = 0; tries < 10; tries++) {
@@ -445,12 +446,17 @@ pid_file_lock(const char *path)
 			if (errno != EWOULDBLOCK) {
 				log_err("pid_file %s: lock", path);
 			} else {
+				/* the holder's pid; empty while it starts */
 				n = pread(fd, buf, sizeof(buf) - 1, 0);
 				buf[n > 0 ? n : 0] = '\0';
-				buf[strcspn(buf, "\n")] = '\0';
+				pid = strtol(buf, &end, 10);
+				if (end == buf || (*end != '\n' && *end != '\0') ||
+				    pid <= 0)
+					snprintf(buf, sizeof(buf), "unknown");
+				else
+					snprintf(buf, sizeof(buf), "%ld", pid);
 				log_errx("already running (pid %s): %s is locked",
-				    buf[0] != '\0' ? buf : "not written yet",
-				    path);
+				    buf, path);
 			}
 			close(fd);
 			return -1;
