@@ -28,7 +28,7 @@ enum stats_upstream_err {
 
 #define STATS_DURATION_BUCKETS 14
 #define STATS_TLS_REASONS	11	/* = TLS_FAIL_NREASONS (tls.h) */
-#define STATS_REDIS_REFUSALS	3	/* = TB_REDIS_REFUSE_N (redis.h) */
+#define STATS_REDIS_REFUSALS	5	/* = TB_REDIS_REFUSE_N (redis.h) */
 #define STATS_SENTINEL_ERRS	7	/* = TB_REDIS_SENTINEL_NERR (redis.h) */
 
 struct stats_listener {
