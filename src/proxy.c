@@ -322,7 +322,7 @@ proxy_start(struct conn *c, const struct h1_msg *m, size_t head_len)
 		} else if (m->flags & H1_F_EXPECT_OTHER) {
 			reply_error(r, 417);
 		} else {
-			STATS_INC(tb_stats.underscore_rejected);
+			STATS_INC(tb_stats.underscore[1]);
 			log_info("%s: client %s: refused: a field name with '_' "
 			    "(underscore_headers = reject)", c->lc->name, c->peer);
 			reply_error(r, 400);

@@ -292,7 +292,7 @@ proxy_head_forward(struct hbuf *b, struct proxy_req *r, const struct h1_msg *m,
 		if (drop[i / 8] & (1u << (i % 8))) {
 			/* ours above, or the tracing hook's twins of its own */
 			if (memchr(h->name, '_', h->name_len) != NULL)
-				STATS_INC(tb_stats.underscore_dropped);
+				STATS_INC(tb_stats.underscore[0]);
 			continue;
 		}
 		hb_field(b, h->name, h->name_len, h->value, h->value_len);
