@@ -756,35 +756,46 @@ msg_reset(struct h1_msg *m)
 	m->err_off = 0;
 }
 
-/* Effective limits: NULL or a zero field means the default; max_headers is
- * capped at H1_MAX_HEADERS_CAP since hdrs[] has that many slots. */
-static void
-limits(const struct h1_limits *lim, size_t *max_head, size_t *max_line,
-    unsigned *max_headers)
-{
-	*max_head = lim && lim->max_head_bytes ? lim->max_head_bytes :
-	    H1_DEF_MAX_HEAD;
-	*max_line = lim && lim->max_line ? lim->max_line : H1_DEF_MAX_LINE;
-	/* a line never outgrows the head; also keeps max_line + 1 finite */
-	if (*max_line > *max_head)
-		*max_line = *max_head;
-	*max_headers = lim && lim->max_headers &&
-	    lim->max_headers < H1_MAX_HEADERS_CAP ? lim->max_headers :
-	    H1_MAX_HEADERS_CAP;
-}
-
 /*
  * The head length is returned as an int, so the limit is kept well inside
  * INT_MAX whatever the configuration says.
  */
 #define H1_HEAD_CEIL	((size_t)1 << 30)
 
+/*
+ * Effective limits: NULL or a zero field means the default; max_headers is
+ * capped at H1_MAX_HEADERS_CAP since hdrs[] has that many slots. Then the
+ * bounds of the scan (bound before scanning, STYLE.md 3): *end, never past
+ * max_head bytes of buf, and *le, where the start line's CR must be seen.
+ */
+static void
+limits(const struct h1_limits *lim, const char *buf, size_t len,
+    size_t *max_head, unsigned *max_headers, const char **end,
+    const char **le)
+{
+	size_t max_line;
+
+	*max_head = lim && lim->max_head_bytes ? lim->max_head_bytes :
+	    H1_DEF_MAX_HEAD;
+	if (*max_head > H1_HEAD_CEIL)
+		*max_head = H1_HEAD_CEIL;
+	max_line = lim && lim->max_line ? lim->max_line : H1_DEF_MAX_LINE;
+	/* a line never outgrows the head; also keeps max_line + 1 finite */
+	if (max_line > *max_head)
+		max_line = *max_head;
+	*max_headers = lim && lim->max_headers &&
+	    lim->max_headers < H1_MAX_HEADERS_CAP ? lim->max_headers :
+	    H1_MAX_HEADERS_CAP;
+	*end = buf + (len < *max_head ? len : *max_head);
+	*le = (size_t)(*end - buf) > max_line + 1 ? buf + max_line + 1 : *end;
+}
+
 /* Contract in h1.h. buf may be NULL when len is 0. */
 int
 h1_parse_request(const char *buf, size_t len, const struct h1_limits *lim,
     struct h1_msg *m)
 {
-	size_t max_head, max_line;
+	size_t max_head;
 	unsigned max_headers;
 	const char *p = buf, *end, *le, *s;
 	struct h1_scan sc = { 1, 0, 0, 0, 0 };
@@ -793,13 +804,8 @@ h1_parse_request(const char *buf, size_t len, const struct h1_limits *lim,
 	msg_reset(m);
 	if (len == 0)
 		return 0;
-	limits(lim, &max_head, &max_line, &max_headers);
-	if (max_head > H1_HEAD_CEIL)
-		max_head = H1_HEAD_CEIL;
-	/* bound before scanning: never look past max_head bytes */
-	end = buf + (len < max_head ? len : max_head);
-	/* the request line's CR must sit at offset <= max_line */
-	le = (size_t)(end - buf) > max_line + 1 ? buf + max_line + 1 : end;
+	/* the request line's CR must sit at offset <= max_line (le) */
+	limits(lim, buf, len, &max_head, &max_headers, &end, &le);
 
 	/* RFC 9112 3: method = token (RFC 9110 9.1) */
 	s = p;
@@ -879,7 +885,7 @@ int
 h1_parse_response(const char *buf, size_t len, const struct h1_limits *lim,
     int req_is_head, struct h1_msg *m)
 {
-	size_t max_head, max_line;
+	size_t max_head;
 	unsigned max_headers;
 	const char *p = buf, *end, *le, *s;
 	struct h1_scan sc = { 0, 0, 0, 0, 0 };
@@ -888,11 +894,7 @@ h1_parse_response(const char *buf, size_t len, const struct h1_limits *lim,
 	msg_reset(m);
 	if (len == 0)
 		return 0;
-	limits(lim, &max_head, &max_line, &max_headers);
-	if (max_head > H1_HEAD_CEIL)
-		max_head = H1_HEAD_CEIL;
-	end = buf + (len < max_head ? len : max_head);
-	le = (size_t)(end - buf) > max_line + 1 ? buf + max_line + 1 : end;
+	limits(lim, buf, len, &max_head, &max_headers, &end, &le);
 
 	/* RFC 9112 4: status-line = HTTP-version SP status-code SP [reason] */
 	if (le - p < 13) {
