@@ -440,7 +440,7 @@ service_name(const struct sink_otlp *s, const char *svc, char *out, size_t len)
 }
 
 /*
- * The body of the batch [head, batch_end) into s->req: one ResourceSpans
+ * The body of the batch (the first batch_n entries) into s->req: one ResourceSpans
  * per service in it. 0, or -1 (out of memory).
  */
 static int
@@ -1020,6 +1020,12 @@ int
 sink_otlp_flushed(const struct sink_otlp *s)
 {
 	return s == NULL || s->head == NULL || s->state == OTLP_BACKOFF;
+}
+
+size_t
+sink_otlp_queued(const struct sink_otlp *s)
+{
+	return s->nspans;
 }
 
 void

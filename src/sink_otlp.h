@@ -78,6 +78,9 @@ int sink_otlp_record(struct sink_otlp *s, const struct span_rec *r);
  * unreachable (a worker that drains does not wait for it then). */
 int sink_otlp_flushed(const struct sink_otlp *s);
 
+/* Spans queued or in flight (for the benchmark and tests). */
+size_t sink_otlp_queued(const struct sink_otlp *s);
+
 /* Close and free; queued spans are counted dropped{reason="shutdown"}.
  * NULL is fine. On the loop's thread. */
 void sink_otlp_free(struct sink_otlp *s);

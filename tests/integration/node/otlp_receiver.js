@@ -14,7 +14,7 @@
 // prints {"port": N} on stdout once listening. --fail N: the first N export
 // requests get --fail-status (503) with Retry-After; --status: every answer
 // has that status; --partial N: 200 with partial_success rejecting N spans;
-// --discard: count requests and spans only (benchmarks), nothing written.
+// --discard: no decoding, count requests only (benchmarks), nothing written.
 'use strict';
 const fs = require('fs');
 const http = require('http');
@@ -64,6 +64,12 @@ function countSpans(o) {
 }
 
 function handle(req, res) {
+  if (opt.discard) {
+    // a collector that costs nothing: read, answer, count requests only
+    req.on('data', () => {});
+    req.on('end', () => { requests++; res.writeHead(200, { 'Content-Length': 0 }); res.end(); });
+    return;
+  }
   const chunks = [];
   req.on('data', (c) => chunks.push(c));
   req.on('end', () => {
