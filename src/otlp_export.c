@@ -432,8 +432,12 @@ otlp_worker_configure(struct worker *w, const struct tb_config *cfg)
 			return;
 		w->mod[TB_MOD_OTLP] = ow;
 	}
-	if (ow->sink != NULL && strcmp(ow->key, oc->key) == 0)
-		return;		/* unchanged: keep the queued spans */
+	if (ow->sink != NULL && strcmp(ow->key, oc->key) == 0) {
+		/* unchanged: keep the queued spans; the old config (and its
+		 * TLS context) goes once this worker lets it go */
+		sink_otlp_set_tls(ow->sink, oc->tls);
+		return;
+	}
 	sink_otlp_free(ow->sink);
 	/* the new TLS context belongs to the new config; the sink uses it
 	 * only for connections it opens from now on */

@@ -698,7 +698,7 @@ otlp_read_cb(struct sock *sk, void *arg)
 		otlp_set_state(s, OTLP_IDLE);
 		return;
 	}
-	if (!s->head_done) {
+	while (!s->head_done) {
 		len = evbuffer_get_length(in);
 		p = (char *)evbuffer_pullup(in, (ssize_t)(len < lim.max_head_bytes ?
 		    len : lim.max_head_bytes));
@@ -722,10 +722,8 @@ otlp_read_cb(struct sock *sk, void *arg)
 				    s->msg->hdrs[i].value, s->msg->hdrs[i].value_len);
 		h1_chunk_init(&s->chunk, 0);
 		evbuffer_drain(in, (size_t)r);
-		if (s->status >= 100 && s->status < 200) {
-			/* 100 Continue and friends: the answer follows */
-			return;
-		}
+		if (s->status >= 100 && s->status < 200)
+			continue;	/* 100 Continue and friends: the answer follows */
 		s->head_done = 1;
 		s->resp.len = 0;
 	}
@@ -1017,9 +1015,20 @@ sink_otlp_record(struct sink_otlp *s, const struct span_rec *r)
 }
 
 int
-sink_otlp_flushed(const struct sink_otlp *s)
+sink_otlp_flushed(struct sink_otlp *s)
 {
-	return s == NULL || s->head == NULL || s->state == OTLP_BACKOFF;
+	if (s == NULL || s->head == NULL || s->state == OTLP_BACKOFF)
+		return 1;
+	/* draining: what waits goes now, not flush_interval later */
+	if (s->batch_n == 0 && (s->state == OTLP_IDLE || s->state == OTLP_READY))
+		arm(s->timer, 0);
+	return 0;
+}
+
+void
+sink_otlp_set_tls(struct sink_otlp *s, const struct tls_client *tls)
+{
+	s->conf.tls = tls;
 }
 
 size_t

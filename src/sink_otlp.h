@@ -75,8 +75,14 @@ struct sink_otlp *sink_otlp_new(struct event_base *base,
 int sink_otlp_record(struct sink_otlp *s, const struct span_rec *r);
 
 /* 1 when nothing is queued or in flight, or the collector is
- * unreachable (a worker that drains does not wait for it then). */
-int sink_otlp_flushed(const struct sink_otlp *s);
+ * unreachable (a worker that drains does not wait for it then); else 0,
+ * and what waits is sent now rather than after flush_interval. */
+int sink_otlp_flushed(struct sink_otlp *s);
+
+/* A reload with unchanged settings: the same sink (and its queue) goes on
+ * with the new configuration's TLS context, which must outlive it (the
+ * connection open now keeps the old context through its own reference). */
+void sink_otlp_set_tls(struct sink_otlp *s, const struct tls_client *tls);
 
 /* Spans queued or in flight (for the benchmark and tests). */
 size_t sink_otlp_queued(const struct sink_otlp *s);

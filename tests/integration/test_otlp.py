@@ -408,6 +408,13 @@ def test_tls_to_the_collector(make_proxy, upstream, receiver, pki):
                    upstream=upstream.url)
     assert get(p.port, "/tls").status == 200
     wait_for(lambda: rc.spans(), 10, "a span over TLS")
+    # a reload with the same settings keeps the exporter; its TLS context
+    # is the new configuration's from then on (the old one is freed)
+    p.signal(signal.SIGHUP)
+    wait_for(lambda: "reload done" in p.logtext(), 10, "the reload")
+    assert get(p.port, "/tls2").status == 200
+    assert get(p.port, "/tls3").status == 200
+    wait_for(lambda: len(rc.spans()) == 3, 10, "spans after the reload")
     p.stop()
 
     rc2 = receiver("--tls", pki.rsa.cert, pki.rsa.key)
