@@ -7,6 +7,7 @@
  * (pb_open / pb_close): the memmove of a few hundred bytes is cheaper than
  * computing every size twice, and keeps one code path.
  */
+#include <stdlib.h>
 #include <string.h>
 
 #include "otlp.h"
@@ -107,6 +108,72 @@ pb_close(struct span_buf *b, size_t off)
 	return 0;
 }
 
+/* Length of the valid UTF-8 sequence at s[0..n) (RFC 3629: no overlong
+ * forms, no surrogates, at most U+10FFFF), 0 when there is none. */
+static size_t
+utf8_seq(const unsigned char *s, size_t n)
+{
+	size_t len, i;
+	uint32_t cp;
+
+	if (s[0] < 0x80)
+		return 1;
+	if (s[0] >= 0xc2 && s[0] <= 0xdf)
+		len = 2, cp = s[0] & 0x1f;
+	else if (s[0] >= 0xe0 && s[0] <= 0xef)
+		len = 3, cp = s[0] & 0x0f;
+	else if (s[0] >= 0xf0 && s[0] <= 0xf4)
+		len = 4, cp = s[0] & 0x07;
+	else
+		return 0;
+	if (n < len)
+		return 0;
+	for (i = 1; i < len; i++) {
+		if ((s[i] & 0xc0) != 0x80)
+			return 0;
+		cp = cp << 6 | (s[i] & 0x3f);
+	}
+	if ((len == 3 && (cp < 0x800 || (cp >= 0xd800 && cp <= 0xdfff))) ||
+	    (len == 4 && (cp < 0x10000 || cp > 0x10ffff)))
+		return 0;
+	return len;
+}
+
+/*
+ * A proto3 string field: its bytes must be UTF-8, or a collector's
+ * decoder (Go's, the OpenTelemetry Collector's) refuses the whole request.
+ * A raw query or User-Agent may hold any byte: each one that is not part of
+ * a valid sequence is sent as U+FFFD, as the JSON encoding does.
+ */
+static int
+pb_text(struct span_buf *b, unsigned field, const char *s, size_t n)
+{
+	const unsigned char *u = (const unsigned char *)s;
+	size_t i, k, o;
+	char *fixed;
+	int rc;
+
+	for (i = 0; i < n && (k = utf8_seq(u + i, n - i)) > 0; i += k)
+		;
+	if (i == n)
+		return pb_bytes(b, field, s, n);
+	if ((fixed = malloc(3 * n)) == NULL)
+		return -1;
+	for (i = 0, o = 0; i < n; i += k) {
+		if ((k = utf8_seq(u + i, n - i)) == 0) {
+			memcpy(fixed + o, "\xef\xbf\xbd", 3);
+			o += 3;
+			k = 1;
+		} else {
+			memcpy(fixed + o, s + i, k);
+			o += k;
+		}
+	}
+	rc = pb_bytes(b, field, fixed, o);
+	free(fixed);
+	return rc;
+}
+
 /* KeyValue{key, AnyValue} as field. */
 static int
 pb_kv(struct span_buf *b, unsigned field, const struct otlp_kv *kv)
@@ -120,7 +187,7 @@ pb_kv(struct span_buf *b, unsigned field, const struct otlp_kv *kv)
 		/* int_value is int64: negative numbers take 10 bytes */
 		if (pb_uint(b, 3, (uint64_t)kv->i) < 0)
 			return -1;
-	} else if (pb_bytes(b, 1, kv->s, kv->slen) < 0)
+	} else if (pb_text(b, 1, kv->s, kv->slen) < 0)
 		return -1;
 	if (pb_close(b, vo) < 0)
 		return -1;
@@ -141,7 +208,7 @@ otlp_pb_span(const struct otlp_span *s, struct span_buf *out)
 		return -1;
 	if (s->has_parent && pb_bytes(out, 4, s->parent_span_id, 8) < 0)
 		return -1;
-	if (pb_bytes(out, 5, s->name, s->name_len) < 0 ||
+	if (pb_text(out, 5, s->name, s->name_len) < 0 ||
 	    pb_uint(out, 6, OTLP_KIND_SERVER) < 0 ||
 	    pb_fixed64(out, 7, s->start_ns) < 0 ||
 	    pb_fixed64(out, 8, s->end_ns) < 0)

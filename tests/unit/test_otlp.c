@@ -220,6 +220,41 @@ test_pb_request(void)
 	span_buf_free(&req);
 }
 
+/* proto3 strings must be UTF-8: raw bytes become U+FFFD, valid text
+ * (2-, 3- and 4-byte sequences) is left alone. */
+static void
+test_pb_utf8(void)
+{
+	static const struct { const char *in, *out; } t[] = {
+		{ "caf\xc3\xa9", "caf\xc3\xa9" },
+		{ "\xe2\x82\xac \xf0\x9f\x98\x80", "\xe2\x82\xac \xf0\x9f\x98\x80" },
+		{ "caf\xe9", "caf\xef\xbf\xbd" },
+		{ "\xc0\xaf", "\xef\xbf\xbd\xef\xbf\xbd" },		/* overlong */
+		{ "\xed\xa0\x80", "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd" },	/* surrogate */
+		{ "\xf4\x90\x80\x80", "\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd\xef\xbf\xbd" },
+		{ "ab\xe2\x82", "ab\xef\xbf\xbd\xef\xbf\xbd" },		/* truncated */
+	};
+	struct span_rec r;
+	struct otlp_span o;
+	struct span_buf b = { 0 };
+	size_t i, n;
+
+	for (i = 0; i < sizeof(t) / sizeof(t[0]); i++) {
+		small_rec(&r);
+		CHECK(otlp_span_from_rec(&r, &o) == 0);
+		o.attrs[0].s = t[i].in;
+		o.attrs[0].slen = strlen(t[i].in);
+		o.n_attrs = 1;
+		b.len = 0;
+		CHECK(otlp_pb_span(&o, &b) == 0);
+		n = strlen(t[i].out);
+		CHECKF(b.len > n && memmem(b.p, b.len, t[i].out, n) != NULL &&
+		    (strcmp(t[i].in, t[i].out) == 0 ||
+		    memmem(b.p, b.len, t[i].in, strlen(t[i].in)) == NULL), "case %zu", i);
+	}
+	span_buf_free(&b);
+}
+
 static void
 test_json(void)
 {
@@ -322,6 +357,7 @@ main(int argc, char **argv)
 	test_span_model();
 	test_pb_known(0);
 	test_pb_request();
+	test_pb_utf8();
 	test_json();
 	test_answer();
 	TB_TEST_END();
