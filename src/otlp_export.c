@@ -187,6 +187,21 @@ check_pairs(char **v, int header, char *why, size_t wl)
 				return -1;
 			}
 	}
+	for (i = 0; header && v != NULL && v[i] != NULL; i++) {
+		static const char *const own[] = { "host", "content-length",
+		    "content-type", "content-encoding", "transfer-encoding",
+		    "connection", "te", "upgrade", "expect", NULL };
+		size_t kl = (size_t)(strchr(v[i], '=') - v[i]);
+
+		/* the exporter writes these itself: a second one would make
+		 * the request ambiguous (RFC 9112 6.3) or lie about its body */
+		for (k = 0; own[k] != NULL; k++)
+			if (strlen(own[k]) == kl && strncasecmp(v[i], own[k], kl) == 0) {
+				snprintf(why, wl, "member %zu: %s is set by the exporter",
+				    i + 1, own[k]);
+				return -1;
+			}
+	}
 	if (header && i > 32) {
 		snprintf(why, wl, "at most 32 headers");
 		return -1;

@@ -1,7 +1,8 @@
 /*
  * tracing.c: trace context in, sampling decision, osprofiler headers out,
- * edge span into Redis (see tracing.h). The request path only calls pure
- * functions and enqueues one span; nothing here waits on I/O.
+ * the edge span to every registered sink (Redis here, OTLP in
+ * otlp_export.c; see tracing.h). The request path only calls pure
+ * functions and enqueues the span; nothing here waits on I/O.
  */
 #include <arpa/inet.h>
 #include <ctype.h>

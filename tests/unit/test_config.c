@@ -369,6 +369,7 @@ static const struct bad bads[] = {
 	{ LST "[otlp]\ncompression = zstd\n", "FILE:5: compression: expected one of: gzip, none" },
 	{ LST "[otlp]\nheaders = authorization\n", "FILE:5: headers: member 1: expected key=value" },
 	{ LST "[otlp]\nheaders = a=1, bad header=secret\n", "FILE:5: headers: member 2: bad character in the key" },
+	{ LST "[otlp]\nheaders = Content-Length=5\n", "FILE:5: headers: member 1: content-length is set by the exporter" },
 	{ LST "[otlp]\nresource_attributes = =x\n", "FILE:5: resource_attributes: member 1: expected key=value" },
 	{ LST "[otlp]\ntimeout = 0\n", NULL },
 	{ LST "[otlp]\nbatch_size = 0\n", NULL },
