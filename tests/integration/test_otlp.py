@@ -437,3 +437,61 @@ def test_config_error_names_file_line_option(make_proxy, upstream, receiver, tmp
     assert r.returncode != 0
     assert re.search(r"%s:\d+: protocol: expected one of: http/protobuf, http/json"
                      % re.escape(str(bad)), r.stderr), r.stderr
+
+
+def test_slow_collector_times_out_and_retries(make_proxy, upstream, receiver):
+    """An answer later than [otlp] timeout: the attempt is given up and the
+    batch sent again; requests are never slowed meanwhile."""
+    rc = receiver("--delay-first", 3000)
+    p = make_proxy(conf(profiler="connection_string = otlp://127.0.0.1:%d" % rc.port,
+                        otlp="timeout = 0.5"), upstream=upstream.url)
+    t0 = time.time()
+    for i in range(5):
+        assert get(p.port, "/s%d" % i).status == 200
+    assert time.time() - t0 < 2
+    wait_for(lambda: "collector timed out" in p.logtext(), 10, "the timeout")
+    wait_for(lambda: otlp_metrics(p)["tracebridge_otlp_spans_exported_total"] == 5,
+             15, "the retried export")
+
+
+def test_proxy_failure_and_listeners(make_proxy, receiver):
+    """A dead upstream (our 502) is status ERROR with the Redis span's
+    etype; two listeners are two resources, named by their services."""
+    rc = receiver()
+    dead = free_port()
+    text = conf(profiler="connection_string = otlp://127.0.0.1:%d" % rc.port,
+                upstream="http://127.0.0.1:%d" % dead, service="compute")
+    text = text.replace("[profiler]", """[listener:image]
+listen = 127.0.0.1:{port2}
+upstream = http://127.0.0.1:%d
+service = image
+upstream_connect_timeout = 1
+
+[profiler]""" % dead, 1)
+    p = make_proxy(text, port2=free_port())
+    assert get(p.port, "/a").status == 502
+    assert get(p.fmt["port2"], "/b").status == 502
+    wait_for(lambda: len(rc.spans()) == 2, 10, "two spans")
+    names = {}
+    for rs, _, s in rc.spans():
+        names[attrs(rs["resource"]["attributes"])["service.name"]] = s
+    assert sorted(names) == ["tracebridge-compute", "tracebridge-image"]
+    s = names["tracebridge-compute"]
+    assert s["status"]["code"] == 2
+    ev = attrs(s["events"][0]["attributes"])
+    assert ev["exception.type"] == "UpstreamUnavailable"
+    assert attrs(s["attributes"])["http.response.status_code"] == "502"
+
+
+def test_shutdown_flushes(make_proxy, upstream, receiver):
+    """SIGTERM: what waits for flush_interval goes out while draining."""
+    rc = receiver()
+    p = make_proxy(conf(profiler="connection_string = otlp://127.0.0.1:%d" % rc.port,
+                        flush="60"), upstream=upstream.url)
+    for i in range(3):
+        assert get(p.port, "/t%d" % i).status == 200
+    time.sleep(0.3)
+    assert rc.spans() == []
+    p.signal(signal.SIGTERM)
+    p.proc.wait(10)
+    assert len(rc.spans()) == 3

@@ -11,9 +11,11 @@
 //
 // Usage: otlp_receiver.js --out FILE [--port N] [--fail N] [--fail-status S]
 //   [--retry-after S] [--status S] [--partial N] [--tls CERT KEY] [--discard]
+//   [--delay-first MS]
 // prints {"port": N} on stdout once listening. --fail N: the first N export
 // requests get --fail-status (503) with Retry-After; --status: every answer
 // has that status; --partial N: 200 with partial_success rejecting N spans;
+// --delay-first MS: the first request is answered MS milliseconds late;
 // --discard: no decoding, count requests only (benchmarks), nothing written.
 'use strict';
 const fs = require('fs');
@@ -27,7 +29,7 @@ const Resp = root.opentelemetry.proto.collector.trace.v1.ExportTraceServiceRespo
 
 const args = process.argv.slice(2);
 const opt = { port: 0, fail: 0, failStatus: 503, retryAfter: '1', status: 200,
-  partial: 0, out: null, tls: null, discard: false };
+  partial: 0, out: null, tls: null, discard: false, delayFirst: 0 };
 for (let i = 0; i < args.length; i++) {
   const a = args[i];
   if (a === '--port') opt.port = Number(args[++i]);
@@ -39,6 +41,7 @@ for (let i = 0; i < args.length; i++) {
   else if (a === '--out') opt.out = args[++i];
   else if (a === '--tls') { opt.tls = { cert: args[++i], key: args[++i] }; }
   else if (a === '--discard') opt.discard = true;
+  else if (a === '--delay-first') opt.delayFirst = Number(args[++i]);
   else { console.error('unknown argument ' + a); process.exit(2); }
 }
 
@@ -105,9 +108,15 @@ function handle(req, res) {
     }
     hdrs['Content-Type'] = isJson ? 'application/json' : 'application/x-protobuf';
     hdrs['Content-Length'] = body.length;
-    if (!opt.discard && opt.out) fs.appendFileSync(opt.out, JSON.stringify(rec) + '\n');
-    res.writeHead(status, hdrs);
-    res.end(body);
+    const answer = () => {
+      if (!opt.discard && opt.out) fs.appendFileSync(opt.out, JSON.stringify(rec) + '\n');
+      res.writeHead(status, hdrs);
+      res.end(body);
+    };
+    if (requests === 1 && opt.delayFirst > 0) {
+      rec.delayed = true;
+      setTimeout(answer, opt.delayFirst);
+    } else answer();
   });
 }
 
