@@ -18,6 +18,11 @@
  * (400 included) = dropped {reason="rejected"}, never retried. Every
  * submitted span is counted once: exported, dropped (by reason), or still
  * queued.
+ *
+ * Duplicates: a batch whose answer did not come in time (timeout, a
+ * connection lost after the request was written) is sent again, so a
+ * collector that did take it the first time holds its spans twice (OTLP is
+ * at-least-once; backends key spans by trace and span id).
  */
 #ifndef TB_SINK_OTLP_H
 #define TB_SINK_OTLP_H
