@@ -141,6 +141,30 @@ struct tb_tracing_conf {
 	size_t n_redact_query_params;
 };
 
+/*
+ * [otlp]: export of the edge spans to an OpenTelemetry collector (module
+ * otlp_export.c), named after the SDK's OTEL_EXPORTER_OTLP_* / OTEL_BSP_*
+ * settings. Empty strings are stored as NULL.
+ */
+struct tb_otlp_conf {
+	char *endpoint;			/* http(s)://host[:port][/path]; NULL = off */
+	int protocol;			/* 0 http/protobuf (default), 1 http/json */
+	int compression;		/* 0 gzip (default), 1 none */
+	char **headers;			/* "key=value" each; never logged */
+	size_t n_headers;
+	double timeout;			/* default 10 s, one export attempt */
+	unsigned batch_size;		/* default 512 spans */
+	double flush_interval;		/* default 5 s */
+	size_t queue_bytes;		/* default 16 MiB per worker */
+	char *ca_file;			/* https: CA bundle (default: system store) */
+	char *client_cert;		/* https: our certificate and key */
+	char *client_key;
+	char *service_name_prefix;	/* NULL: [profiler_otlp] service_name_prefix */
+	char **resource_attributes;	/* "key=value" each */
+	size_t n_resource_attributes;
+	char *osp_service_name_prefix;	/* [profiler_otlp] service_name_prefix */
+};
+
 /* [sampling]: central policies. Empty strings are stored as NULL. */
 struct tb_sampling_conf {
 	char *policy_file;
@@ -209,6 +233,7 @@ struct tb_config {
 	struct tb_profiler_conf profiler;
 	struct tb_tracing_conf tracing;
 	struct tb_sampling_conf sampling;
+	struct tb_otlp_conf otlp;
 
 	int *opt_lines;		/* line each non-listener option was set on */
 

@@ -21,6 +21,8 @@ enum sect_kind {
 	SECT_PROFILER,
 	SECT_TRACING,
 	SECT_SAMPLING,
+	SECT_OTLP,
+	SECT_PROFILER_OTLP,	/* osprofiler's [profiler_otlp], read for its prefix */
 	SECT_COUNT
 };
 

@@ -27,7 +27,8 @@
 #include "util.h"
 
 const char *const config_sect_names[SECT_COUNT] = {
-	"DEFAULT", "admin", "listener", "profiler", "tracing", "sampling"
+	"DEFAULT", "admin", "listener", "profiler", "tracing", "sampling",
+	"otlp", "profiler_otlp"
 };
 
 static int chk_error_log(void *, char *, size_t);
@@ -46,6 +47,10 @@ static const char *const verify_modes[] = { "none", "optional", "require", NULL 
 static const char *const splice_modes[] = { "off", "auto", NULL };
 
 static const char *const underscore_modes[] = { "drop", "reject", "allow", NULL };
+
+static const char *const otlp_protocols[] = { "http/protobuf", "http/json", NULL };
+
+static const char *const otlp_compressions[] = { "gzip", "none", NULL };
 
 /* Mozilla's "intermediate" TLS 1.2 suites without DHE (no DH parameters to
  * manage): forward secret AEAD only. */
@@ -140,6 +145,22 @@ const struct opt config_opts[] = {
 	{ SECT_SAMPLING, "incoming_max_per_second",  OT_DOUBLE,   "100",            C(sampling.incoming_max_per_second), 0,                         0,     NOMAX,   0,           NULL,       NULL },
 	{ SECT_SAMPLING, "max_traces_per_second",    OT_DOUBLE,   "0",              C(sampling.max_traces_per_second),   0,                         0,     NOMAX,   0,           NULL,       NULL },
 	{ SECT_SAMPLING, "operation_rules",          OT_LIST,     "",               C(sampling.operation_rules),         C(sampling.n_operation_rules), 0, 0,      OPT_LINES,   NULL,       NULL },
+
+	{ SECT_OTLP,     "endpoint",                 OT_STR,      "",               C(otlp.endpoint),                    0,                         0,     0,       0,           NULL,       NULL },
+	{ SECT_OTLP,     "protocol",                 OT_ENUM,     "http/protobuf",  C(otlp.protocol),                    0,                         0,     0,       0,           otlp_protocols, NULL },
+	{ SECT_OTLP,     "compression",              OT_ENUM,     "gzip",           C(otlp.compression),                 0,                         0,     0,       0,           otlp_compressions, NULL },
+	{ SECT_OTLP,     "headers",                  OT_LIST,     "",               C(otlp.headers),                     C(otlp.n_headers),         0,     0,       0,           NULL,       NULL },
+	{ SECT_OTLP,     "timeout",                  OT_DUR,      "10",             C(otlp.timeout),                     0,                         0.001, 3600,    0,           NULL,       NULL },
+	{ SECT_OTLP,     "batch_size",               OT_UINT,     "512",            C(otlp.batch_size),                  0,                         1,     65536,   0,           NULL,       NULL },
+	{ SECT_OTLP,     "flush_interval",           OT_DUR,      "5",              C(otlp.flush_interval),              0,                         0.001, 3600,    0,           NULL,       NULL },
+	{ SECT_OTLP,     "queue_bytes",              OT_SIZE,     "16m",            C(otlp.queue_bytes),                 0,                         1024,  1073741824, 0,        NULL,       NULL },
+	{ SECT_OTLP,     "ca_file",                  OT_STR,      "",               C(otlp.ca_file),                     0,                         0,     0,       0,           NULL,       chk_abs_path },
+	{ SECT_OTLP,     "client_cert",              OT_STR,      "",               C(otlp.client_cert),                 0,                         0,     0,       0,           NULL,       chk_abs_path },
+	{ SECT_OTLP,     "client_key",               OT_STR,      "",               C(otlp.client_key),                  0,                         0,     0,       0,           NULL,       chk_abs_path },
+	{ SECT_OTLP,     "service_name_prefix",      OT_STR,      "",               C(otlp.service_name_prefix),         0,                         0,     0,       0,           NULL,       NULL },
+	{ SECT_OTLP,     "resource_attributes",      OT_LIST,     "",               C(otlp.resource_attributes),         C(otlp.n_resource_attributes), 0, 0,     0,           NULL,       NULL },
+
+	{ SECT_PROFILER_OTLP, "service_name_prefix", OT_STR,      "",               C(otlp.osp_service_name_prefix),     0,                         0,     0,       0,           NULL,       NULL },
 };
 
 #undef C

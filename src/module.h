@@ -23,6 +23,7 @@ struct worker;
 enum tb_module_id {
 	TB_MOD_TLS = 0,
 	TB_MOD_TRACING,
+	TB_MOD_OTLP,		/* after tracing: it registers a span sink there */
 	TB_MODULES_N,
 };
 

@@ -52,7 +52,7 @@
 /* ------------------------------------------------------------------ */
 
 /* What config and every caller say for a string that is no URL of ours. */
-#define URL_FORMS	"expected a redis://, unix:// or redissentinel:// URL"
+#define URL_FORMS	"expected a redis://, unix://, redissentinel:// or otlp:// URL"
 
 static void
 url_err(char *err, size_t errlen, const char *msg)
@@ -221,6 +221,27 @@ tb_redis_url_parse(const char *str, struct tb_redis_url *u, char *err,
 	} else if (strncasecmp(str, "redissentinel://", 16) == 0) {
 		u->kind = TB_REDIS_SENTINEL;
 		p = str + 16;
+	} else if (strncasecmp(str, "otlp://", 7) == 0) {
+		/* osprofiler's own OTLP string: host and port, nothing else
+		 * (no credentials, path or query: they would be silently lost) */
+		p = str + 7;
+		u->kind = TB_REDIS_OTLP;
+		n = strlen(p);
+		if (n > 0 && p[n - 1] == '/')
+			n--;
+		if (n == 0 || memchr(p, '/', n) != NULL || memchr(p, '@', n) != NULL ||
+		    memchr(p, '?', n) != NULL || memchr(p, ',', n) != NULL) {
+			url_err(err, errlen, "otlp:// takes host[:port] only "
+			    "(e.g. otlp://collector:4318)");
+			return -1;
+		}
+		for (q = p; q < p + n; q++)
+			if ((unsigned char)*q <= 0x20 || *q == 0x7f || *q == '#') {
+				url_err(err, errlen, "spaces, control characters and "
+				    "'#' are not allowed");
+				return -1;
+			}
+		return url_hostport(p, n, 4318, &u->addr, err, errlen);
 	} else if (strncasecmp(str, "rediss://", 9) == 0) {
 		url_err(err, errlen, "rediss:// (TLS) is not supported");
 		return -1;
@@ -1787,6 +1808,10 @@ tb_redis_new(struct event_base *base, const struct tb_redis_conf *conf,
 {
 	struct tb_redis *c;
 
+	if (conf->url->kind == TB_REDIS_OTLP) {
+		snprintf(err, errlen, "otlp:// names no Redis server");
+		return NULL;
+	}
 	if ((c = calloc(1, sizeof(*c))) == NULL)
 		goto nomem;
 	c->base = base;

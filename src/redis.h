@@ -54,6 +54,9 @@ enum tb_redis_kind {
 	TB_REDIS_TCP = 0,	/* redis://[[user]:password@]host[:port][/db][?db=N] */
 	TB_REDIS_UNIX,		/* unix://[[user]:password@]/path[?db=N] */
 	TB_REDIS_SENTINEL,	/* redissentinel://[[user]:password@]h[:p][,h[:p]...][/db][?db=N] */
+	TB_REDIS_OTLP,		/* otlp://host[:port][/]: no Redis at all; osprofiler's
+				 * OTLP driver string, spans go to
+				 * http://host:port/v1/traces (port 4318) */
 };
 
 struct tb_redis_hostport {

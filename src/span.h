@@ -40,6 +40,10 @@ struct span_rec {
 	const char *base_id;	/* the trace */
 	const char *trace_id;	/* this edge span (= parent_id sent downstream) */
 	const char *parent_id;	/* the caller's span as a uuid, or base_id */
+	int has_parent;		/* 1: parent_id is a caller's span (OTLP
+				 * parent_span_id); 0: the trace starts here */
+	const char *tracestate;	/* W3C tracestate received, or NULL */
+	size_t tracestate_len;
 
 	const char *name;	/* [tracing] span_name, must not contain '-' */
 	const char *project;	/* [tracing] project */
@@ -60,6 +64,8 @@ struct span_rec {
 	const char *scheme;		/* "http" | "https" */
 
 	const char *client_addr;	/* "ip:port" */
+	const char *host_header;	/* the request's Host, or NULL */
+	int server_port;		/* the listener's port, 0 = unknown */
 	const char *listener;		/* listener name */
 	const char *http_version;	/* "HTTP/1.1" */
 	const char *user_agent;		/* header value, may be NULL */

@@ -69,7 +69,8 @@ struct tls_client {
 /* "FILE:LINE: option: " + the rest, like config.c's messages. */
 struct tls_errctx {
 	const struct tb_config *cfg;
-	const struct tb_listener_conf *l;
+	const struct tb_listener_conf *l;	/* NULL: section's options */
+	const char *section;
 	char *err;
 	size_t errlen;
 };
@@ -86,7 +87,8 @@ tls_err(struct tls_errctx *e, const char *option, const char *fmt, ...)
 	va_start(ap, fmt);
 	vsnprintf(reason, sizeof(reason), fmt, ap);
 	va_end(ap);
-	config_errorf(e->cfg, e->err, e->errlen, config_line(e->l, option),
+	config_errorf(e->cfg, e->err, e->errlen, e->l != NULL ?
+	    config_line(e->l, option) : config_opt_line(e->cfg, e->section, option),
 	    option, "%s", reason);
 }
 
@@ -816,8 +818,18 @@ tls_client_free(struct tls_client *tc)
 	free(tc);
 }
 
+/* What a client context is built from: an upstream's or the OTLP
+ * exporter's options, with their names for the messages. */
+struct tls_client_opts {
+	const char *host;		/* checked name; [brackets] allowed */
+	int verify;
+	const char *ca, *ca_opt;	/* NULL: the system store */
+	const char *cert, *cert_opt, *key, *key_opt;
+	const char *what;		/* option named for other errors */
+};
+
 static struct tls_client *
-tls_client_new(const struct tb_listener_conf *l, struct tls_errctx *e)
+tls_client_build(const struct tls_client_opts *o, struct tls_errctx *e)
 {
 	static uint64_t next_id;
 	struct tls_client *tc;
@@ -827,17 +839,17 @@ tls_client_new(const struct tb_listener_conf *l, struct tls_errctx *e)
 
 	if ((tc = calloc(1, sizeof(*tc))) == NULL ||
 	    (tc->ctx = SSL_CTX_new(TLS_client_method())) == NULL) {
-		tls_err(e, "upstream", "out of memory");
+		tls_err(e, o->what, "out of memory");
 		goto fail;
 	}
 	tc->id = __atomic_add_fetch(&next_id, 1, __ATOMIC_RELAXED);
-	tc->verify = l->upstream_tls_verify;
+	tc->verify = o->verify;
 	SSL_CTX_set_min_proto_version(tc->ctx, TLS1_2_VERSION);
 	SSL_CTX_set_options(tc->ctx, SSL_OP_NO_RENEGOTIATION | SSL_OP_IGNORE_UNEXPECTED_EOF);
 	SSL_CTX_set_mode(tc->ctx, SSL_MODE_RELEASE_BUFFERS);
 	/* Offer http/1.1 only: a server able to do h2 must not pick it. */
 	if (SSL_CTX_set_alpn_protos(tc->ctx, (const unsigned char *)"\x08http/1.1", 9) != 0) {
-		tls_err(e, "upstream", "%s", ssl_reason());
+		tls_err(e, o->what, "%s", ssl_reason());
 		goto fail;
 	}
 	SSL_CTX_set_session_cache_mode(tc->ctx, SSL_SESS_CACHE_CLIENT |
@@ -845,31 +857,29 @@ tls_client_new(const struct tb_listener_conf *l, struct tls_errctx *e)
 	SSL_CTX_sess_set_new_cb(tc->ctx, new_session_cb);
 	if (tc->verify) {
 		SSL_CTX_set_verify(tc->ctx, SSL_VERIFY_PEER, NULL);
-		if (l->upstream_tls_ca != NULL) {
-			if (use_ca(tc->ctx, l->upstream_tls_ca, 0, "upstream_tls_ca", e) < 0)
+		if (o->ca != NULL) {
+			if (use_ca(tc->ctx, o->ca, 0, o->ca_opt, e) < 0)
 				goto fail;
 		} else if (!SSL_CTX_set_default_verify_paths(tc->ctx)) {
-			tls_err(e, "upstream", "cannot load the system CA store: %s",
+			tls_err(e, o->what, "cannot load the system CA store: %s",
 			    ssl_reason());
 			goto fail;
 		}
 	} else {
 		SSL_CTX_set_verify(tc->ctx, SSL_VERIFY_NONE, NULL);
 	}
-	if (l->upstream_tls_certificate != NULL &&
-	    use_cert_and_key(tc->ctx, l->upstream_tls_certificate, l->upstream_tls_key,
-	    "upstream_tls_certificate", "upstream_tls_key", e, NULL) < 0)
+	if (o->cert != NULL &&
+	    use_cert_and_key(tc->ctx, o->cert, o->key, o->cert_opt, o->key_opt,
+	    e, NULL) < 0)
 		goto fail;
-	/* The name: as configured, else the upstream host without brackets. */
-	host = l->upstream_tls_server_name != NULL ? l->upstream_tls_server_name :
-	    l->upstream_host;
+	host = o->host;
 	hl = strlen(host);
 	if (hl >= 2 && host[0] == '[' && host[hl - 1] == ']') {
 		host++;
 		hl -= 2;
 	}
 	if ((tc->name = strndup(host, hl)) == NULL) {
-		tls_err(e, "upstream", "out of memory");
+		tls_err(e, o->what, "out of memory");
 		goto fail;
 	}
 	tc->name_is_ip = inet_pton(AF_INET, tc->name, ip) == 1 ||
@@ -878,6 +888,46 @@ tls_client_new(const struct tb_listener_conf *l, struct tls_errctx *e)
 fail:
 	tls_client_free(tc);
 	return NULL;
+}
+
+static struct tls_client *
+tls_client_new(const struct tb_listener_conf *l, struct tls_errctx *e)
+{
+	struct tls_client_opts o = {
+		/* The name: as configured, else the upstream host. */
+		.host = l->upstream_tls_server_name != NULL ?
+		    l->upstream_tls_server_name : l->upstream_host,
+		.verify = l->upstream_tls_verify,
+		.ca = l->upstream_tls_ca, .ca_opt = "upstream_tls_ca",
+		.cert = l->upstream_tls_certificate,
+		.cert_opt = "upstream_tls_certificate",
+		.key = l->upstream_tls_key, .key_opt = "upstream_tls_key",
+		.what = "upstream",
+	};
+
+	return tls_client_build(&o, e);
+}
+
+struct tls_client *
+tls_client_for(const struct tb_config *cfg, const char *section,
+    const char *host, const char *ca, const char *ca_opt, const char *cert,
+    const char *cert_opt, const char *key, const char *key_opt, char *err,
+    size_t errlen)
+{
+	struct tls_errctx e = { cfg, NULL, section, err, errlen };
+	struct tls_client_opts o = {
+		.host = host, .verify = 1, .ca = ca, .ca_opt = ca_opt,
+		.cert = cert, .cert_opt = cert_opt, .key = key, .key_opt = key_opt,
+		.what = ca_opt,
+	};
+
+	return tls_client_build(&o, &e);
+}
+
+void
+tls_client_release(struct tls_client *tc)
+{
+	tls_client_free(tc);
 }
 
 SSL *
@@ -1062,7 +1112,7 @@ tls_conf_free(struct tb_config *cfg, void *data)
 int
 tls_conf_attach(struct tb_config *cfg, char *err, size_t errlen)
 {
-	struct tls_errctx e = { cfg, NULL, err, errlen };
+	struct tls_errctx e = { cfg, NULL, NULL, err, errlen };
 	struct tb_listener_conf *l;
 	size_t i;
 

@@ -89,6 +89,19 @@ enum tls_fail tls_server_failure(SSL *ssl, unsigned long e, int eof, char *why,
  */
 SSL *tls_client_ssl(const struct tls_client *tc, SSL_SESSION *sess,
     SSL_SESSION **slot);
+/*
+ * A verifying client context for a peer that is not an upstream (the OTLP
+ * collector): host is the name checked (and sent as SNI), ca the CA file
+ * (NULL: the system store), cert/key our certificate (NULL: none). The
+ * *_opt names are [section]'s options, for "FILE:LINE: option: reason"
+ * messages in err. NULL on failure. Freed with tls_client_release().
+ */
+struct tls_client *tls_client_for(const struct tb_config *cfg,
+    const char *section, const char *host, const char *ca, const char *ca_opt,
+    const char *cert, const char *cert_opt, const char *key,
+    const char *key_opt, char *err, size_t errlen);
+void tls_client_release(struct tls_client *tc);	/* NULL is fine */
+
 /* A number unique to tc for the process' life: pooled connections are only
  * reused for the same client context (settings, certificates). */
 uint64_t tls_client_id(const struct tls_client *tc);

@@ -1,12 +1,16 @@
 /*
  * tracing.c: trace context in, sampling decision, osprofiler headers out,
- * edge span into Redis (see tracing.h). The request path only calls pure
- * functions and enqueues one span; nothing here waits on I/O.
+ * the edge span to every registered sink (Redis here, OTLP in
+ * otlp_export.c; see tracing.h). The request path only calls pure
+ * functions and enqueues the span; nothing here waits on I/O.
  */
+#include <arpa/inet.h>
 #include <ctype.h>
+#include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include <event2/buffer.h>
@@ -67,6 +71,8 @@ struct tracing_worker {
 };
 
 static struct {
+	tracing_sink_fn sinks[TRACING_MAX_SINKS];
+	size_t n_sinks;
 	struct sampling_hub *hub;
 	struct policy_source *ps;
 	struct event_base *base;
@@ -74,6 +80,20 @@ static struct {
 } g;
 
 static void sources_key(const struct tb_config *cfg, char *out, size_t len);
+
+int
+tracing_add_sink(tracing_sink_fn fn)
+{
+	size_t i;
+
+	for (i = 0; i < g.n_sinks; i++)
+		if (g.sinks[i] == fn)
+			return 0;	/* a second start (tests): once is enough */
+	if (g.n_sinks == TRACING_MAX_SINKS)
+		return -1;
+	g.sinks[g.n_sinks++] = fn;
+	return 0;
+}
 
 static void
 tracing_conf_free(struct tb_config *cfg, void *arg)
@@ -195,6 +215,13 @@ tracing_conf_check(const struct tb_config *cfg, char *err, size_t errlen)
 		config_errorf(cfg, err, errlen, config_opt_line(cfg, "profiler",
 		    "enabled"), "hmac_keys", "at least one key is required "
 		    "when enabled = true");
+		return -1;
+	}
+	if (cfg->sampling.policy_redis_key != NULL &&
+	    strncasecmp(cfg->profiler.connection_string, "otlp://", 7) == 0) {
+		config_errorf(cfg, err, errlen, config_opt_line(cfg, "sampling",
+		    "policy_redis_key"), "policy_redis_key", "needs a Redis "
+		    "[profiler] connection_string, not otlp://");
 		return -1;
 	}
 	/* two ways to say how new traces start: name the later one */
@@ -343,13 +370,23 @@ on_complete(struct proxy_req *r)
 	struct tracing_req *t = r->hook_data;
 	struct span_rec s;
 	char client[80], native[64], msg[64];
+	size_t i;
 
-	if (t == NULL || !t->tr.sampled || tw == NULL || tw->sink == NULL)
+	if (t == NULL || !t->tr.sampled || tw == NULL || g.n_sinks == 0)
 		return;
 	memset(&s, 0, sizeof(s));
 	s.base_id = t->tr.base_id;
 	s.trace_id = t->tr.span_uuid;
 	s.parent_id = t->tr.parent_uuid;
+	s.has_parent = t->tr.from != NULL && t->tr.ctx.has_span_id;
+	if (t->tr.ctx.tracestate_len > 0) {
+		s.tracestate = t->tr.ctx.tracestate;
+		s.tracestate_len = t->tr.ctx.tracestate_len;
+	}
+	s.host_header = r->host[0] ? r->host : NULL;
+	s.server_port = r->c->lc->listen.ss.ss_family == AF_INET6 ?
+	    ntohs(((const struct sockaddr_in6 *)&r->c->lc->listen.ss)->sin6_port) :
+	    ntohs(((const struct sockaddr_in *)&r->c->lc->listen.ss)->sin_port);
 	s.name = cfg->tracing.span_name;
 	s.project = cfg->tracing.project;
 	s.service = r->c->lc->service;
@@ -421,7 +458,19 @@ on_complete(struct proxy_req *r)
 		}
 		break;
 	}
-	(void)sink_redis_record(tw->sink, &s);	/* dropped spans are counted there */
+	for (i = 0; i < g.n_sinks; i++)
+		g.sinks[i](r->c->w, &s);
+}
+
+/* The Redis store: this module's own sink (none when connection_string is
+ * otlp://). Dropped spans are counted there. */
+static void
+redis_sink(struct worker *w, const struct span_rec *r)
+{
+	struct tracing_worker *tw = w->mod[TB_MOD_TRACING];
+
+	if (tw != NULL && tw->sink != NULL)
+		(void)sink_redis_record(tw->sink, r);
 }
 
 /* Back to the worker's list, or freed when the list is full (or the
@@ -474,7 +523,8 @@ tracing_worker_configure(struct worker *w, const struct tb_config *cfg)
 	}
 	if (tw->sampler == NULL && g.hub != NULL)
 		tw->sampler = sampling_sampler_new(g.hub);
-	if (tc == NULL || !tc->enabled) {
+	if (tc == NULL || !tc->enabled || tc->redis_url.kind == TB_REDIS_OTLP) {
+		/* otlp://: no Redis store, otlp_export.c exports the spans */
 		sink_redis_free(tw->sink);
 		tw->sink = NULL;
 		tw->sink_key[0] = '\0';
@@ -639,6 +689,8 @@ tracing_start(struct event_base *base, const struct tb_config *cfg)
 	if (g.hub == NULL)
 		return -1;
 	proxy_set_hooks(&hooks);
+	if (tracing_add_sink(redis_sink) < 0)
+		return -1;
 	admin_add_metrics(metrics_trace);
 	admin_add_metrics(sink_metrics_write);
 	admin_add_metrics(metrics_sampling);

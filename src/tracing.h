@@ -16,7 +16,22 @@
 #define TB_TRACING_H
 
 struct tb_module;
+struct worker;
+struct span_rec;
 
 extern const struct tb_module tracing_module;
+
+/*
+ * Where finished edge spans go. Every sink registered here is handed each
+ * sampled span, on the worker's thread, when its request completes: the
+ * Redis store of tracing.c itself and the exporters of other modules
+ * (sink_otlp through otlp_export.c), so the request path names no sink.
+ * fn must not block; r lives only for the call. Register from a module's
+ * start hook (control thread, before the workers run); 0, or -1 when
+ * TRACING_MAX_SINKS are registered.
+ */
+#define TRACING_MAX_SINKS	4
+typedef void (*tracing_sink_fn)(struct worker *w, const struct span_rec *r);
+int tracing_add_sink(tracing_sink_fn fn);
 
 #endif

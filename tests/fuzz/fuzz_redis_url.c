@@ -35,6 +35,11 @@ check_ok(const struct tb_redis_url *u)
 		if (u->addr.host[0] == '\0' || u->addr.port == 0)
 			abort();
 		break;
+	case TB_REDIS_OTLP:
+		if (u->addr.host[0] == '\0' || u->addr.port == 0 ||
+		    u->username[0] != '\0' || u->password[0] != '\0')
+			abort();
+		break;
 	case TB_REDIS_UNIX:
 		if (u->path[0] != '/')
 			abort();

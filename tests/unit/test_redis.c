@@ -108,7 +108,7 @@ test_url_good(void)
 	    strcmp(err, "x") == 0);
 }
 
-#define FORMS "expected a redis://, unix:// or redissentinel:// URL"
+#define FORMS "expected a redis://, unix://, redissentinel:// or otlp:// URL"
 
 static const struct {
 	const char *s, *why;	/* the exact message */
