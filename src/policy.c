@@ -476,6 +476,14 @@ parse_file_strategy(json_t *o, const char *where, struct policy_strategy *s,
 		return -1;
 	}
 
+	/* what policy_to_json writes for the remote form's guaranteed rate,
+	 * and adaptive.c for min_traces_per_second */
+	param = member(o, "lower_bound_traces_per_second");
+	if (param != NULL) {
+		snprintf(w, sizeof(w), "%s.lower_bound_traces_per_second", where);
+		if (get_rate(param, w, &s->lower_bound, err, errlen) == -1)
+			return -1;
+	}
 	ops = member(o, "operation_strategies");
 	if (ops == NULL)
 		return 0;
