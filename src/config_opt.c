@@ -137,6 +137,14 @@ const struct opt config_opts[] = {
 	{ SECT_SAMPLING, "incoming_max_per_second",  OT_DOUBLE,   "100",            C(sampling.incoming_max_per_second), 0,                         0,     NOMAX,   0,           NULL,       NULL },
 	{ SECT_SAMPLING, "max_traces_per_second",    OT_DOUBLE,   "0",              C(sampling.max_traces_per_second),   0,                         0,     NOMAX,   0,           NULL,       NULL },
 	{ SECT_SAMPLING, "operation_rules",          OT_LIST,     "",               C(sampling.operation_rules),         C(sampling.n_operation_rules), 0, 0,      OPT_LINES,   NULL,       NULL },
+	{ SECT_SAMPLING, "adaptive",                 OT_BOOL,     "false",          C(sampling.adaptive),                0,                         0,     0,       0,           NULL,       NULL },
+	{ SECT_SAMPLING, "target_traces_per_second", OT_DOUBLE,   "1",              C(sampling.target_traces_per_second), 0,                        0.001, 1000000, 0,           NULL,       NULL },
+	{ SECT_SAMPLING, "delta_tolerance",          OT_DOUBLE,   "0.3",            C(sampling.delta_tolerance),         0,                         0,     1,       0,           NULL,       NULL },
+	{ SECT_SAMPLING, "calculation_interval",     OT_DUR,      "60",             C(sampling.calculation_interval),    0,                         1,     3600,    0,           NULL,       NULL },
+	{ SECT_SAMPLING, "initial_sampling_probability", OT_DOUBLE, "0.001",        C(sampling.initial_sampling_probability), 0,                    0,     1,       0,           NULL,       NULL },
+	{ SECT_SAMPLING, "min_sampling_probability", OT_DOUBLE,   "0.00001",        C(sampling.min_sampling_probability), 0,                        0.0000001, 1,   0,           NULL,       NULL },
+	{ SECT_SAMPLING, "min_traces_per_second",    OT_DOUBLE,   "0.0166667",      C(sampling.min_traces_per_second),   0,                         0,     1000000, 0,           NULL,       NULL },
+	{ SECT_SAMPLING, "adaptive_redis",           OT_STR,      "",               C(sampling.adaptive_redis),          0,                         0,     0,       0,           NULL,       NULL },
 };
 
 #undef C

@@ -585,6 +585,7 @@ sources_start(const struct tb_config *cfg)
 {
 	const struct tracing_conf *tc = cfg->mod[TB_MOD_TRACING].data;
 	struct policy_source_conf pc;
+	struct tb_redis_url aurl;
 	const char **services;
 	size_t i, j, n = 0;
 	char err[256];
@@ -601,6 +602,12 @@ sources_start(const struct tb_config *cfg)
 		pc.redis.sentinel_timeout = cfg->profiler.socket_timeout;
 		pc.redis_key = cfg->sampling.policy_redis_key;
 		pc.redis_channel = cfg->sampling.policy_channel;
+		/* adaptive sampling's Redis, where its leader writes the key
+		 * (checked at load; copied by policy_source_new) */
+		if (cfg->sampling.adaptive && cfg->sampling.adaptive_redis != NULL &&
+		    tb_redis_url_parse(cfg->sampling.adaptive_redis, &aurl, err,
+		    sizeof(err)) == 0)
+			pc.redis.url = &aurl;
 	}
 	if (pc.file == NULL && pc.url == NULL && pc.redis_key == NULL)
 		return 0;
@@ -616,6 +623,7 @@ sources_start(const struct tb_config *cfg)
 	pc.n_services = n;
 	g.ps = policy_source_new(g.base, g.hub, &pc, err, sizeof(err));
 	free(services);
+	explicit_bzero(&aurl, sizeof(aurl));
 	if (g.ps == NULL) {
 		log_errx("sampling policy: %s", err);
 		return -1;
@@ -660,6 +668,9 @@ sources_key(const struct tb_config *cfg, char *out, size_t len)
 	    default_probability(cfg));
 	for (i = 0; i < cfg->n_listeners && off < len; i++)
 		off += (size_t)snprintf(out + off, len - off, "|%s", cfg->listeners[i].service);
+	if (off < len)
+		snprintf(out + off, len - off, "|%d|%s", s->adaptive,
+		    s->adaptive_redis != NULL ? s->adaptive_redis : "");
 }
 
 static void
@@ -689,6 +700,12 @@ tracing_reload(const struct tb_config *cfg)
 	}
 	if (sources_start(cfg) < 0)
 		log_warnx("reload: sampling policy sources not started; the policy in force stays");
+}
+
+struct sampling_hub *
+tracing_hub(void)
+{
+	return g.hub;
 }
 
 static void

@@ -19,4 +19,10 @@ struct tb_module;
 
 extern const struct tb_module tracing_module;
 
+struct sampling_hub;
+
+/* The process' sampling hub once the module started, else NULL (for
+ * adaptive.c, which feeds it a second policy layer). Control thread. */
+struct sampling_hub *tracing_hub(void);
+
 #endif

@@ -1,0 +1,271 @@
+"""Fleet-wide adaptive sampling through Redis (issue 15), end to end.
+
+Three real tracebridge processes on one real redis-server in front of
+conftest's echo upstream (upstream.py), which answers with the headers it
+got: a request counts as traced when the upstream received X-Trace-Info, so
+the rates below are what the service behind the proxies saw. A hot
+operation (~100 req/s over the three) and a cold one (~10 req/s), target 2
+traces/s each, calculation_interval 2s.
+
+The machine running this may be slow and shared: rates are measured over
+long windows, waits are wait_for loops with generous bounds.
+
+Run: TB_BUILDDIR=$PWD/_build nice /usr/bin/python3 -m pytest -q \
+        -p no:cacheprovider tests/integration/test_adaptive.py
+"""
+import json
+import os
+import shutil
+import signal
+import sys
+import threading
+import time
+
+import pytest
+
+from conftest import Conn, admin_get, wait_for
+
+if shutil.which("redis-server") is None:
+    pytest.skip("redis-server not installed", allow_module_level=True)
+
+sys.path.insert(0, "/usr/lib/python3/dist-packages")
+
+KEY = "tb:policy"
+CHANNEL = "tb:policy:changed"
+HOT = "/v2.1/servers/detail"
+COLD = "/v3/auth/tokens"
+HOT_OP = "GET /v2.1/servers/detail"
+COLD_OP = "GET /v3/auth/tokens"
+TARGET = 2.0
+
+CONF = """
+[DEFAULT]
+workers = 1
+log_level = info
+access_log = off
+drain_timeout = 1
+
+[admin]
+listen = 127.0.0.1:{admin}
+
+[listener:api]
+listen = 127.0.0.1:{port}
+upstream = {upstream}
+service = nova
+upstream_timeout = 5
+client_header_timeout = 5
+
+[profiler]
+enabled = true
+hmac_keys = SECRET_KEY
+connection_string = {redis}
+
+[tracing]
+span_ttl = 60
+
+[sampling]
+policy_redis_key = {key}
+policy_channel = {channel}
+adaptive = true
+target_traces_per_second = {target}
+calculation_interval = 2s
+initial_sampling_probability = 0.05
+# the lower bound's bucket starts full with every new document (one per
+# interval here): off, so the rates measured are the probabilities' alone
+min_traces_per_second = 0
+{extra}
+"""
+
+
+class Load:
+    """Steady traffic: for each (proxy, path, rate) one thread sending
+    GET path at rate req/s over one keep-alive connection, recording
+    (time, path, traced). A thread whose proxy dies stops quietly."""
+
+    def __init__(self, plan):
+        self.rec = []
+        self.lock = threading.Lock()
+        self.stop_ev = threading.Event()
+        self.threads = [threading.Thread(target=self.run, args=a, daemon=True)
+                        for a in plan]
+        for t in self.threads:
+            t.start()
+
+    def run(self, proxy, path, rate):
+        period = 1.0 / rate
+        nxt = time.monotonic()
+        try:
+            c = Conn(proxy.port)
+            while not self.stop_ev.is_set():
+                r = c.request("GET", path)
+                if r.status != 200:
+                    continue
+                seen = dict((k.lower(), v) for k, v in r.json()["headers"])
+                with self.lock:
+                    self.rec.append((time.monotonic(), path,
+                                     "x-trace-info" in seen))
+                nxt += period
+                d = nxt - time.monotonic()
+                if d > 0:
+                    time.sleep(d)
+                else:
+                    nxt = time.monotonic()   # late: do not burst to catch up
+        except Exception:
+            return
+
+    def rates(self, t0, t1):
+        """{path: (requests/s, traced/s)} between t0 and t1."""
+        out = {}
+        with self.lock:
+            rec = [r for r in self.rec if t0 <= r[0] < t1]
+        for path in set(r[1] for r in rec):
+            n = [r for r in rec if r[1] == path]
+            out[path] = (len(n) / (t1 - t0),
+                         sum(1 for r in n if r[2]) / (t1 - t0))
+        return out
+
+    def stop(self):
+        self.stop_ev.set()
+        for t in self.threads:
+            t.join(10)
+
+
+@pytest.fixture
+def fleet(make_proxy, upstream, redis_server):
+    def start(n=3, extra="", target=TARGET):
+        return [make_proxy(CONF, upstream=upstream.url, redis=redis_server.url,
+                           key=KEY, channel=CHANNEL, extra=extra,
+                           target=target)
+                for _ in range(n)]
+    return start
+
+
+def adaptive(p):
+    return admin_get(p, "/sampling").json()["adaptive"]
+
+
+def leader_pid(redis):
+    v = redis.db.get(KEY + ":adaptive:leader")
+    return int(v.decode().split(":")[-2]) if v else None
+
+
+def measure(load, secs):
+    t0 = time.monotonic()
+    time.sleep(secs)
+    return load.rates(t0, time.monotonic())
+
+
+def assert_on_target(r, what):
+    for path in (HOT, COLD):
+        qps, traced = r[path]
+        assert abs(traced - TARGET) <= 0.3 * TARGET, \
+            "%s: %s at %.1f req/s traced %.2f/s, want %.1f +-30%%: %r" % (
+                what, path, qps, traced, TARGET, r)
+
+
+def test_fleet_on_target_and_leader_takeover(fleet, redis_server):
+    procs = fleet(3)
+    load = Load([(p, HOT, 33.0) for p in procs] +
+                [(p, COLD, 3.4) for p in procs])
+    try:
+        # one leader, and every proxy follows its documents
+        pid = wait_for(lambda: leader_pid(redis_server), 20, "a leader")
+        assert pid in [p.pid for p in procs]
+        wait_for(lambda: all(HOT_OP in (adaptive(p).get("operations") or {})
+                             .get("nova", {}) and
+                             COLD_OP in adaptive(p)["operations"]["nova"]
+                             for p in procs), 30,
+                 "every proxy to have both operations computed")
+        st = adaptive(procs[0])
+        assert st["leader"].split(":")[-2] == str(pid)
+        assert st["target_traces_per_second"] == TARGET
+        ops = st["operations"]["nova"]
+        for op in (HOT_OP, COLD_OP):
+            assert set(ops[op]) == {"probability", "qps", "traced_per_second"}
+        # the hot operation's probability is far below the cold one's
+        time.sleep(16)                        # warm-up: ~8 rounds
+        ops = adaptive(procs[1])["operations"]["nova"]
+        assert ops[HOT_OP]["probability"] < ops[COLD_OP]["probability"]
+        assert 60 < ops[HOT_OP]["qps"] < 140, ops
+        assert_on_target(measure(load, 30), "3 proxies")
+
+        # the leader dies: another one takes the lease within two
+        # intervals (plus a slow machine's slack) and rates stay on target
+        dead = [p for p in procs if p.pid == pid][0]
+        dead.proc.send_signal(signal.SIGKILL)
+        dead.proc.wait()
+        t_kill = time.monotonic()
+        new = wait_for(lambda: (leader_pid(redis_server) or pid) != pid and
+                       leader_pid(redis_server), 15, "a new leader")
+        took = time.monotonic() - t_kill
+        assert new in [p.pid for p in procs if p is not dead]
+        assert took < 8, took
+        alive = [p for p in procs if p is not dead]
+        wait_for(lambda: adaptive(alive[0])["leader"].split(":")[-2] == str(new),
+                 15, "documents from the new leader")
+        # 2/3 of the traffic is left: the probabilities rise to match
+        time.sleep(16)
+        r = measure(load, 30)
+        assert 40 < r[HOT][0] < 80, r
+        assert_on_target(r, "2 proxies after the takeover")
+        for p in alive:
+            loc = adaptive(p)["local"]
+            assert loc["enabled"] and loc["redis_connected"]
+            assert loc["is_leader"] == (p.pid == new)
+    finally:
+        load.stop()
+
+
+def test_explicit_operation_policy_beats_adaptive(fleet, tmp_path,
+                                                  redis_server):
+    pol = str(tmp_path / "policy.json")
+    with open(pol, "w") as f:
+        json.dump({"service_strategies": [{
+            "service": "nova", "type": "probabilistic", "param": 0.5,
+            "operation_strategies": [{"operation": COLD_OP,
+                                      "type": "probabilistic",
+                                      "param": 1.0}]}]}, f)
+    (p,) = fleet(1, extra="policy_file = %s" % pol)
+    load = Load([(p, HOT, 30.0), (p, COLD, 5.0)])
+    try:
+        wait_for(lambda: HOT_OP in (adaptive(p).get("operations") or {})
+                 .get("nova", {}), 30, "the hot operation computed")
+        time.sleep(10)
+        r = measure(load, 15)
+        # the named operation keeps its policy: everything traced
+        assert r[COLD][1] == pytest.approx(r[COLD][0], rel=0.01), r
+        # the service strategy (0.5) is not "named": adaptive decides
+        assert abs(r[HOT][1] - TARGET) <= 0.35 * TARGET, r
+        st = admin_get(p, "/sampling").json()
+        dec = st["decisions"]["nova"]
+        assert set(dec[COLD_OP]) == {"probabilistic"}
+        assert set(dec[HOT_OP]) <= {"adaptive", "adaptive_lower_bound"}
+        # and the leader does not compute a probability for it
+        assert COLD_OP not in adaptive(p)["operations"]["nova"]
+    finally:
+        load.stop()
+
+
+def test_redis_down_keeps_probabilities(fleet, redis_server):
+    (p,) = fleet(1)
+    load = Load([(p, HOT, 30.0)])
+    try:
+        wait_for(lambda: HOT_OP in (adaptive(p).get("operations") or {})
+                 .get("nova", {}), 30, "the hot operation computed")
+        before = adaptive(p)["operations"]["nova"][HOT_OP]["probability"]
+        redis_server.stop(signal.SIGKILL)
+        wait_for(lambda: not adaptive(p)["local"]["redis_connected"], 10,
+                 "the proxy to notice")
+        time.sleep(3)
+        # requests still flow, at the last probability
+        r = measure(load, 4)
+        assert r[HOT][0] > 15, r
+        assert adaptive(p)["operations"]["nova"][HOT_OP]["probability"] == before
+        redis_server.start()
+        wait_for(lambda: adaptive(p)["local"]["redis_connected"], 20,
+                 "reconnect")
+        c0 = adaptive(p)["computed_at_unix"]
+        wait_for(lambda: adaptive(p)["computed_at_unix"] > c0, 20,
+                 "computations to resume")
+    finally:
+        load.stop()
