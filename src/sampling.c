@@ -148,6 +148,23 @@ static const char *const reason_names[SAMPLING_REASON_MAX] = {
 };
 
 const char *
+sampling_sampler_type(enum sampling_reason r)
+{
+	switch (r) {
+	case SAMPLING_REASON_PROBABILISTIC:
+	case SAMPLING_REASON_ADAPTIVE:
+		return "probabilistic";
+	case SAMPLING_REASON_RATELIMITING:
+		return "ratelimiting";
+	case SAMPLING_REASON_LOWER_BOUND:
+	case SAMPLING_REASON_ADAPTIVE_LOWER_BOUND:
+		return "lowerbound";
+	default:
+		return NULL;
+	}
+}
+
+const char *
 sampling_reason_name(enum sampling_reason r)
 {
 	if ((unsigned)r >= SAMPLING_REASON_MAX)

@@ -151,6 +151,10 @@ enum sampling_reason {
 };
 
 const char *sampling_reason_name(enum sampling_reason r);
+/* Jaeger's sampler.type for a decision the policy took ("probabilistic",
+ * "ratelimiting", "lowerbound"; adaptive ones too, as Jaeger's adaptive
+ * sampler tags them), NULL for the others (forced, incoming, caps). */
+const char *sampling_sampler_type(enum sampling_reason r);
 
 struct sampling_result {
 	int sampled;			/* 0 or 1 */

@@ -384,6 +384,8 @@ on_complete(struct proxy_req *r)
 	s.upstream_addr = r->upstream_addr;
 	s.operation = t->operation;
 	s.sampling_reason = sampling_reason_name(t->sres.reason);
+	s.sampler_type = sampling_sampler_type(t->sres.reason);
+	s.sampler_param = t->sres.param;
 	s.status_code = r->status;
 	s.bytes_to_client = r->bytes_out;
 	s.bytes_from_client = r->bytes_in;

@@ -952,6 +952,16 @@ test_adaptive_layer(void)
 	    0, 0, 1, now, &r);
 	CHECK(!r.sampled && r.reason == SAMPLING_REASON_INCOMING_UNSAMPLED);
 
+	/* Jaeger's sampler.type of each */
+	CHECK(strcmp(sampling_sampler_type(SAMPLING_REASON_ADAPTIVE),
+	    "probabilistic") == 0);
+	CHECK(strcmp(sampling_sampler_type(SAMPLING_REASON_ADAPTIVE_LOWER_BOUND),
+	    "lowerbound") == 0);
+	CHECK(strcmp(sampling_sampler_type(SAMPLING_REASON_RATELIMITING),
+	    "ratelimiting") == 0);
+	CHECK(sampling_sampler_type(SAMPLING_REASON_FORCED) == NULL);
+	CHECK(sampling_sampler_type(SAMPLING_REASON_INCOMING_SAMPLED) == NULL);
+
 	/* totals: [decisions, adaptive-sampled] */
 	tot = sampling_hub_totals(h);
 	CHECK(json_integer_value(json_array_get(json_object_get(json_object_get(
