@@ -242,6 +242,23 @@ def test_explicit_operation_policy_beats_adaptive(fleet, tmp_path,
         assert set(dec[HOT_OP]) <= {"adaptive", "adaptive_lower_bound"}
         # and the leader does not compute a probability for it
         assert COLD_OP not in adaptive(p)["operations"]["nova"]
+        # the edge spans say how each trace was chosen (Jaeger's tags)
+        infos = []
+        for k in redis_server.db.scan_iter("osprofiler_opt:*", count=1000):
+            for item in redis_server.db.lrange(k, 0, -1):
+                d = json.loads(item)
+                if d["name"].endswith("-start"):
+                    infos.append(d["info"])
+        hot = [i for i in infos if i.get("operation") == HOT_OP]
+        cold = [i for i in infos if i.get("operation") == COLD_OP]
+        assert hot and cold, infos[:3]
+        for i in hot:
+            assert i["sampling"] == "adaptive", i
+            assert i["sampler.type"] == "probabilistic", i
+            assert 0 < i["sampler.param"] < 1, i
+        for i in cold:
+            assert (i["sampling"], i["sampler.type"], i["sampler.param"]) == \
+                ("probabilistic", "probabilistic", 1), i
     finally:
         load.stop()
 
