@@ -1066,6 +1066,65 @@ fail:
 	return NULL;
 }
 
+static const struct policy_strategy *
+strategy_for(const struct sampling_policy *p, const char *service)
+{
+	const struct policy_strategy *s = p->n_svcs > 0 ?
+	    policy_find_service(p, service, policy_hash(service)) : NULL;
+
+	return s != NULL ? s : &p->def;
+}
+
+static int
+remote_add_ops(json_t *arr, const struct policy_strategy *s,
+    const struct policy_strategy *skip)
+{
+	size_t i;
+
+	for (i = 0; i < s->n_ops; i++) {
+		const struct policy_op *o = &s->ops[i];
+
+		if (skip != NULL && strategy_find_op(skip, o->name, o->hash) != NULL)
+			continue;
+		if (json_array_append_new(arr, json_pack("{s:s, s:{s:f}}",
+		    "operation", o->name, "probabilisticSampling",
+		    "samplingRate", o->p)) == -1)
+			return -1;
+	}
+	return 0;
+}
+
+json_t *
+policy_remote_json(const struct sampling_policy *x,
+    const struct sampling_policy *a, const char *service)
+{
+	const struct policy_strategy *xs = strategy_for(x, service);
+	const struct policy_strategy *as = a != NULL ? strategy_for(a, service) : NULL;
+	const struct policy_strategy *d = as != NULL ? as : xs;
+	json_t *ops = json_array(), *r;
+
+	if (ops == NULL)
+		return NULL;
+	if (d->type == SAMPLING_RATELIMITING) {
+		json_decref(ops);
+		return json_pack("{s:s, s:{s:i}}", "strategyType", "RATE_LIMITING",
+		    "rateLimitingSampling", "maxTracesPerSecond", (int)d->param);
+	}
+	/* the explicit operations first, then the adaptive ones it does not
+	 * name: the same precedence as sampling_decide */
+	if (remote_add_ops(ops, xs, NULL) == -1 ||
+	    (as != NULL && remote_add_ops(ops, as, xs) == -1)) {
+		json_decref(ops);
+		return NULL;
+	}
+	r = json_pack("{s:s, s:{s:f}, s:{s:f, s:f, s:f, s:o}}", "strategyType",
+	    "PROBABILISTIC", "probabilisticSampling", "samplingRate", d->param,
+	    "operationSampling", "defaultSamplingProbability", d->param,
+	    "defaultLowerBoundTracesPerSecond", d->lower_bound,
+	    "defaultUpperBoundTracesPerSecond", 0.0, "perOperationStrategies", ops);
+	return r;
+}
+
 json_t *
 policy_to_json(const struct sampling_policy *p)
 {

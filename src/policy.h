@@ -82,6 +82,19 @@ struct policy_choice {
 	double lower_bound;		/* remote form's guaranteed tps, 0 = none */
 };
 
+/*
+ * What a Jaeger remote sampler in a user application should do for
+ * service: the JSON form of Jaeger's SamplingStrategyResponse
+ * ("strategyType", "probabilisticSampling", "rateLimitingSampling",
+ * "operationSampling" with "perOperationStrategies"), as Jaeger's agent
+ * (:5778/sampling) and collector (/api/sampling) answer. explicit is the
+ * policy in force; adaptive (NULL = none) the adaptive layer, which decides
+ * the default and every operation explicit does not name, as
+ * sampling_decide does. New reference or NULL.
+ */
+json_t *policy_remote_json(const struct sampling_policy *explicit,
+    const struct sampling_policy *adaptive, const char *service);
+
 /* Fill *c for (service, operation); both NUL-terminated. Thread-safe. */
 void policy_lookup(const struct sampling_policy *p, const char *service,
     const char *operation, struct policy_choice *c);

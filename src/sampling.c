@@ -439,6 +439,17 @@ sampling_hub_adaptive(struct sampling_hub *h)
 	return p;
 }
 
+json_t *
+sampling_remote_json(struct sampling_hub *h, const char *service)
+{
+	json_t *r;
+
+	pthread_mutex_lock(&h->mu);
+	r = policy_remote_json(h->policy, h->adaptive, service);
+	pthread_mutex_unlock(&h->mu);
+	return r;
+}
+
 void
 sampling_hub_rejected(struct sampling_hub *h, const char *source,
     const char *reason)

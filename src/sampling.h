@@ -236,6 +236,10 @@ struct sampling_policy *sampling_hub_adaptive(struct sampling_hub *h);
  */
 json_t *sampling_hub_totals(struct sampling_hub *h);
 
+/* Jaeger's SamplingStrategyResponse for service from the policy in force
+ * and the adaptive layer (policy_remote_json). New reference or NULL. */
+json_t *sampling_remote_json(struct sampling_hub *h, const char *service);
+
 /* The policy in force (new reference). Any thread. */
 struct sampling_policy *sampling_hub_policy(struct sampling_hub *h);
 /* How many policies were published so far (tests, "changed?" checks). */

@@ -10,6 +10,8 @@
 #include <time.h>
 
 #include <event2/buffer.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
 #include <jansson.h>
 
 #include "admin.h"
@@ -561,13 +563,43 @@ metrics_sampling(struct evbuffer *out)
 	free(text);
 }
 
+/* The service a Jaeger remote sampler asks for (?service=NAME, decoded),
+ * or NULL. Caller frees. */
+static char *
+query_service(const char *query)
+{
+	struct evkeyvalq kv;
+	const char *v;
+	char *s = NULL;
+
+	if (query[0] == '\0' || evhttp_parse_query_str(query, &kv) != 0)
+		return NULL;
+	if ((v = evhttp_find_header(&kv, "service")) != NULL)
+		s = strdup(v);
+	evhttp_clear_headers(&kv);
+	return s;
+}
+
+/*
+ * GET /sampling: the status page; GET /sampling?service=NAME and GET
+ * /api/sampling?service=NAME: Jaeger's remote-sampling answer for NAME (the
+ * paths of Jaeger's agent and collector), so user applications' SDKs
+ * sample as the edge does (issue 15).
+ */
 static int
-route_sampling(struct evbuffer *body, const char **ctype)
+route_sampling(const char *query, struct evbuffer *body, const char **ctype)
 {
 	json_t *j;
-	char *s;
+	char *s, *svc = query_service(query);
 
-	if (g.hub == NULL || (j = sampling_status_json(g.hub)) == NULL)
+	if (g.hub == NULL) {
+		free(svc);
+		return 500;
+	}
+	j = svc != NULL ? sampling_remote_json(g.hub, svc) :
+	    sampling_status_json(g.hub);
+	free(svc);
+	if (j == NULL)
 		return 500;
 	s = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
 	json_decref(j);
@@ -650,7 +682,8 @@ tracing_start(struct event_base *base, const struct tb_config *cfg)
 	admin_add_metrics(metrics_trace);
 	admin_add_metrics(sink_metrics_write);
 	admin_add_metrics(metrics_sampling);
-	admin_add_route("/sampling", route_sampling);
+	admin_add_query_route("/sampling", route_sampling);
+	admin_add_query_route("/api/sampling", route_sampling);
 	sources_key(cfg, g.sources_key, sizeof(g.sources_key));
 	return sources_start(cfg);
 }

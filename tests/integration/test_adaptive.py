@@ -14,9 +14,11 @@ Run: TB_BUILDDIR=$PWD/_build nice /usr/bin/python3 -m pytest -q \
         -p no:cacheprovider tests/integration/test_adaptive.py
 """
 import json
+import math
 import os
 import shutil
 import signal
+import subprocess
 import sys
 import threading
 import time
@@ -30,6 +32,7 @@ if shutil.which("redis-server") is None:
 
 sys.path.insert(0, "/usr/lib/python3/dist-packages")
 
+NODE_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "node")
 KEY = "tb:policy"
 CHANNEL = "tb:policy:changed"
 HOT = "/v2.1/servers/detail"
@@ -284,5 +287,74 @@ def test_redis_down_keeps_probabilities(fleet, redis_server):
         c0 = adaptive(p)["computed_at_unix"]
         wait_for(lambda: adaptive(p)["computed_at_unix"] > c0, 20,
                  "computations to resume")
+    finally:
+        load.stop()
+
+
+@pytest.fixture(scope="module")
+def node_remote_sampler():
+    """run(endpoint, service, n, ops) -> {"response", "rates"} from the real
+    @opentelemetry/sampler-jaeger-remote (node/remote_sampler.js)."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if node is None or npm is None:
+        pytest.skip("node/npm not installed: cannot run the Jaeger remote sampler")
+    if not os.path.isdir(os.path.join(NODE_DIR, "node_modules", "@opentelemetry",
+                                      "sampler-jaeger-remote")):
+        subprocess.run([npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR,
+                       check=True, stdout=subprocess.DEVNULL, timeout=300)
+
+    def run(endpoint, service, n, ops):
+        out = subprocess.run([node, os.path.join(NODE_DIR, "remote_sampler.js"),
+                              endpoint, service, str(n)] + list(ops),
+                             check=True, capture_output=True, text=True,
+                             timeout=120).stdout
+        return json.loads(out)
+    return run
+
+
+def test_jaeger_remote_sampler_follows_tracebridge(fleet, tmp_path,
+                                                   node_remote_sampler):
+    pol = str(tmp_path / "policy.json")
+    with open(pol, "w") as f:
+        json.dump({"service_strategies": [{
+            "service": "nova", "type": "probabilistic", "param": 0.5,
+            "operation_strategies": [{"operation": "GET /fixed",
+                                      "type": "probabilistic",
+                                      "param": 0.25}]}]}, f)
+    (p,) = fleet(1, extra="policy_file = %s" % pol)
+    load = Load([(p, HOT, 30.0), (p, COLD, 4.0)])
+    try:
+        def per_op(resp):
+            return dict((o["operation"], o["probabilisticSampling"]["samplingRate"])
+                        for o in resp["operationSampling"]["perOperationStrategies"])
+
+        def settled():
+            # both paths give the same answer (no computation in between),
+            # and it is the leader's: hot below cold
+            a = admin_get(p, "/api/sampling?service=nova").json()
+            b = admin_get(p, "/sampling?service=nova").json()
+            per = per_op(a)
+            return a == b and per.get(HOT_OP, 1) < per.get(COLD_OP, 0) and a
+        served = wait_for(settled, 40, "hot below cold in the answer")
+        assert served["strategyType"] == "PROBABILISTIC"
+        assert per_op(served)["GET /fixed"] == 0.25    # explicit, kept
+        n = 20000
+        base = "http://127.0.0.1:%d" % p.admin
+        for endpoint in (base + "/api", base):         # collector, agent
+            got = node_remote_sampler(endpoint, "nova", n,
+                                      ["GET /fixed", HOT_OP, COLD_OP,
+                                       "GET /never-seen"])
+            # probabilities move every 2 s: compare with what it was served
+            resp = got["response"]
+            assert resp["strategyType"] == "PROBABILISTIC"
+            want = per_op(resp)
+            assert want["GET /fixed"] == 0.25 and HOT_OP in want
+            # unknown to both: adaptive's default for the service
+            want["GET /never-seen"] = \
+                resp["operationSampling"]["defaultSamplingProbability"]
+            for op, rate in got["rates"].items():
+                sd = math.sqrt(want[op] * (1 - want[op]) / n)
+                assert abs(rate - want[op]) <= 5 * sd + 0.002, \
+                    (endpoint, op, rate, want[op])
     finally:
         load.stop()

@@ -981,6 +981,48 @@ test_adaptive_layer(void)
 	    "adaptive"), "source")), "redis:k") == 0);
 	json_decref(st);
 
+	/* Jaeger's remote-sampling answer: explicit operations, then the
+	 * adaptive ones, the adaptive service default; and it parses back */
+	{
+		json_t *rj = sampling_remote_json(h, "nova"), *ops;
+		struct sampling_policy *back;
+		struct policy_choice pc;
+		char *txt, err[256];
+
+		CHECK(strcmp(json_string_value(json_object_get(rj,
+		    "strategyType")), "PROBABILISTIC") == 0);
+		CHECK(json_real_value(json_object_get(json_object_get(rj,
+		    "probabilisticSampling"), "samplingRate")) == 1);
+		ops = json_object_get(json_object_get(rj, "operationSampling"),
+		    "perOperationStrategies");
+		CHECK(json_array_size(ops) == 2);
+		CHECK(strcmp(json_string_value(json_object_get(json_array_get(ops,
+		    0), "operation")), "GET /named") == 0);
+		CHECK(strcmp(json_string_value(json_object_get(json_array_get(ops,
+		    1), "operation")), "GET /slow") == 0);
+		CHECK(json_real_value(json_object_get(json_object_get(rj,
+		    "operationSampling"), "defaultLowerBoundTracesPerSecond")) == 1);
+		txt = json_dumps(rj, 0);
+		CHECK(txt != NULL && policy_parse(txt, strlen(txt), 0.5, &back,
+		    err, sizeof(err)) == 0);
+		if (txt != NULL && back != NULL) {
+			policy_lookup(back, "any", "GET /named", &pc);
+			CHECK(pc.scope == SAMPLING_SCOPE_OPERATION && pc.param == 0);
+			policy_lookup(back, "any", "GET /other", &pc);
+			CHECK(pc.param == 1);
+			policy_unref(back);
+		}
+		free(txt);
+		json_decref(rj);
+		/* a service neither names: adaptive's default */
+		rj = sampling_remote_json(h, "glance");
+		CHECK(json_array_size(json_object_get(json_object_get(rj,
+		    "operationSampling"), "perOperationStrategies")) == 0);
+		CHECK(json_real_value(json_object_get(json_object_get(rj,
+		    "probabilisticSampling"), "samplingRate")) == 1);
+		json_decref(rj);
+	}
+
 	/* removed: the explicit policy decides everything again */
 	sampling_hub_publish_adaptive(h, NULL, NULL, "off");
 	for (i = 0; i < 2; i++) {
@@ -990,6 +1032,12 @@ test_adaptive_layer(void)
 	}
 	st = sampling_status_json(h);
 	CHECK(json_is_null(json_object_get(st, "adaptive")));
+	json_decref(st);
+	st = sampling_remote_json(h, "nova");	/* the explicit policy alone */
+	CHECK(json_real_value(json_object_get(json_object_get(st,
+	    "probabilisticSampling"), "samplingRate")) == 0);
+	CHECK(json_array_size(json_object_get(json_object_get(st,
+	    "operationSampling"), "perOperationStrategies")) == 1);
 	json_decref(st);
 	sampling_sampler_free(s);
 	sampling_hub_free(h);
