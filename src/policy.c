@@ -1066,6 +1066,52 @@ fail:
 	return NULL;
 }
 
+static void
+bucket_copy(struct sampling_bucket *to, const struct sampling_bucket *from)
+{
+	atomic_store_explicit(&to->tat, atomic_load_explicit(
+	    &((struct sampling_bucket *)from)->tat, memory_order_relaxed),
+	    memory_order_relaxed);
+}
+
+static void
+strategy_carry(struct policy_strategy *to, const struct policy_strategy *from)
+{
+	size_t i;
+
+	if (to->type == SAMPLING_RATELIMITING && from->type == SAMPLING_RATELIMITING)
+		bucket_copy(&to->bucket, &from->bucket);
+	if (to->lower_bound <= 0 || from->lower_bound <= 0)
+		return;
+	bucket_copy(&to->lb_other, &from->lb_other);
+	for (i = 0; to->lb != NULL && i < to->n_ops; i++) {
+		const struct policy_op *o = strategy_find_op(from, to->ops[i].name,
+		    to->ops[i].hash);
+
+		/* an operation new to the list spent from's shared bucket */
+		bucket_copy(&to->lb[i], o != NULL && from->lb != NULL ?
+		    &from->lb[o - from->ops] : &from->lb_other);
+	}
+}
+
+void
+policy_carry_limiters(struct sampling_policy *to,
+    const struct sampling_policy *from)
+{
+	size_t i;
+
+	if (from == NULL)
+		return;
+	strategy_carry(&to->def, &from->def);
+	for (i = 0; i < to->n_svcs; i++) {
+		struct policy_strategy *s = &to->svcs[i];
+		const struct policy_strategy *f = from->n_svcs > 0 ?
+		    policy_find_service(from, s->service, s->hash) : NULL;
+
+		strategy_carry(s, f != NULL ? f : &from->def);
+	}
+}
+
 static const struct policy_strategy *
 strategy_for(const struct sampling_policy *p, const char *service)
 {

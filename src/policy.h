@@ -54,6 +54,16 @@ int policy_from_remote(size_t n, const char *const *services,
 /* Probabilistic p for everything: the built-in policy, and sample_new. */
 struct sampling_policy *policy_new_default(double probability);
 
+/*
+ * Carry the rate limiters' state (ratelimiting buckets, lower bounds) of
+ * from over to the same services and operations of to, so a document
+ * published again does not hand every operation a full bucket (adaptive.c
+ * republishes every interval). Before to is published; from may be in use
+ * (its state is read atomically). NULL from is fine.
+ */
+void policy_carry_limiters(struct sampling_policy *to,
+    const struct sampling_policy *from);
+
 struct sampling_policy *policy_ref(struct sampling_policy *p);
 void policy_unref(struct sampling_policy *p);	/* frees at zero; NULL is fine */
 

@@ -409,6 +409,8 @@ sampling_hub_publish_adaptive(struct sampling_hub *h,
 	pthread_mutex_lock(&h->mu);
 	old = h->adaptive;
 	old_meta = h->adaptive_meta;
+	if (policy != NULL)
+		policy_carry_limiters(policy, old);
 	h->adaptive = policy;
 	h->adaptive_meta = meta;
 	snprintf(h->adaptive_source, sizeof(h->adaptive_source), "%s",

@@ -73,9 +73,6 @@ adaptive = true
 target_traces_per_second = {target}
 calculation_interval = 2s
 initial_sampling_probability = 0.05
-# the lower bound's bucket starts full with every new document (one per
-# interval here): off, so the rates measured are the probabilities' alone
-min_traces_per_second = 0
 {extra}
 """
 

@@ -940,6 +940,21 @@ test_adaptive_layer(void)
 	    1, now, &r);
 	CHECK(!r.sampled && r.reason == SAMPLING_REASON_ADAPTIVE &&
 	    r.param == 0);
+	/* the same document again (the leader publishes every interval):
+	 * the spent token stays spent, for the listed operation and for one
+	 * that shared the service's bucket before it was listed */
+	sampling_decide(s, "nova", "GET /later", id, SAMPLING_ORIGIN_NONE, -1, 0,
+	    1, now, &r);
+	CHECK(r.sampled && r.reason == SAMPLING_REASON_ADAPTIVE);
+	sampling_hub_publish_adaptive(h, parse_ok(ad, __LINE__),
+	    json_pack("{s:s}", "leader", "me"), "redis:k");
+	sampling_decide(s, "nova", "GET /slow", id, SAMPLING_ORIGIN_NONE, -1, 0,
+	    1, now, &r);
+	CHECK(!r.sampled && r.reason == SAMPLING_REASON_ADAPTIVE);
+	now += 1000000000ULL;	/* a second later: one token */
+	sampling_decide(s, "nova", "GET /slow", id, SAMPLING_ORIGIN_NONE, -1, 0,
+	    1, now, &r);
+	CHECK(r.sampled && r.reason == SAMPLING_REASON_ADAPTIVE_LOWER_BOUND);
 	/* other services: adaptive's default */
 	sampling_decide(s, "glance", "GET /v2/images", id, SAMPLING_ORIGIN_NONE,
 	    -1, 0, 1, now, &r);
@@ -969,7 +984,7 @@ test_adaptive_layer(void)
 	CHECK(json_integer_value(json_array_get(json_object_get(json_object_get(
 	    tot, "nova"), "GET /other"), 1)) == 1);
 	CHECK(json_integer_value(json_array_get(json_object_get(json_object_get(
-	    tot, "nova"), "GET /slow"), 1)) == 1);
+	    tot, "nova"), "GET /slow"), 1)) == 2);
 	CHECK(json_integer_value(json_array_get(json_object_get(json_object_get(
 	    tot, "nova"), "GET /named"), 1)) == 0);
 	json_decref(tot);
