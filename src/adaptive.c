@@ -36,12 +36,14 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <event2/buffer.h>
 #include <event2/event.h>
 #include <hiredis/hiredis.h>
 #include <jansson.h>
 
 #include "adaptive.h"
 #include "adaptive_calc.h"
+#include "admin.h"
 #include "config.h"
 #include "log.h"
 #include "module.h"
@@ -564,11 +566,14 @@ adaptive_begin(struct event_base *base, const struct tb_config *cfg)
 	if (asprintf(&g.prefix, "%s:adaptive", s->policy_redis_key) < 0)
 		g.prefix = NULL;
 	g.baseline = json_object();
-	if (gethostname(host, sizeof(host)) != 0)
-		snprintf(host, sizeof(host), "?");
-	host[sizeof(host) - 1] = '\0';
-	snprintf(g.id, sizeof(g.id), "%s:%ld:%08lx", host, (long)getpid(),
-	    (unsigned long)(tb_mono_ns() ^ ((uint64_t)random() << 16)) & 0xffffffffUL);
+	if (g.id[0] == '\0') {
+		if (gethostname(host, sizeof(host)) != 0)
+			snprintf(host, sizeof(host), "?");
+		host[sizeof(host) - 1] = '\0';
+		snprintf(g.id, sizeof(g.id), "%s:%ld:%08lx", host, (long)getpid(),
+		    (unsigned long)(tb_mono_ns() ^ ((uint64_t)random() << 16)) &
+		    0xffffffffUL);
+	}
 	if (g.policy_key == NULL || g.channel == NULL || g.prefix == NULL ||
 	    g.baseline == NULL)
 		goto nomem;
@@ -618,23 +623,55 @@ nomem:
 	return -1;
 }
 
+/* Prometheus: whether this proxy leads, and how often it counted and
+ * computed. Nothing while adaptive sampling is off. */
+static void
+metrics_adaptive(struct evbuffer *out)
+{
+	if (g.rc == NULL)
+		return;
+	evbuffer_add_printf(out,
+	    "# HELP tracebridge_adaptive_leader 1 while this proxy holds the "
+	    "adaptive sampling lease.\n"
+	    "# TYPE tracebridge_adaptive_leader gauge\n"
+	    "tracebridge_adaptive_leader %d\n"
+	    "# HELP tracebridge_adaptive_flushes_total Intervals whose counts "
+	    "this proxy sent (or dropped, Redis down).\n"
+	    "# TYPE tracebridge_adaptive_flushes_total counter\n"
+	    "tracebridge_adaptive_flushes_total %llu\n"
+	    "# HELP tracebridge_adaptive_computations_total Probabilities "
+	    "computed and published by this proxy as the leader.\n"
+	    "# TYPE tracebridge_adaptive_computations_total counter\n"
+	    "tracebridge_adaptive_computations_total %llu\n"
+	    "# HELP tracebridge_adaptive_last_computation_timestamp_seconds "
+	    "When this proxy last computed them (0 = never).\n"
+	    "# TYPE tracebridge_adaptive_last_computation_timestamp_seconds gauge\n"
+	    "tracebridge_adaptive_last_computation_timestamp_seconds %lld\n",
+	    g.leader, (unsigned long long)g.n_flushes,
+	    (unsigned long long)g.n_rounds, (long long)g.computed_at);
+}
+
 static int
 adaptive_start(struct event_base *base, const struct tb_config *cfg)
 {
+	admin_add_metrics(metrics_adaptive);
 	return adaptive_begin(base, cfg);
 }
 
 static void
 adaptive_reload(const struct tb_config *cfg)
 {
-	char key[sizeof(g.settings)];
+	char key[sizeof(g.settings)], id[sizeof(g.id)];
 	struct event_base *base = g.base;
 	struct sampling_hub *hub = tracing_hub();
 
 	settings_of(cfg, key, sizeof(key));
 	if (strcmp(key, g.settings) == 0)
 		return;
+	memcpy(id, g.id, sizeof(id));
 	adaptive_stop();
+	/* the same instance: a lease it holds stays its own */
+	memcpy(g.id, id, sizeof(id));
 	if (!cfg->sampling.adaptive && hub != NULL)
 		sampling_hub_publish_adaptive(hub, NULL, NULL, "adaptive:off");
 	if (adaptive_begin(base, cfg) < 0)

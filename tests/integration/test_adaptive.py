@@ -25,7 +25,7 @@ import time
 
 import pytest
 
-from conftest import Conn, admin_get, wait_for
+from conftest import Conn, admin_get, metrics, wait_for
 
 if shutil.which("redis-server") is None:
     pytest.skip("redis-server not installed", allow_module_level=True)
@@ -132,12 +132,20 @@ class Load:
 
 @pytest.fixture
 def fleet(make_proxy, upstream, redis_server):
+    """fleet(n=3, extra=""): n proxies on one Redis. Afterwards every log
+    must be free of sanitizer reports (for builds with -fsanitize)."""
+    made = []
+
     def start(n=3, extra="", target=TARGET):
-        return [make_proxy(CONF, upstream=upstream.url, redis=redis_server.url,
-                           key=KEY, channel=CHANNEL, extra=extra,
-                           target=target)
-                for _ in range(n)]
-    return start
+        ps = [make_proxy(CONF, upstream=upstream.url, redis=redis_server.url,
+                         key=KEY, channel=CHANNEL, extra=extra, target=target)
+              for _ in range(n)]
+        made.extend(ps)
+        return ps
+    yield start
+    for p in made:
+        log = p.logtext()
+        assert "Sanitizer" not in log and "runtime error:" not in log, log[-3000:]
 
 
 def adaptive(p):
@@ -212,6 +220,11 @@ def test_fleet_on_target_and_leader_takeover(fleet, redis_server):
             loc = adaptive(p)["local"]
             assert loc["enabled"] and loc["redis_connected"]
             assert loc["is_leader"] == (p.pid == new)
+            m = metrics(p)
+            assert m["tracebridge_adaptive_leader"] == (1 if p.pid == new else 0)
+            assert m["tracebridge_adaptive_flushes_total"] > 10
+            assert (m["tracebridge_adaptive_computations_total"] > 0) == \
+                (p.pid == new)
     finally:
         load.stop()
 
