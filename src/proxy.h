@@ -61,6 +61,9 @@ struct proxy_req {
 	/* request */
 	char method[24];
 	char *target;			/* request-target as received (owned) */
+	char *log_target;		/* target as logs and spans may record it:
+					 * no userinfo, no secret query value
+					 * (redact_target; owned) */
 	char host[256];			/* Host field, for X-Forwarded-Host and logs */
 	char user_agent[PROXY_MAX_FIELD];
 	char referer[PROXY_MAX_FIELD];
@@ -71,6 +74,7 @@ struct proxy_req {
 	enum h1_body req_body;
 	uint64_t req_remaining;
 	struct h1_chunk req_chunk;
+	char *req_conn;			/* chunked: Connection options, for the trailers (owned) */
 	char *fwd_head;			/* forwarded head, kept for one retry (owned) */
 	size_t fwd_head_len;
 
@@ -79,6 +83,7 @@ struct proxy_req {
 	enum h1_body resp_body;
 	uint64_t resp_remaining;
 	struct h1_chunk resp_chunk;
+	char *resp_conn;		/* as req_conn */
 	size_t resp_scan_off;
 	size_t resp_next_parse;
 
