@@ -57,6 +57,11 @@
 #define ADAPTIVE_LEASE		1.5	/* intervals */
 #define ADAPTIVE_KEEP		(ADAPTIVE_BUCKETS + 2)	/* intervals a hash lives */
 #define ADAPTIVE_MAX_OPS	SAMPLING_COUNTERS_MAX	/* per service in the doc */
+/* An interval's hash holds two fields per operation seen by any proxy, so
+ * HGETALL answers 4 elements per operation: room for 16384 of them (each
+ * proxy counts at most SAMPLING_COUNTERS_MAX). */
+#define ADAPTIVE_MAX_REPLY_ELEMENTS	65536
+#define ADAPTIVE_MAX_REPLY_BYTES	(8u << 20)
 
 /* Take the lease if free, renew it if ours; answer who holds it. */
 static const char lease_script[] =
@@ -603,6 +608,8 @@ adaptive_begin(struct event_base *base, const struct tb_config *cfg)
 	rc.sentinel_timeout = cfg->profiler.socket_timeout;
 	rc.connect_timeout = 3;
 	rc.command_timeout = g.iv < 5 ? g.iv : 5;
+	rc.max_reply_elements = ADAPTIVE_MAX_REPLY_ELEMENTS;
+	rc.max_reply_bytes = ADAPTIVE_MAX_REPLY_BYTES;
 	memset(&h, 0, sizeof(h));
 	h.reply = on_reply;
 	h.down = on_down;

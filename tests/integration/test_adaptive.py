@@ -72,7 +72,7 @@ policy_channel = {channel}
 adaptive = true
 target_traces_per_second = {target}
 calculation_interval = 2s
-initial_sampling_probability = 0.05
+initial_sampling_probability = {initial}
 {extra}
 """
 
@@ -136,9 +136,10 @@ def fleet(make_proxy, upstream, redis_server):
     must be free of sanitizer reports (for builds with -fsanitize)."""
     made = []
 
-    def start(n=3, extra="", target=TARGET):
+    def start(n=3, extra="", target=TARGET, initial=0.05):
         ps = [make_proxy(CONF, upstream=upstream.url, redis=redis_server.url,
-                         key=KEY, channel=CHANNEL, extra=extra, target=target)
+                         key=KEY, channel=CHANNEL, extra=extra, target=target,
+                         initial=initial)
               for _ in range(n)]
         made.extend(ps)
         return ps
@@ -371,3 +372,31 @@ def test_jaeger_remote_sampler_follows_tracebridge(fleet, tmp_path,
                     (endpoint, op, rate, want[op])
     finally:
         load.stop()
+
+
+def test_many_operations(fleet, redis_server):
+    """400 operations at once (a worker counts at most 448): one interval's
+    hash answers HGETALL with 1600 elements or more, past the Redis
+    client's default reply limit (1024): every request traced, so two
+    fields per operation."""
+    (p,) = fleet(1, initial=1)
+
+    def name(i):
+        s = ""
+        for _ in range(3):
+            s += chr(ord("a") + i % 26)
+            i //= 26
+        return "/x/op-" + s
+    paths = [name(i) for i in range(400)]
+    c = Conn(p.port)
+    try:
+        for path in paths:
+            assert c.request("GET", path).status == 200
+    finally:
+        c.close()
+    ops = wait_for(lambda: len((adaptive(p).get("operations") or {})
+                               .get("nova", {})) >= 400 and
+                   adaptive(p)["operations"]["nova"], 30,
+                   "all 400 operations computed")
+    assert set("GET " + x for x in paths) <= set(ops)
+    assert "too_large" not in p.logtext() and "too_many" not in p.logtext()
