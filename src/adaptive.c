@@ -101,6 +101,7 @@ static struct {
 	int round_pending;
 	json_t *round[ADAPTIVE_BUCKETS];	/* HGETALL answers, as objects */
 	size_t round_got;
+	size_t round_skip;		/* answers owed to an abandoned round */
 	time_t computed_at;
 	uint64_t n_rounds, n_flushes;
 } g;
@@ -382,9 +383,10 @@ calc_start(int64_t newest)
 	for (i = 0; i < ADAPTIVE_BUCKETS; i++) {
 		if (tb_redis_command(g.rc, &tag_bucket[i], "HGETALL %s:counts:%lld",
 		    g.prefix, (long long)(newest - (int64_t)i)) == -1) {
-			/* not ready: whatever was queued is answered and
-			 * ignored (round_pending stays 0 only if none was) */
-			g.round_pending = i > 0;
+			/* not ready: no round; the answers to what was
+			 * queued are skipped, not taken for the next one's */
+			round_clear();
+			g.round_skip += i;
 			return;
 		}
 		g.round_pending = 1;
@@ -423,12 +425,20 @@ static void
 on_reply(void *arg, void *cmd_arg, const redisReply *r)
 {
 	char *c = cmd_arg;
+	int bucket = c >= tag_bucket && c < tag_bucket + ADAPTIVE_BUCKETS;
 
 	(void)arg;
+	if (bucket && g.round_skip > 0) {
+		g.round_skip--;
+		return;
+	}
 	if (r->type == REDIS_REPLY_ERROR) {
 		log_warnx("adaptive: redis: %.200s", r->str);
-		if (c >= tag_bucket && c < tag_bucket + ADAPTIVE_BUCKETS)
+		if (bucket && g.round_pending) {
+			/* this round is lost; its later answers too */
+			g.round_skip = ADAPTIVE_BUCKETS - 1 - (size_t)(c - tag_bucket);
 			round_clear();
+		}
 		return;
 	}
 	if (c == &tag_lease) {
@@ -444,8 +454,7 @@ on_reply(void *arg, void *cmd_arg, const redisReply *r)
 			    g.holder);
 		return;
 	}
-	if (c >= tag_bucket && c < tag_bucket + ADAPTIVE_BUCKETS &&
-	    g.round_pending) {
+	if (bucket && g.round_pending) {
 		size_t i = (size_t)(c - tag_bucket);
 
 		json_decref(g.round[i]);
@@ -461,6 +470,7 @@ on_down(void *arg, const char *why)
 	(void)arg;
 	(void)why;
 	round_clear();		/* the answers owed are lost */
+	g.round_skip = 0;
 }
 
 static void arm(void);
