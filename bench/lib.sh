@@ -149,3 +149,20 @@ def med(name, i):
     return statistics.median(col(name, i))
 $(cat)" "$@"
 }
+
+# For the callgrind scripts: $TP is tracebridge's listener port.
+wait_tb() {	# $1 pid: until the listener answers (valgrind starts slowly)
+	for _ in $(seq 300); do
+		kill -0 "$1" 2>/dev/null || { echo "tracebridge exited; see $work" >&2; exit 1; }
+		code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$TP/v3" || true)
+		[ "$code" = 200 ] && return 0
+		sleep 0.2
+	done
+	echo "tracebridge not answering; see $work" >&2
+	exit 1
+}
+
+stop_tb() {	# $1 pid: SIGTERM (drain), then wait
+	kill -TERM "$1" 2>/dev/null || true
+	wait "$1" 2>/dev/null || true
+}

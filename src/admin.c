@@ -26,6 +26,8 @@ struct route {
 	char path[64];
 	int post;		/* 1: an action, POST only; 0: GET and HEAD */
 	int (*fn)(struct evbuffer *, const char **);
+	/* instead of fn: a page that reads its query ("" when none) */
+	int (*qfn)(const char *, struct evbuffer *, const char **);
 };
 static struct route routes[ADMIN_MAX_EXTRA];
 static int n_routes;
@@ -58,6 +60,16 @@ int
 admin_add_route(const char *path, int (*fn)(struct evbuffer *, const char **))
 {
 	return add_route(path, 0, fn);
+}
+
+int
+admin_add_query_route(const char *path, int (*fn)(const char *query,
+    struct evbuffer *body, const char **content_type))
+{
+	if (add_route(path, 0, NULL) == -1)
+		return -1;
+	routes[n_routes - 1].qfn = fn;
+	return 0;
 }
 
 int
@@ -151,7 +163,9 @@ generic_cb(struct evhttp_request *req, void *arg)
 				evbuffer_free(b);
 				return;
 			}
-			status = routes[i].fn(b, &ctype);
+			status = routes[i].qfn != NULL ? routes[i].qfn(
+			    uri[plen] == '?' ? uri + plen + 1 : "", b, &ctype) :
+			    routes[i].fn(b, &ctype);
 			reply(req, status, status == 200 ? "OK" : "Error", ctype, b);
 			evbuffer_free(b);
 			return;

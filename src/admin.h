@@ -29,6 +29,10 @@ void admin_add_metrics(void (*fn)(struct evbuffer *out));
  * At most 8 routes and actions together; 0, or -1 when full. */
 int admin_add_route(const char *path, int (*fn)(struct evbuffer *body,
     const char **content_type));
+/* The same for a page that reads its query string (without the '?', ""
+ * when there is none; not decoded). */
+int admin_add_query_route(const char *path, int (*fn)(const char *query,
+    struct evbuffer *body, const char **content_type));
 /* The same for an action, which changes state: POST only. */
 int admin_add_action(const char *path, int (*fn)(struct evbuffer *body,
     const char **content_type));

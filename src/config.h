@@ -182,6 +182,16 @@ struct tb_sampling_conf {
 	 */
 	char **operation_rules;
 	size_t n_operation_rules;
+	/* Fleet-wide adaptive sampling (issue 15, adaptive.c); names and
+	 * defaults are Jaeger's where it has them. */
+	int adaptive;			/* default 0 */
+	double target_traces_per_second;	/* per service+operation, fleet; 1 */
+	double delta_tolerance;		/* 0.3 */
+	double calculation_interval;	/* s, default 60, >= 1 */
+	double initial_sampling_probability;	/* 0.001 */
+	double min_sampling_probability;	/* 0.00001 */
+	double min_traces_per_second;	/* per operation per proxy; 1/60 */
+	char *adaptive_redis;		/* NULL = [profiler] connection_string */
 };
 
 /* [DEFAULT] splice */

@@ -476,6 +476,14 @@ parse_file_strategy(json_t *o, const char *where, struct policy_strategy *s,
 		return -1;
 	}
 
+	/* what policy_to_json writes for the remote form's guaranteed rate,
+	 * and adaptive.c for min_traces_per_second */
+	param = member(o, "lower_bound_traces_per_second");
+	if (param != NULL) {
+		snprintf(w, sizeof(w), "%s.lower_bound_traces_per_second", where);
+		if (get_rate(param, w, &s->lower_bound, err, errlen) == -1)
+			return -1;
+	}
 	ops = member(o, "operation_strategies");
 	if (ops == NULL)
 		return 0;
@@ -1056,6 +1064,111 @@ fail:
 	json_decref(o);
 	json_decref(ops);
 	return NULL;
+}
+
+static void
+bucket_copy(struct sampling_bucket *to, const struct sampling_bucket *from)
+{
+	atomic_store_explicit(&to->tat, atomic_load_explicit(
+	    &((struct sampling_bucket *)from)->tat, memory_order_relaxed),
+	    memory_order_relaxed);
+}
+
+static void
+strategy_carry(struct policy_strategy *to, const struct policy_strategy *from)
+{
+	size_t i;
+
+	if (to->type == SAMPLING_RATELIMITING && from->type == SAMPLING_RATELIMITING)
+		bucket_copy(&to->bucket, &from->bucket);
+	if (to->lower_bound <= 0 || from->lower_bound <= 0)
+		return;
+	bucket_copy(&to->lb_other, &from->lb_other);
+	for (i = 0; to->lb != NULL && i < to->n_ops; i++) {
+		const struct policy_op *o = strategy_find_op(from, to->ops[i].name,
+		    to->ops[i].hash);
+
+		/* an operation new to the list spent from's shared bucket */
+		bucket_copy(&to->lb[i], o != NULL && from->lb != NULL ?
+		    &from->lb[o - from->ops] : &from->lb_other);
+	}
+}
+
+void
+policy_carry_limiters(struct sampling_policy *to,
+    const struct sampling_policy *from)
+{
+	size_t i;
+
+	if (from == NULL)
+		return;
+	strategy_carry(&to->def, &from->def);
+	for (i = 0; i < to->n_svcs; i++) {
+		struct policy_strategy *s = &to->svcs[i];
+		const struct policy_strategy *f = from->n_svcs > 0 ?
+		    policy_find_service(from, s->service, s->hash) : NULL;
+
+		strategy_carry(s, f != NULL ? f : &from->def);
+	}
+}
+
+static const struct policy_strategy *
+strategy_for(const struct sampling_policy *p, const char *service)
+{
+	const struct policy_strategy *s = p->n_svcs > 0 ?
+	    policy_find_service(p, service, policy_hash(service)) : NULL;
+
+	return s != NULL ? s : &p->def;
+}
+
+static int
+remote_add_ops(json_t *arr, const struct policy_strategy *s,
+    const struct policy_strategy *skip)
+{
+	size_t i;
+
+	for (i = 0; i < s->n_ops; i++) {
+		const struct policy_op *o = &s->ops[i];
+
+		if (skip != NULL && strategy_find_op(skip, o->name, o->hash) != NULL)
+			continue;
+		if (json_array_append_new(arr, json_pack("{s:s, s:{s:f}}",
+		    "operation", o->name, "probabilisticSampling",
+		    "samplingRate", o->p)) == -1)
+			return -1;
+	}
+	return 0;
+}
+
+json_t *
+policy_remote_json(const struct sampling_policy *x,
+    const struct sampling_policy *a, const char *service)
+{
+	const struct policy_strategy *xs = strategy_for(x, service);
+	const struct policy_strategy *as = a != NULL ? strategy_for(a, service) : NULL;
+	const struct policy_strategy *d = as != NULL ? as : xs;
+	json_t *ops = json_array(), *r;
+
+	if (ops == NULL)
+		return NULL;
+	if (d->type == SAMPLING_RATELIMITING) {
+		json_decref(ops);
+		return json_pack("{s:s, s:{s:i}}", "strategyType", "RATE_LIMITING",
+		    "rateLimitingSampling", "maxTracesPerSecond", (int)d->param);
+	}
+	/* the explicit operations first, then the adaptive ones it does not
+	 * name: the same precedence as sampling_decide */
+	if (remote_add_ops(ops, xs, NULL) == -1 ||
+	    (as != NULL && remote_add_ops(ops, as, xs) == -1)) {
+		json_decref(ops);
+		return NULL;
+	}
+	r = json_pack("{s:s, s:{s:f}, s:{s:f, s:f, s:f, s:o}}", "strategyType",
+	    "PROBABILISTIC", "probabilisticSampling", "samplingRate", d->param,
+	    "operationSampling", "defaultSamplingProbability", d->param,
+	    "defaultLowerBoundTracesPerSecond", d->lower_bound,
+	    "defaultUpperBoundTracesPerSecond", 0.0, "perOperationStrategies", ops);
+	return r;
 }
 
 json_t *

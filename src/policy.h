@@ -54,6 +54,16 @@ int policy_from_remote(size_t n, const char *const *services,
 /* Probabilistic p for everything: the built-in policy, and sample_new. */
 struct sampling_policy *policy_new_default(double probability);
 
+/*
+ * Carry the rate limiters' state (ratelimiting buckets, lower bounds) of
+ * from over to the same services and operations of to, so a document
+ * published again does not hand every operation a full bucket (adaptive.c
+ * republishes every interval). Before to is published; from may be in use
+ * (its state is read atomically). NULL from is fine.
+ */
+void policy_carry_limiters(struct sampling_policy *to,
+    const struct sampling_policy *from);
+
 struct sampling_policy *policy_ref(struct sampling_policy *p);
 void policy_unref(struct sampling_policy *p);	/* frees at zero; NULL is fine */
 
@@ -81,6 +91,19 @@ struct policy_choice {
 	struct sampling_bucket *bucket;	/* ratelimiting, or the lower bound */
 	double lower_bound;		/* remote form's guaranteed tps, 0 = none */
 };
+
+/*
+ * What a Jaeger remote sampler in a user application should do for
+ * service: the JSON form of Jaeger's SamplingStrategyResponse
+ * ("strategyType", "probabilisticSampling", "rateLimitingSampling",
+ * "operationSampling" with "perOperationStrategies"), as Jaeger's agent
+ * (:5778/sampling) and collector (/api/sampling) answer. explicit is the
+ * policy in force; adaptive (NULL = none) the adaptive layer, which decides
+ * the default and every operation explicit does not name, as
+ * sampling_decide does. New reference or NULL.
+ */
+json_t *policy_remote_json(const struct sampling_policy *explicit,
+    const struct sampling_policy *adaptive, const char *service);
 
 /* Fill *c for (service, operation); both NUL-terminated. Thread-safe. */
 void policy_lookup(const struct sampling_policy *p, const char *service,

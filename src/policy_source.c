@@ -81,6 +81,36 @@ struct policy_source {
 	size_t url_last_len;
 };
 
+/*
+ * A document the adaptive leader wrote (adaptive.c: a strategies document
+ * with a top-level "tracebridge_adaptive" object) becomes the hub's
+ * adaptive layer rather than the policy in force, so the explicit policy
+ * (file, URL) keeps the operations it names. 1 when it was one (p taken
+ * over), else 0 (p untouched).
+ */
+static int
+adaptive_doc(struct policy_source *ps, const char *source,
+    struct sampling_policy *p, const char *text, size_t len)
+{
+	json_t *root, *meta;
+
+	/* cheap test first: most documents are not */
+	if (memmem(text, len, "\"tracebridge_adaptive\"", 22) == NULL)
+		return 0;
+	if ((root = json_loadb(text, len, 0, NULL)) == NULL)
+		return 0;
+	meta = json_object_get(root, "tracebridge_adaptive");
+	if (!json_is_object(meta)) {
+		json_decref(root);
+		return 0;
+	}
+	json_incref(meta);
+	json_decref(root);
+	sampling_hub_publish_adaptive(ps->hub, p, meta, source);
+	log_debug("sampling: adaptive probabilities from %s in force", source);
+	return 1;
+}
+
 /* Parse text and put it in force, or log and record why not. 0/-1. */
 static int
 ps_apply(struct policy_source *ps, const char *source, const char *text,
@@ -95,6 +125,8 @@ ps_apply(struct policy_source *ps, const char *source, const char *text,
 		sampling_hub_rejected(ps->hub, source, err);
 		return -1;
 	}
+	if (adaptive_doc(ps, source, p, text, len))
+		return 0;
 	sampling_hub_publish(ps->hub, p, source);
 	log_info("sampling: policy from %s in force", source);
 	return 0;

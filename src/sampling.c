@@ -143,7 +143,26 @@ static const char *const reason_names[SAMPLING_REASON_MAX] = {
 	[SAMPLING_REASON_RATELIMITING] = "ratelimiting",
 	[SAMPLING_REASON_LOWER_BOUND] = "lower_bound",
 	[SAMPLING_REASON_GLOBAL_CAP] = "global_cap",
+	[SAMPLING_REASON_ADAPTIVE] = "adaptive",
+	[SAMPLING_REASON_ADAPTIVE_LOWER_BOUND] = "adaptive_lower_bound",
 };
+
+const char *
+sampling_sampler_type(enum sampling_reason r)
+{
+	switch (r) {
+	case SAMPLING_REASON_PROBABILISTIC:
+	case SAMPLING_REASON_ADAPTIVE:
+		return "probabilistic";
+	case SAMPLING_REASON_RATELIMITING:
+		return "ratelimiting";
+	case SAMPLING_REASON_LOWER_BOUND:
+	case SAMPLING_REASON_ADAPTIVE_LOWER_BOUND:
+		return "lowerbound";
+	default:
+		return NULL;
+	}
+}
 
 const char *
 sampling_reason_name(enum sampling_reason r)
@@ -177,6 +196,7 @@ struct sampling_counter {
 struct sampler {
 	struct sampling_hub *hub;
 	struct sampling_policy *policy;	/* reference held */
+	struct sampling_policy *adaptive;	/* reference held, or NULL */
 	uint64_t gen;
 	struct sampler *next;		/* hub->samplers, under hub->mu */
 	size_t used;			/* rows in use; worker only */
@@ -194,6 +214,11 @@ struct sampling_hub {
 	char rej_reason[512];
 	time_t rej_at;
 	uint64_t n_rejected;
+	struct sampling_policy *adaptive;	/* NULL = no adaptive layer */
+	json_t *adaptive_meta;
+	char adaptive_source[256];
+	time_t adaptive_at;
+	json_t *(*adaptive_status)(void);
 	struct sampling_limits lim;
 	struct sampler *samplers;
 	/* lock-free */
@@ -340,6 +365,8 @@ sampling_hub_free(struct sampling_hub *h)
 	if (h == NULL)
 		return;
 	policy_unref(h->policy);
+	policy_unref(h->adaptive);
+	json_decref(h->adaptive_meta);
 	pthread_mutex_destroy(&h->mu);
 	free(h);
 }
@@ -370,6 +397,59 @@ sampling_hub_publish(struct sampling_hub *h, struct sampling_policy *policy,
 	atomic_fetch_add_explicit(&h->gen, 1, memory_order_release);
 	pthread_mutex_unlock(&h->mu);
 	policy_unref(old);
+}
+
+void
+sampling_hub_publish_adaptive(struct sampling_hub *h,
+    struct sampling_policy *policy, json_t *meta, const char *source)
+{
+	struct sampling_policy *old;
+	json_t *old_meta;
+
+	pthread_mutex_lock(&h->mu);
+	old = h->adaptive;
+	old_meta = h->adaptive_meta;
+	if (policy != NULL)
+		policy_carry_limiters(policy, old);
+	h->adaptive = policy;
+	h->adaptive_meta = meta;
+	snprintf(h->adaptive_source, sizeof(h->adaptive_source), "%s",
+	    source ? source : "?");
+	h->adaptive_at = time(NULL);
+	atomic_fetch_add_explicit(&h->gen, 1, memory_order_release);
+	pthread_mutex_unlock(&h->mu);
+	policy_unref(old);
+	json_decref(old_meta);
+}
+
+void
+sampling_hub_set_adaptive_status(struct sampling_hub *h, json_t *(*fn)(void))
+{
+	pthread_mutex_lock(&h->mu);
+	h->adaptive_status = fn;
+	pthread_mutex_unlock(&h->mu);
+}
+
+struct sampling_policy *
+sampling_hub_adaptive(struct sampling_hub *h)
+{
+	struct sampling_policy *p;
+
+	pthread_mutex_lock(&h->mu);
+	p = h->adaptive != NULL ? policy_ref(h->adaptive) : NULL;
+	pthread_mutex_unlock(&h->mu);
+	return p;
+}
+
+json_t *
+sampling_remote_json(struct sampling_hub *h, const char *service)
+{
+	json_t *r;
+
+	pthread_mutex_lock(&h->mu);
+	r = policy_remote_json(h->policy, h->adaptive, service);
+	pthread_mutex_unlock(&h->mu);
+	return r;
 }
 
 void
@@ -413,6 +493,7 @@ sampling_sampler_new(struct sampling_hub *h)
 	row_insert(s, "other", 5, "other", 5, row_hash("other", 5, "other", 5));
 	pthread_mutex_lock(&h->mu);
 	s->policy = policy_ref(h->policy);
+	s->adaptive = h->adaptive != NULL ? policy_ref(h->adaptive) : NULL;
 	s->gen = atomic_load_explicit(&h->gen, memory_order_relaxed);
 	s->next = h->samplers;
 	h->samplers = s;
@@ -436,6 +517,7 @@ sampling_sampler_free(struct sampler *s)
 	}
 	pthread_mutex_unlock(&s->hub->mu);
 	policy_unref(s->policy);
+	policy_unref(s->adaptive);
 	free(s);
 }
 
@@ -445,16 +527,19 @@ static void
 sampler_refresh(struct sampler *s)
 {
 	struct sampling_hub *h = s->hub;
-	struct sampling_policy *old;
+	struct sampling_policy *old, *old_a;
 
 	if (atomic_load_explicit(&h->gen, memory_order_acquire) == s->gen)
 		return;
 	old = s->policy;
+	old_a = s->adaptive;
 	pthread_mutex_lock(&h->mu);
 	s->policy = policy_ref(h->policy);
+	s->adaptive = h->adaptive != NULL ? policy_ref(h->adaptive) : NULL;
 	s->gen = atomic_load_explicit(&h->gen, memory_order_relaxed);
 	pthread_mutex_unlock(&h->mu);
 	policy_unref(old);
+	policy_unref(old_a);
 }
 
 int
@@ -466,6 +551,7 @@ sampling_decide(struct sampler *s, const char *service, const char *operation,
 	struct sampling_hub *h = s->hub;
 	struct sampling_counter *c;
 	struct policy_choice pc;
+	int adaptive = 0;
 
 	sampler_refresh(s);
 	if (service == NULL)
@@ -496,6 +582,12 @@ sampling_decide(struct sampler *s, const char *service, const char *operation,
 	} else {
 		/* 3. the policy */
 		policy_lookup(s->policy, service, operation, &pc);
+		/* an operation the explicit policy names keeps it; the
+		 * adaptive layer decides everything else */
+		if (s->adaptive != NULL && pc.scope != SAMPLING_SCOPE_OPERATION) {
+			policy_lookup(s->adaptive, service, operation, &pc);
+			adaptive = 1;
+		}
 		out->scope = pc.scope;
 		out->param = pc.param;
 		if (pc.type == SAMPLING_RATELIMITING) {
@@ -503,14 +595,17 @@ sampling_decide(struct sampler *s, const char *service, const char *operation,
 			out->reason = SAMPLING_REASON_RATELIMITING;
 		} else {
 			out->sampled = sampling_ratio_sampled(trace_id, pc.threshold);
-			out->reason = SAMPLING_REASON_PROBABILISTIC;
+			out->reason = adaptive ? SAMPLING_REASON_ADAPTIVE :
+			    SAMPLING_REASON_PROBABILISTIC;
 			/* Jaeger's guaranteed throughput: the lower bound's
 			 * tokens are spent by every sampled trace, and any
 			 * left sample what the ratio refused. */
 			if (pc.bucket != NULL &&
 			    sampling_bucket_take(pc.bucket, now_ns) && !out->sampled) {
 				out->sampled = 1;
-				out->reason = SAMPLING_REASON_LOWER_BOUND;
+				out->reason = adaptive ?
+				    SAMPLING_REASON_ADAPTIVE_LOWER_BOUND :
+				    SAMPLING_REASON_LOWER_BOUND;
 			}
 		}
 	}
@@ -628,6 +723,42 @@ collect(struct sampling_hub *h)
 }
 
 json_t *
+sampling_hub_totals(struct sampling_hub *h)
+{
+	json_t *all, *out = json_object();
+	const char *sk, *ok, *rk;
+	json_t *sv, *ov, *rv;
+
+	if (out == NULL)
+		return NULL;
+	pthread_mutex_lock(&h->mu);
+	all = collect(h);
+	pthread_mutex_unlock(&h->mu);
+	json_object_foreach(all, sk, sv) {
+		json_t *so = json_object();
+
+		json_object_foreach(sv, ok, ov) {
+			json_int_t n = 0, a = 0;
+
+			json_object_foreach(ov, rk, rv) {
+				json_int_t sampled = json_integer_value(
+				    json_object_get(rv, "sampled"));
+
+				n += sampled + json_integer_value(
+				    json_object_get(rv, "unsampled"));
+				if (strcmp(rk, "adaptive") == 0 ||
+				    strcmp(rk, "adaptive_lower_bound") == 0)
+					a += sampled;
+			}
+			json_object_set_new(so, ok, json_pack("[I, I]", n, a));
+		}
+		json_object_set_new(out, sk, so);
+	}
+	json_decref(all);
+	return out;
+}
+
+json_t *
 sampling_status_json(struct sampling_hub *h)
 {
 	json_t *st = json_object(), *rej = NULL;
@@ -656,6 +787,22 @@ sampling_status_json(struct sampling_hub *h)
 	    "incoming_max_per_second", h->lim.incoming_max_per_second,
 	    "max_traces_per_second", h->lim.max_traces_per_second));
 	json_object_set_new(st, "decisions", collect(h));
+	if (h->adaptive != NULL) {
+		json_t *a = h->adaptive_meta != NULL ?
+		    json_deep_copy(h->adaptive_meta) : json_object();
+
+		if (a != NULL) {
+			json_object_set_new(a, "policy", policy_to_json(h->adaptive));
+			json_object_set_new(a, "source", jstr(h->adaptive_source));
+			fmt_time(h->adaptive_at, when, sizeof(when));
+			json_object_set_new(a, "loaded_at", json_string(when));
+			if (h->adaptive_status != NULL)
+				json_object_set_new(a, "local", h->adaptive_status());
+		}
+		json_object_set_new(st, "adaptive", a != NULL ? a : json_null());
+	} else {
+		json_object_set_new(st, "adaptive", json_null());
+	}
 	pthread_mutex_unlock(&h->mu);
 	return st;
 }

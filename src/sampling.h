@@ -145,10 +145,16 @@ enum sampling_reason {
 	SAMPLING_REASON_RATELIMITING,		/* policy token bucket */
 	SAMPLING_REASON_LOWER_BOUND,		/* remote form's guaranteed rate */
 	SAMPLING_REASON_GLOBAL_CAP,		/* over max_traces_per_second: not */
+	SAMPLING_REASON_ADAPTIVE,		/* adaptive layer's ratio (issue 15) */
+	SAMPLING_REASON_ADAPTIVE_LOWER_BOUND,	/* ... its min_traces_per_second */
 	SAMPLING_REASON_MAX
 };
 
 const char *sampling_reason_name(enum sampling_reason r);
+/* Jaeger's sampler.type for a decision the policy took ("probabilistic",
+ * "ratelimiting", "lowerbound"; adaptive ones too, as Jaeger's adaptive
+ * sampler tags them), NULL for the others (forced, incoming, caps). */
+const char *sampling_sampler_type(enum sampling_reason r);
 
 struct sampling_result {
 	int sampled;			/* 0 or 1 */
@@ -204,6 +210,36 @@ void sampling_hub_publish(struct sampling_hub *h, struct sampling_policy *policy
  * caller). Control thread. */
 void sampling_hub_rejected(struct sampling_hub *h, const char *source,
     const char *reason);
+/*
+ * Adaptive sampling (issue 15, adaptive.c): a second policy layer, computed
+ * for the whole fleet. An operation the policy in force names itself
+ * (scope operation) keeps that; every other decision of the policy step is
+ * taken from the adaptive layer (reasons adaptive, adaptive_lower_bound).
+ * policy NULL removes the layer. meta: what GET /sampling shows under
+ * "adaptive" (leader, computation time, per operation rates), or NULL.
+ * Both references are taken over. Control thread.
+ */
+void sampling_hub_publish_adaptive(struct sampling_hub *h,
+    struct sampling_policy *policy, json_t *meta, const char *source);
+/* Who adds this proxy's own adaptive state (leader or not, ...) under
+ * "adaptive"."local" in GET /sampling; NULL for nobody. Control thread. */
+void sampling_hub_set_adaptive_status(struct sampling_hub *h,
+    json_t *(*fn)(void));
+/* The adaptive layer (new reference) or NULL. Any thread. */
+struct sampling_policy *sampling_hub_adaptive(struct sampling_hub *h);
+
+/*
+ * Every (service, operation) counted so far, summed over the workers, as
+ * {SERVICE: {OPERATION: [decisions, adaptive_sampled]}}: all decisions,
+ * and those sampled by the adaptive layer (ratio or lower bound). Counts
+ * only grow. New reference or NULL; control thread.
+ */
+json_t *sampling_hub_totals(struct sampling_hub *h);
+
+/* Jaeger's SamplingStrategyResponse for service from the policy in force
+ * and the adaptive layer (policy_remote_json). New reference or NULL. */
+json_t *sampling_remote_json(struct sampling_hub *h, const char *service);
+
 /* The policy in force (new reference). Any thread. */
 struct sampling_policy *sampling_hub_policy(struct sampling_hub *h);
 /* How many policies were published so far (tests, "changed?" checks). */

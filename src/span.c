@@ -569,7 +569,7 @@ span_format_start(const struct span_rec *r, struct span_buf *out)
 	struct span_common c;
 	const char *path, *query;
 	size_t plen, qlen, scheme, need, i;
-	char *w, *start;
+	char *w, *start, sparam[32];
 	int first = 0, tfirst = 1;
 
 	if (r->method == NULL || r->target == NULL || r->scheme == NULL)
@@ -591,6 +591,14 @@ span_format_start(const struct span_rec *r, struct span_buf *out)
 	for (i = 0; i < SPAN_O_COUNT; i++) {
 		olen[i] = opt[i] != NULL ? strlen(opt[i]) : 0;
 		need += SPAN_JSON_MAX * olen[i];
+	}
+	if (r->sampler_type != NULL) {
+		/* %.6g of a finite double fits in 16 bytes; the type is one of
+		 * our literals, plain ASCII */
+		if (!isfinite(r->sampler_param) ||
+		    snprintf(sparam, sizeof(sparam), "%.6g", r->sampler_param) < 0)
+			snprintf(sparam, sizeof(sparam), "0");
+		need += 40 + strlen(r->sampler_type) + strlen(sparam);
 	}
 	span_split_target(r->target, r->target_len, &path, &plen, &query,
 	    &qlen);
@@ -645,6 +653,12 @@ span_format_start(const struct span_rec *r, struct span_buf *out)
 	    olen[SPAN_O_OPERATION], &first);
 	w = SPAN_OPT(w, ", \"sampling\": ", opt[SPAN_O_SAMPLING],
 	    olen[SPAN_O_SAMPLING], &first);
+	if (r->sampler_type != NULL) {
+		w = SPAN_OPT(w, ", \"sampler.type\": ", r->sampler_type,
+		    strlen(r->sampler_type), &first);
+		w = SPAN_LIT(w, ", \"sampler.param\": ");
+		w = span_put(w, sparam, strlen(sparam));
+	}
 	w = span_tail_w(w, r, &c);
 	assert((size_t)(w - start) <= need);
 	out->len += (size_t)(w - start);

@@ -79,6 +79,11 @@ struct span_rec {
 	const char *tls_client_subject;	/* verified client certificate, RFC 2253 */
 	const char *operation;		/* operation name, may be NULL */
 	const char *sampling_reason;	/* may be NULL */
+	/* Jaeger's root span tags, written as "sampler.type" and
+	 * "sampler.param" when the type is not NULL: "probabilistic",
+	 * "ratelimiting" or "lowerbound" (sampling_sampler_type) */
+	const char *sampler_type;
+	double sampler_param;
 
 	/* response */
 	int status_code;		/* status sent to the client; 0 = none */

@@ -14,6 +14,8 @@
 #include <time.h>
 
 #include <event2/buffer.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
 #include <jansson.h>
 
 #include "admin.h"
@@ -423,6 +425,8 @@ on_complete(struct proxy_req *r)
 	s.upstream_addr = r->upstream_addr;
 	s.operation = t->operation;
 	s.sampling_reason = sampling_reason_name(t->sres.reason);
+	s.sampler_type = sampling_sampler_type(t->sres.reason);
+	s.sampler_param = t->sres.param;
 	s.status_code = r->status;
 	s.bytes_to_client = r->bytes_out;
 	s.bytes_from_client = r->bytes_in;
@@ -611,13 +615,43 @@ metrics_sampling(struct evbuffer *out)
 	free(text);
 }
 
+/* The service a Jaeger remote sampler asks for (?service=NAME, decoded),
+ * or NULL. Caller frees. */
+static char *
+query_service(const char *query)
+{
+	struct evkeyvalq kv;
+	const char *v;
+	char *s = NULL;
+
+	if (query[0] == '\0' || evhttp_parse_query_str(query, &kv) != 0)
+		return NULL;
+	if ((v = evhttp_find_header(&kv, "service")) != NULL)
+		s = strdup(v);
+	evhttp_clear_headers(&kv);
+	return s;
+}
+
+/*
+ * GET /sampling: the status page; GET /sampling?service=NAME and GET
+ * /api/sampling?service=NAME: Jaeger's remote-sampling answer for NAME (the
+ * paths of Jaeger's agent and collector), so user applications' SDKs
+ * sample as the edge does (issue 15).
+ */
 static int
-route_sampling(struct evbuffer *body, const char **ctype)
+route_sampling(const char *query, struct evbuffer *body, const char **ctype)
 {
 	json_t *j;
-	char *s;
+	char *s, *svc = query_service(query);
 
-	if (g.hub == NULL || (j = sampling_status_json(g.hub)) == NULL)
+	if (g.hub == NULL) {
+		free(svc);
+		return 500;
+	}
+	j = svc != NULL ? sampling_remote_json(g.hub, svc) :
+	    sampling_status_json(g.hub);
+	free(svc);
+	if (j == NULL)
 		return 500;
 	s = json_dumps(j, JSON_INDENT(2) | JSON_SORT_KEYS);
 	json_decref(j);
@@ -637,6 +671,7 @@ sources_start(const struct tb_config *cfg)
 {
 	const struct tracing_conf *tc = cfg->mod[TB_MOD_TRACING].data;
 	struct policy_source_conf pc;
+	struct tb_redis_url aurl;
 	const char **services;
 	size_t i, j, n = 0;
 	char err[256];
@@ -653,6 +688,12 @@ sources_start(const struct tb_config *cfg)
 		pc.redis.sentinel_timeout = cfg->profiler.socket_timeout;
 		pc.redis_key = cfg->sampling.policy_redis_key;
 		pc.redis_channel = cfg->sampling.policy_channel;
+		/* adaptive sampling's Redis, where its leader writes the key
+		 * (checked at load; copied by policy_source_new) */
+		if (cfg->sampling.adaptive && cfg->sampling.adaptive_redis != NULL &&
+		    tb_redis_url_parse(cfg->sampling.adaptive_redis, &aurl, err,
+		    sizeof(err)) == 0)
+			pc.redis.url = &aurl;
 	}
 	if (pc.file == NULL && pc.url == NULL && pc.redis_key == NULL)
 		return 0;
@@ -668,6 +709,7 @@ sources_start(const struct tb_config *cfg)
 	pc.n_services = n;
 	g.ps = policy_source_new(g.base, g.hub, &pc, err, sizeof(err));
 	free(services);
+	explicit_bzero(&aurl, sizeof(aurl));
 	if (g.ps == NULL) {
 		log_errx("sampling policy: %s", err);
 		return -1;
@@ -694,7 +736,8 @@ tracing_start(struct event_base *base, const struct tb_config *cfg)
 	admin_add_metrics(metrics_trace);
 	admin_add_metrics(sink_metrics_write);
 	admin_add_metrics(metrics_sampling);
-	admin_add_route("/sampling", route_sampling);
+	admin_add_query_route("/sampling", route_sampling);
+	admin_add_query_route("/api/sampling", route_sampling);
 	sources_key(cfg, g.sources_key, sizeof(g.sources_key));
 	return sources_start(cfg);
 }
@@ -714,6 +757,9 @@ sources_key(const struct tb_config *cfg, char *out, size_t len)
 	    default_probability(cfg));
 	for (i = 0; i < cfg->n_listeners && off < len; i++)
 		off += (size_t)snprintf(out + off, len - off, "|%s", cfg->listeners[i].service);
+	if (off < len)
+		snprintf(out + off, len - off, "|%d|%s", s->adaptive,
+		    s->adaptive_redis != NULL ? s->adaptive_redis : "");
 }
 
 static void
@@ -743,6 +789,12 @@ tracing_reload(const struct tb_config *cfg)
 	}
 	if (sources_start(cfg) < 0)
 		log_warnx("reload: sampling policy sources not started; the policy in force stays");
+}
+
+struct sampling_hub *
+tracing_hub(void)
+{
+	return g.hub;
 }
 
 static void

@@ -33,5 +33,10 @@ extern const struct tb_module tracing_module;
 #define TRACING_MAX_SINKS	4
 typedef void (*tracing_sink_fn)(struct worker *w, const struct span_rec *r);
 int tracing_add_sink(tracing_sink_fn fn);
+struct sampling_hub;
+
+/* The process' sampling hub once the module started, else NULL (for
+ * adaptive.c, which feeds it a second policy layer). Control thread. */
+struct sampling_hub *tracing_hub(void);
 
 #endif

@@ -170,6 +170,14 @@ test_defaults(void)
 	CHECK(c->sampling.incoming_max_per_second == 100);
 	CHECK(c->sampling.max_traces_per_second == 0);
 	CHECK(c->sampling.n_operation_rules == 0);
+	CHECK(c->sampling.adaptive == 0);
+	CHECK(c->sampling.target_traces_per_second == 1);
+	CHECK(c->sampling.delta_tolerance == 0.3);
+	CHECK(c->sampling.calculation_interval == 60);
+	CHECK(c->sampling.initial_sampling_probability == 0.001);
+	CHECK(c->sampling.min_sampling_probability == 0.00001);
+	CHECK(c->sampling.min_traces_per_second == 0.0166667);
+	CHECK(c->sampling.adaptive_redis == NULL);
 
 	CHECK(config_ref(c) == c && c->refcnt == 2);
 	config_unref(c);
@@ -420,6 +428,18 @@ static const struct bad bads[] = {
 	{ LST "[sampling]\npolicy_url = https://x/\n", "FILE:5: policy_url: expected an http:// URL (https is not supported)" },
 	{ LST "[sampling]\npolicy_poll_interval = 0.5\n", "FILE:5: policy_poll_interval: expected a duration between 1 and 86400 seconds (optional ms/s/m/h suffix)" },
 	{ LST "[sampling]\ndefault_probability = 1.5\n", "FILE:5: default_probability: expected a number between 0 and 1" },
+	{ LST "[sampling]\nadaptive = maybe\n", "FILE:5: adaptive: expected true or false (or yes/no, on/off, 1/0)" },
+	{ LST "[sampling]\ntarget_traces_per_second = 0\n", "FILE:5: target_traces_per_second: expected a number between 0.001 and 1e+06" },
+	{ LST "[sampling]\ndelta_tolerance = 1.5\n", "FILE:5: delta_tolerance: expected a number between 0 and 1" },
+	{ LST "[sampling]\ncalculation_interval = 500ms\n", "FILE:5: calculation_interval: expected a duration between 1 and 3600 seconds (optional ms/s/m/h suffix)" },
+	{ LST "[sampling]\ninitial_sampling_probability = 2\n", "FILE:5: initial_sampling_probability: expected a number between 0 and 1" },
+	{ LST "[sampling]\nmin_sampling_probability = 0\n", "FILE:5: min_sampling_probability: expected a number between 1e-07 and 1" },
+	{ LST "[sampling]\nmin_traces_per_second = -1\n", "FILE:5: min_traces_per_second: expected a number between 0 and 1e+06" },
+	{ LST "[sampling]\nadaptive_redis = rediss://h\n", "FILE:5: adaptive_redis: rediss:// (TLS) is not supported" },
+	{ LST "[sampling]\nadaptive = true\n", "FILE:5: adaptive: adaptive = true needs policy_redis_key and policy_channel (the leader writes the probabilities to the key and announces them on the channel)" },
+	{ LST "[sampling]\nadaptive = true\npolicy_redis_key = k\n", "FILE:5: adaptive: adaptive = true needs policy_redis_key and policy_channel (the leader writes the probabilities to the key and announces them on the channel)" },
+	{ LST "[sampling]\nadaptive = true\npolicy_redis_key = k\npolicy_channel = c\ninitial_sampling_probability = 0.001\nmin_sampling_probability = 0.01\n",
+	  "FILE:8: initial_sampling_probability: must be at least min_sampling_probability (0.01)" },
 	{ LST "[sampling]\nforced_max_per_second = -3\n", "FILE:5: forced_max_per_second: expected a number >= 0" },
 	{ LST "[sampling]\noperation_rules = glob:/x y\n", "FILE:5: operation_rules: rule 1: expected 'prefix:<path> <name>' or 'regex:<ERE> <name>'" },
 	{ LST "[sampling]\noperation_rules =\n  prefix:/a a\n  prefix:/b\n", "FILE:5: operation_rules: rule 2: expected a pattern and an operation name" },

@@ -875,6 +875,189 @@ test_swap(void)
 	sampling_hub_free(h);
 }
 
+/*
+ * The adaptive layer (issue 15): an operation the explicit policy names
+ * keeps it; every other policy decision comes from the layer (reason
+ * adaptive, its lower bound adaptive_lower_bound); forced and trusted
+ * decisions are untouched; removing the layer restores the explicit policy;
+ * the totals count decisions and adaptive traces per operation.
+ */
+static void
+test_adaptive_layer(void)
+{
+	static const char *xp = "{\"service_strategies\": [{\"service\": "
+	    "\"nova\", \"type\": \"probabilistic\", \"param\": 0, "
+	    "\"operation_strategies\": [{\"operation\": \"GET /named\", "
+	    "\"type\": \"probabilistic\", \"param\": 0}]}]}";
+	static const char *ad = "{\"default_strategy\": {\"type\": "
+	    "\"probabilistic\", \"param\": 1, "
+	    "\"lower_bound_traces_per_second\": 0}, \"service_strategies\": "
+	    "[{\"service\": \"nova\", \"type\": \"probabilistic\", "
+	    "\"param\": 1, \"lower_bound_traces_per_second\": 1, "
+	    "\"operation_strategies\": [{\"operation\": \"GET /slow\", "
+	    "\"type\": \"probabilistic\", \"param\": 0}]}], "
+	    "\"tracebridge_adaptive\": {}}";
+	struct sampling_hub *h = sampling_hub_new(&lim_default,
+	    parse_ok(xp, __LINE__), "test");
+	struct sampler *s;
+	struct sampling_result r;
+	struct sampling_policy *a;
+	json_t *tot, *st;
+	uint8_t id[16];
+	uint64_t now = 1000000000ULL;
+	int i;
+
+	if (h == NULL)
+		return;
+	s = sampling_sampler_new(h);
+	memset(id, 0xff, sizeof(id));	/* R = max: sampled at any p > 0 */
+	CHECK(sampling_hub_adaptive(h) == NULL);
+	sampling_decide(s, "nova", "GET /other", id, SAMPLING_ORIGIN_NONE, -1, 0,
+	    1, now, &r);
+	CHECK(!r.sampled && r.reason == SAMPLING_REASON_PROBABILISTIC);
+
+	sampling_hub_publish_adaptive(h, parse_ok(ad, __LINE__),
+	    json_pack("{s:s}", "leader", "me"), "redis:k");
+	a = sampling_hub_adaptive(h);
+	CHECK(a != NULL);
+	policy_unref(a);
+	/* named by the explicit policy: kept (p 0) */
+	sampling_decide(s, "nova", "GET /named", id, SAMPLING_ORIGIN_NONE, -1, 0,
+	    1, now, &r);
+	CHECK(!r.sampled && r.reason == SAMPLING_REASON_PROBABILISTIC &&
+	    r.scope == SAMPLING_SCOPE_OPERATION && r.param == 0);
+	/* the explicit service strategy does not name it: adaptive's service
+	 * strategy (1) */
+	sampling_decide(s, "nova", "GET /other", id, SAMPLING_ORIGIN_NONE, -1, 0,
+	    1, now, &r);
+	CHECK(r.sampled && r.reason == SAMPLING_REASON_ADAPTIVE && r.param == 1);
+	/* adaptive's own operation at 0: its lower bound (1/s, one token)
+	 * takes the first, not the second */
+	sampling_decide(s, "nova", "GET /slow", id, SAMPLING_ORIGIN_NONE, -1, 0,
+	    1, now, &r);
+	CHECK(r.sampled && r.reason == SAMPLING_REASON_ADAPTIVE_LOWER_BOUND);
+	sampling_decide(s, "nova", "GET /slow", id, SAMPLING_ORIGIN_NONE, -1, 0,
+	    1, now, &r);
+	CHECK(!r.sampled && r.reason == SAMPLING_REASON_ADAPTIVE &&
+	    r.param == 0);
+	/* the same document again (the leader publishes every interval):
+	 * the spent token stays spent, for the listed operation and for one
+	 * that shared the service's bucket before it was listed */
+	sampling_decide(s, "nova", "GET /later", id, SAMPLING_ORIGIN_NONE, -1, 0,
+	    1, now, &r);
+	CHECK(r.sampled && r.reason == SAMPLING_REASON_ADAPTIVE);
+	sampling_hub_publish_adaptive(h, parse_ok(ad, __LINE__),
+	    json_pack("{s:s}", "leader", "me"), "redis:k");
+	sampling_decide(s, "nova", "GET /slow", id, SAMPLING_ORIGIN_NONE, -1, 0,
+	    1, now, &r);
+	CHECK(!r.sampled && r.reason == SAMPLING_REASON_ADAPTIVE);
+	now += 1000000000ULL;	/* a second later: one token */
+	sampling_decide(s, "nova", "GET /slow", id, SAMPLING_ORIGIN_NONE, -1, 0,
+	    1, now, &r);
+	CHECK(r.sampled && r.reason == SAMPLING_REASON_ADAPTIVE_LOWER_BOUND);
+	/* other services: adaptive's default */
+	sampling_decide(s, "glance", "GET /v2/images", id, SAMPLING_ORIGIN_NONE,
+	    -1, 0, 1, now, &r);
+	CHECK(r.sampled && r.reason == SAMPLING_REASON_ADAPTIVE);
+	/* forced and trusted incoming decisions as before */
+	sampling_decide(s, "nova", "GET /other", id, SAMPLING_ORIGIN_OSPROFILER,
+	    -1, 0, 1, now, &r);
+	CHECK(r.sampled && r.reason == SAMPLING_REASON_FORCED);
+	sampling_decide(s, "nova", "GET /other", id, SAMPLING_ORIGIN_INCOMING,
+	    0, 0, 1, now, &r);
+	CHECK(!r.sampled && r.reason == SAMPLING_REASON_INCOMING_UNSAMPLED);
+
+	/* Jaeger's sampler.type of each */
+	CHECK(strcmp(sampling_sampler_type(SAMPLING_REASON_ADAPTIVE),
+	    "probabilistic") == 0);
+	CHECK(strcmp(sampling_sampler_type(SAMPLING_REASON_ADAPTIVE_LOWER_BOUND),
+	    "lowerbound") == 0);
+	CHECK(strcmp(sampling_sampler_type(SAMPLING_REASON_RATELIMITING),
+	    "ratelimiting") == 0);
+	CHECK(sampling_sampler_type(SAMPLING_REASON_FORCED) == NULL);
+	CHECK(sampling_sampler_type(SAMPLING_REASON_INCOMING_SAMPLED) == NULL);
+
+	/* totals: [decisions, adaptive-sampled] */
+	tot = sampling_hub_totals(h);
+	CHECK(json_integer_value(json_array_get(json_object_get(json_object_get(
+	    tot, "nova"), "GET /other"), 0)) == 4);
+	CHECK(json_integer_value(json_array_get(json_object_get(json_object_get(
+	    tot, "nova"), "GET /other"), 1)) == 1);
+	CHECK(json_integer_value(json_array_get(json_object_get(json_object_get(
+	    tot, "nova"), "GET /slow"), 1)) == 2);
+	CHECK(json_integer_value(json_array_get(json_object_get(json_object_get(
+	    tot, "nova"), "GET /named"), 1)) == 0);
+	json_decref(tot);
+	/* the status shows the layer with its meta */
+	st = sampling_status_json(h);
+	CHECK(strcmp(json_string_value(json_object_get(json_object_get(st,
+	    "adaptive"), "leader")), "me") == 0);
+	CHECK(strcmp(json_string_value(json_object_get(json_object_get(st,
+	    "adaptive"), "source")), "redis:k") == 0);
+	json_decref(st);
+
+	/* Jaeger's remote-sampling answer: explicit operations, then the
+	 * adaptive ones, the adaptive service default; and it parses back */
+	{
+		json_t *rj = sampling_remote_json(h, "nova"), *ops;
+		struct sampling_policy *back;
+		struct policy_choice pc;
+		char *txt, err[256];
+
+		CHECK(strcmp(json_string_value(json_object_get(rj,
+		    "strategyType")), "PROBABILISTIC") == 0);
+		CHECK(json_real_value(json_object_get(json_object_get(rj,
+		    "probabilisticSampling"), "samplingRate")) == 1);
+		ops = json_object_get(json_object_get(rj, "operationSampling"),
+		    "perOperationStrategies");
+		CHECK(json_array_size(ops) == 2);
+		CHECK(strcmp(json_string_value(json_object_get(json_array_get(ops,
+		    0), "operation")), "GET /named") == 0);
+		CHECK(strcmp(json_string_value(json_object_get(json_array_get(ops,
+		    1), "operation")), "GET /slow") == 0);
+		CHECK(json_real_value(json_object_get(json_object_get(rj,
+		    "operationSampling"), "defaultLowerBoundTracesPerSecond")) == 1);
+		txt = json_dumps(rj, 0);
+		CHECK(txt != NULL && policy_parse(txt, strlen(txt), 0.5, &back,
+		    err, sizeof(err)) == 0);
+		if (txt != NULL && back != NULL) {
+			policy_lookup(back, "any", "GET /named", &pc);
+			CHECK(pc.scope == SAMPLING_SCOPE_OPERATION && pc.param == 0);
+			policy_lookup(back, "any", "GET /other", &pc);
+			CHECK(pc.param == 1);
+			policy_unref(back);
+		}
+		free(txt);
+		json_decref(rj);
+		/* a service neither names: adaptive's default */
+		rj = sampling_remote_json(h, "glance");
+		CHECK(json_array_size(json_object_get(json_object_get(rj,
+		    "operationSampling"), "perOperationStrategies")) == 0);
+		CHECK(json_real_value(json_object_get(json_object_get(rj,
+		    "probabilisticSampling"), "samplingRate")) == 1);
+		json_decref(rj);
+	}
+
+	/* removed: the explicit policy decides everything again */
+	sampling_hub_publish_adaptive(h, NULL, NULL, "off");
+	for (i = 0; i < 2; i++) {
+		sampling_decide(s, "nova", i ? "GET /slow" : "GET /other", id,
+		    SAMPLING_ORIGIN_NONE, -1, 0, 1, now, &r);
+		CHECK(!r.sampled && r.reason == SAMPLING_REASON_PROBABILISTIC);
+	}
+	st = sampling_status_json(h);
+	CHECK(json_is_null(json_object_get(st, "adaptive")));
+	json_decref(st);
+	st = sampling_remote_json(h, "nova");	/* the explicit policy alone */
+	CHECK(json_real_value(json_object_get(json_object_get(st,
+	    "probabilisticSampling"), "samplingRate")) == 0);
+	CHECK(json_array_size(json_object_get(json_object_get(st,
+	    "operationSampling"), "perOperationStrategies")) == 1);
+	json_decref(st);
+	sampling_sampler_free(s);
+	sampling_hub_free(h);
+}
+
 int
 main(void)
 {
@@ -885,5 +1068,6 @@ main(void)
 	test_bucket();
 	test_decide();
 	test_swap();
+	test_adaptive_layer();
 	TB_TEST_END();
 }

@@ -202,6 +202,22 @@ test_format_exact(void)
 	    "{\"client_subject\": \"CN=client1,O=Example\"}, \"operation\"") != NULL);
 	r.tls_client_subject = NULL;
 
+	/* Jaeger's sampler tags after the reason (issue 15) */
+	r.sampling_reason = "adaptive";
+	r.sampler_type = "probabilistic";
+	r.sampler_param = 0.0125;
+	CHECK(strstr(fmt(&r, 0), "\"sampling\": \"adaptive\", \"sampler.type\": "
+	    "\"probabilistic\", \"sampler.param\": 0.0125, \"host\"") != NULL);
+	CHECK(strstr(fmt(&r, 1), "sampler") == NULL);
+	r.sampler_type = "lowerbound";
+	r.sampler_param = 1e-5;
+	CHECK(strstr(fmt(&r, 0), "\"sampler.type\": \"lowerbound\", "
+	    "\"sampler.param\": 1e-05, \"host\"") != NULL);
+	r.sampler_param = NAN;
+	CHECK(strstr(fmt(&r, 0), "\"sampler.param\": 0, \"host\"") != NULL);
+	r.sampler_type = NULL;
+	CHECK(strstr(fmt(&r, 0), "sampler") == NULL);
+
 	/* upstream 5xx without an etype of ours */
 	fill(&r);
 	r.status_code = 503;
