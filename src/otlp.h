@@ -23,6 +23,7 @@ struct span_buf;
 enum otlp_value_type {
 	OTLP_V_STR = 0,
 	OTLP_V_INT,
+	OTLP_V_DOUBLE,
 };
 
 /* One attribute; never owns its bytes. */
@@ -32,6 +33,7 @@ struct otlp_kv {
 	const char *s;		/* OTLP_V_STR: s[0..slen) */
 	size_t slen;
 	int64_t i;		/* OTLP_V_INT */
+	double d;		/* OTLP_V_DOUBLE */
 };
 
 #define OTLP_MAX_ATTRS	32

@@ -5,6 +5,7 @@
  * as https://opentelemetry.io/docs/specs/otlp/#json-protobuf-encoding says.
  */
 #include <inttypes.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -57,6 +58,7 @@ kv_json(const struct otlp_kv *kv)
 {
 	json_t *v = kv->type == OTLP_V_INT ?
 	    json_pack("{s:o}", "intValue", u64str((uint64_t)kv->i)) :
+	    kv->type == OTLP_V_DOUBLE ? json_pack("{s:f}", "doubleValue", kv->d) :
 	    json_pack("{s:o}", "stringValue", str_lossy(kv->s, kv->slen));
 
 	if (kv->type == OTLP_V_INT && kv->i < 0 && v != NULL) {
@@ -161,6 +163,15 @@ w_kvs(struct span_buf *out, const struct otlp_kv *kv, size_t n)
 			if (w(out, ",\"value\":{\"intValue\":\"") < 0 ||
 			    span_buf_add(out, num, (size_t)k) < 0 ||
 			    w(out, "\"}}") < 0)
+				return -1;
+		} else if (kv[i].type == OTLP_V_DOUBLE) {
+			/* %.17g round-trips; JSON has no NaN or inf, and the
+			 * sampler's parameter is always a finite number */
+			k = snprintf(num, sizeof(num), "%.17g", isfinite(kv[i].d) ?
+			    kv[i].d : 0.0);
+			if (w(out, ",\"value\":{\"doubleValue\":") < 0 ||
+			    span_buf_add(out, num, (size_t)k) < 0 ||
+			    w(out, "}}") < 0)
 				return -1;
 		} else if (w(out, ",\"value\":{\"stringValue\":") < 0 ||
 		    span_json_str(out, kv[i].s, kv[i].slen, 0) < 0 ||

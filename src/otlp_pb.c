@@ -187,6 +187,12 @@ pb_kv(struct span_buf *b, unsigned field, const struct otlp_kv *kv)
 		/* int_value is int64: negative numbers take 10 bytes */
 		if (pb_uint(b, 3, (uint64_t)kv->i) < 0)
 			return -1;
+	} else if (kv->type == OTLP_V_DOUBLE) {
+		uint64_t bits;
+
+		memcpy(&bits, &kv->d, sizeof(bits));	/* IEEE 754, as fixed64 */
+		if (pb_fixed64(b, 4, bits) < 0)
+			return -1;
 	} else if (pb_text(b, 1, kv->s, kv->slen) < 0)
 		return -1;
 	if (pb_close(b, vo) < 0)

@@ -56,6 +56,19 @@ kv_cstr(struct otlp_span *o, const char *key, const char *s)
 }
 
 static void
+kv_double(struct otlp_span *o, const char *key, double v)
+{
+	struct otlp_kv *kv;
+
+	if (o->n_attrs == OTLP_MAX_ATTRS)
+		return;
+	kv = &o->attrs[o->n_attrs++];
+	kv->key = key;
+	kv->type = OTLP_V_DOUBLE;
+	kv->d = v;
+}
+
+static void
 kv_int(struct otlp_span *o, const char *key, int64_t v)
 {
 	struct otlp_kv *kv;
@@ -188,6 +201,11 @@ otlp_span_from_rec(const struct span_rec *r, struct otlp_span *o)
 		    r->upstream_request_id_len);
 	kv_cstr(o, "tracebridge.trace_format", r->trace_format);
 	kv_cstr(o, "tracebridge.sampling_reason", r->sampling_reason);
+	/* how the trace was chosen, as Jaeger's SDKs tag root spans */
+	if (r->sampler_type != NULL) {
+		kv_cstr(o, "sampler.type", r->sampler_type);
+		kv_double(o, "sampler.param", r->sampler_param);
+	}
 	kv_cstr(o, "tracebridge.upstream.address", r->upstream_addr);
 	if (r->tls_protocol != NULL) {
 		kv_cstr(o, "tls.protocol.name", "tls");

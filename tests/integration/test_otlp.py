@@ -134,7 +134,7 @@ def attrs(kvs):
     out = {}
     for kv in kvs or []:
         v = kv["value"]
-        out[kv["key"]] = v.get("stringValue", v.get("intValue"))
+        out[kv["key"]] = v.get("stringValue", v.get("intValue", v.get("doubleValue")))
     return out
 
 
@@ -497,3 +497,25 @@ def test_shutdown_flushes(make_proxy, upstream, receiver):
     p.signal(signal.SIGTERM)
     p.proc.wait(10)
     assert len(rc.spans()) == 3
+
+
+@pytest.mark.parametrize("protocol", ["http/protobuf", "http/json"])
+def test_sampler_attributes(make_proxy, upstream, receiver, protocol):
+    """A trace the policy started says how (Jaeger's sampler.type and
+    sampler.param tags, as the Redis span's info does); one the caller
+    decided names no sampler."""
+    rc = receiver()
+    otlp = "connection_string = otlp://127.0.0.1:%d" % rc.port
+    text = conf(profiler=otlp, otlp="protocol = %s" % protocol) \
+        .replace("sample_new = true\n", "") + "\n[sampling]\ndefault_probability = 1\n"
+    p = make_proxy(text, upstream=upstream.url)
+    assert get(p.port, "/chosen").status == 200
+    wait_for(lambda: len(rc.spans()) == 1, 10, "a span at the receiver")
+    a = attrs(rc.spans()[0][2]["attributes"])
+    assert a["sampler.type"] == "probabilistic"
+    assert float(a["sampler.param"]) == 1.0
+    assert a["tracebridge.sampling_reason"] == "probabilistic"
+    assert get(p.port, "/forced", [("traceparent", TRACEPARENT)]).status == 200
+    wait_for(lambda: len(rc.spans()) == 2, 10, "a second span")
+    s = [s for _, _, s in rc.spans() if attrs(s["attributes"])["url.path"] == "/forced"][0]
+    assert "sampler.type" not in attrs(s["attributes"])
