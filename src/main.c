@@ -244,6 +244,7 @@ reload(void)
 		log_open(cfg->error_log, cfg->log_level);
 	log_access_open(cfg->access_log);
 	log_reopen();
+	admin_set_auth_token(cfg->admin_auth_token);
 	modules_reload(cfg);
 	configure_workers(cfg);
 	config_unref(g.cfg);
@@ -493,6 +494,7 @@ main(int argc, char **argv)
 	g.n_workers = g.cfg->workers;
 	if (bind_listeners(g.cfg) < 0)
 		return 1;
+	admin_set_auth_token(g.cfg->admin_auth_token);
 	if (g.cfg->admin_enabled && admin_start(g.base, &g.cfg->admin_listen) < 0)
 		return 1;
 	if (write_pid_file(g.cfg->pid_file) < 0)
