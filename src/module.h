@@ -23,6 +23,7 @@ struct worker;
 enum tb_module_id {
 	TB_MOD_TLS = 0,
 	TB_MOD_TRACING,
+	TB_MOD_VIEWER,
 	TB_MODULES_N,
 };
 

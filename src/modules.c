@@ -12,10 +12,12 @@ _Static_assert(TB_MODULES_N <= TB_CONF_SLOTS, "tb_config.mod has a slot per modu
 
 extern const struct tb_module tls_module;
 extern const struct tb_module tracing_module;
+extern const struct tb_module viewer_module;
 
 const struct tb_module *const tb_modules[] = {
 	[TB_MOD_TLS] = &tls_module,
 	[TB_MOD_TRACING] = &tracing_module,
+	[TB_MOD_VIEWER] = &viewer_module,
 	[TB_MODULES_N] = NULL,
 };
 
