@@ -22,7 +22,8 @@
 	bar.appendChild(filter);
 	bar.appendChild(expand);
 	bar.appendChild(live);
-	list.parentNode.insertBefore(bar, list);
+	var axis = document.querySelector("div.axis");
+	list.parentNode.insertBefore(bar, axis || list);
 
 	var spans = list.querySelectorAll("li.span");
 	filter.addEventListener("input", function () {
