@@ -84,8 +84,9 @@ main(int argc, char **argv)
 		return 1;
 	t2 = now();
 	rep = trace_tree_report(t);
-	js = json_dumps(rep, JSON_INDENT(2) | JSON_ENSURE_ASCII);
-	jl = js != NULL ? strlen(js) : 0;
+	js = NULL;
+	jl = viewer_json_write(rep, b) == 0 ? evbuffer_get_length(b) : 0;
+	evbuffer_drain(b, jl);
 	t3 = now();
 	if (viewer_html_trace(b, "00000000-0000-4000-8000-000000000000", t, 0) < 0)
 		return 1;

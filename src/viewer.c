@@ -172,7 +172,6 @@ vreq_finish(struct vreq *v)
 	struct tt_summary sum;
 	struct evbuffer *b = NULL;
 	json_t *rep;
-	char *s;
 	size_t i, k;
 	int rc = -1;
 
@@ -201,13 +200,8 @@ vreq_finish(struct vreq *v)
 		if ((rep = trace_tree_report(t)) == NULL)
 			goto fail;
 		/* osprofiler: json.dumps(indent=2), ensure_ascii */
-		s = json_dumps(rep, JSON_INDENT(2) | JSON_ENSURE_ASCII);
+		rc = viewer_json_write(rep, b);
 		json_decref(rep);
-		if (s == NULL)
-			goto fail;
-		evbuffer_add_reference(b, s, strlen(s), (evbuffer_ref_cleanup_cb)
-		    (void (*)(void))free, NULL);
-		rc = 0;
 	} else {
 		rc = viewer_html_trace(b, v->base_id, t, v->truncated);
 	}

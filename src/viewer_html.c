@@ -106,6 +106,21 @@ viewer_html_message(struct evbuffer *out, const char *title, const char *text)
 	page_end(out);
 }
 
+static int
+json_out(const char *buf, size_t size, void *arg)
+{
+	return evbuffer_add(arg, buf, size);
+}
+
+int
+viewer_json_write(const json_t *report, struct evbuffer *out)
+{
+	if (json_dump_callback(report, json_out, out, JSON_INDENT(2) |
+	    JSON_ENSURE_ASCII) < 0)
+		return -1;
+	return evbuffer_add(out, "\n", 1);
+}
+
 /* ------------------------------------------------------------ the list */
 
 static void

@@ -11,6 +11,8 @@
 
 #include <stddef.h>
 
+#include <jansson.h>
+
 struct evbuffer;
 struct trace_tree;
 struct trace_index_entry;
@@ -28,6 +30,11 @@ int viewer_html_trace(struct evbuffer *out, const char *base_id,
 /* The recent-traces list, newest first; q is the search text or NULL. */
 void viewer_html_list(struct evbuffer *out, const char *q,
     const struct trace_index_entry *e, size_t n);
+
+/* The report (trace_tree_report) as `osprofiler trace show --json`
+ * prints it (indent 2, ASCII only), streamed into out rather than built in
+ * one string: a 10,000-span report is 20 MB. 0, or -1. */
+int viewer_json_write(const json_t *report, struct evbuffer *out);
 
 /* A page with a title and one paragraph (404, 503). */
 void viewer_html_message(struct evbuffer *out, const char *title,
