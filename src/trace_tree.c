@@ -460,7 +460,8 @@ walk(struct trace_tree *t, size_t root_from, char *seen, size_t *n)
 			t->order[*n] = v;
 			t->spans[*n].depth = depth[sp];
 			(*n)++;
-			qsort(nd->kids, nd->n_kids, sizeof(*nd->kids), by_start);
+			if (nd->n_kids > 1)	/* qsort(NULL, 0) is undefined */
+				qsort(nd->kids, nd->n_kids, sizeof(*nd->kids), by_start);
 			/* pushed in reverse so the first child comes out first */
 			for (i = nd->n_kids; i > 0; i--) {
 				stack[sp] = nd->kids[i - 1];
