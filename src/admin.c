@@ -105,7 +105,8 @@ admin_set_reply_headers(struct evhttp_request *req, const char *ctype)
 	evhttp_add_header(h, "X-Content-Type-Options", "nosniff");
 	evhttp_add_header(h, "X-Frame-Options", "DENY");
 	evhttp_add_header(h, "Referrer-Policy", "no-referrer");
-	evhttp_add_header(h, "Cache-Control", "no-store");
+	if (evhttp_find_header(h, "Cache-Control") == NULL)
+		evhttp_add_header(h, "Cache-Control", "no-store");
 	/* Pages show attacker-influenced span contents: even if an escape
 	 * were missed, no inline script runs and nothing loads from
 	 * elsewhere. Inline styles stay allowed: the waterfall's bars are

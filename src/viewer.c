@@ -44,8 +44,12 @@
 #include "viewer_assets.h"
 #include "viewer_html.h"
 
+/* A trace is read in pages of VIEWER_PAGE notifications, up to
+ * VIEWER_MAX_NOTES of them or VIEWER_MAX_BYTES (then shown "truncated"):
+ * the control thread parses them all in one go, ~25 µs each. */
 #define VIEWER_PAGE		1000
-#define VIEWER_MAX_BYTES	(256u << 20)
+#define VIEWER_MAX_NOTES	50000
+#define VIEWER_MAX_BYTES	(64u << 20)
 #define VIEWER_WAIT_READY	3	/* s for Redis to connect before a 503 */
 #define VIEWER_LIST_MAX		200	/* rows on the list page */
 
@@ -157,7 +161,8 @@ static void
 vreq_fail(struct vreq *v, int status, const char *reason, const char *text)
 {
 	if (v->req != NULL) {
-		evhttp_connection_set_closecb(v->evcon, NULL, NULL);
+		if (v->evcon != NULL)
+			evhttp_connection_set_closecb(v->evcon, NULL, NULL);
 		v->evcon = NULL;
 		send_message(v->req, v->json, status, reason, reason, text);
 	}
@@ -207,7 +212,8 @@ vreq_finish(struct vreq *v)
 	}
 	if (rc < 0)
 		goto fail;
-	evhttp_connection_set_closecb(v->evcon, NULL, NULL);
+	if (v->evcon != NULL)
+		evhttp_connection_set_closecb(v->evcon, NULL, NULL);
 	v->evcon = NULL;
 	send_page(v->req, 200, "OK", v->json ? "application/json" :
 	    "text/html; charset=utf-8", b);
@@ -299,7 +305,7 @@ redis_reply(void *arg, void *cmd_arg, const redisReply *r)
 		vreq_finish(v);
 		return;
 	}
-	if (v->bytes >= VIEWER_MAX_BYTES || v->n_items >= TT_MAX_NOTIFICATIONS) {
+	if (v->bytes >= VIEWER_MAX_BYTES || v->n_items >= VIEWER_MAX_NOTES) {
 		v->truncated = 1;
 		vreq_finish(v);
 		return;
