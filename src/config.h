@@ -135,6 +135,10 @@ struct tb_tracing_conf {
 	char *host;			/* default gethostname() */
 	unsigned span_ttl;		/* seconds, 0 = never expire */
 	size_t span_buffer_bytes;	/* default 16 MiB */
+	/* query parameters whose values are never recorded, besides the
+	 * built-in list (redact.h); NULL-terminated */
+	char **redact_query_params;
+	size_t n_redact_query_params;
 };
 
 /* [sampling]: central policies. Empty strings are stored as NULL. */

@@ -128,6 +128,7 @@ const struct opt config_opts[] = {
 	{ SECT_TRACING,  "host",                     OT_STR,      NULL,             C(tracing.host),                     0,                         0,     0,       0,           NULL,       NULL },
 	{ SECT_TRACING,  "span_ttl",                 OT_UINT,     "0",              C(tracing.span_ttl),                 0,                         0,     315360000, OPT_SECONDS, NULL,     NULL },
 	{ SECT_TRACING,  "span_buffer_bytes",        OT_SIZE,     "16m",            C(tracing.span_buffer_bytes),        0,                         4096,  1073741824, 0,        NULL,       NULL },
+	{ SECT_TRACING,  "redact_query_params",      OT_LIST,     "",               C(tracing.redact_query_params),      C(tracing.n_redact_query_params), 0, 0,    0,           NULL,       NULL },
 
 	{ SECT_SAMPLING, "policy_file",              OT_STR,      "",               C(sampling.policy_file),             0,                         0,     0,       0,           NULL,       NULL },
 	{ SECT_SAMPLING, "policy_redis_key",         OT_STR,      "",               C(sampling.policy_redis_key),        0,                         0,     0,       0,           NULL,       NULL },

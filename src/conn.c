@@ -22,6 +22,7 @@
 #include "log.h"
 #include "proxy.h"
 #include "proxy_head.h"
+#include "redact.h"
 #include "sock.h"
 #include "stats.h"
 #include "tls.h"
@@ -397,19 +398,28 @@ conn_drain(struct conn *c)
 static void
 head_error(struct conn *c, const struct h1_msg *m, int rc)
 {
-	char sample[33];
+	/* 16 bytes in hex, and at most 8 runs of them withheld */
+	char sample[2 * 16 + sizeof(REDACT_WITHHELD) * 9];
 	size_t n = 0;
 	struct evbuffer *in = sock_input(c->sk);
 	unsigned char *p;
-	size_t len = evbuffer_get_length(in), i;
+	size_t len = evbuffer_get_length(in), avail;
 
-	/* Log a few escaped bytes around the error, never more (STYLE.md 3). */
+	/* Log a few bytes from the error on, in hex, never more (STYLE.md 3)
+	 * and never a credential: a token after "X-Auth-Token :" is exactly
+	 * where the parser stops (issue 13). */
 	if (m->err_off < len) {
 		n = len - m->err_off < 16 ? len - m->err_off : 16;
 		p = evbuffer_pullup(in, (ssize_t)(m->err_off + n));
-		for (i = 0; i < n && i * 2 + 2 < sizeof(sample); i++)
-			snprintf(sample + i * 2, 3, "%02x", p[m->err_off + i]);
-		sample[i * 2] = '\0';
+		/* all that is contiguous (the parsed head is): the rest of the
+		 * line tells whether an '@' makes a target's authority userinfo */
+		avail = evbuffer_get_contiguous_space(in);
+		if (avail < m->err_off + n)
+			avail = m->err_off + n;
+		redact_head_sample((const char *)p, avail, m->err_off, n,
+		    c->cfg->tracing.redact_query_params,
+		    c->cfg->tracing.n_redact_query_params, sample,
+		    sizeof(sample));
 	} else {
 		sample[0] = '\0';
 	}

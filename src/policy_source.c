@@ -264,6 +264,9 @@ redis_init(struct policy_source *ps, const struct policy_source_conf *conf,
 
 	if (rc.connect_timeout <= 0)
 		rc.connect_timeout = PS_CONNECT_TIMEOUT;
+	/* GET answers one document: a larger one is cut off, not buffered */
+	if (rc.max_reply_bytes == 0)
+		rc.max_reply_bytes = PS_MAX_DOC;
 	memset(&h, 0, sizeof(h));
 	h.arg = ps;
 	h.ready = redis_ready_cb;

@@ -26,6 +26,7 @@
 #include "log.h"
 #include "proxy.h"
 #include "proxy_head.h"
+#include "redact.h"
 #include "sock.h"
 #include "stats.h"
 #include "tls.h"
@@ -184,8 +185,13 @@ capture_fields(struct proxy_req *r, const struct h1_msg *m)
 			dst = r->user_agent;
 			dlen = sizeof(r->user_agent);
 		} else if (hdr_name_is(h, "Referer")) {
-			dst = r->referer;
-			dlen = sizeof(r->referer);
+			/* a URL too: a temporary URL's signature, userinfo */
+			if (r->referer[0] == '\0')
+				redact_target(h->value, h->value_len,
+				    r->c->cfg->tracing.redact_query_params,
+				    r->c->cfg->tracing.n_redact_query_params,
+				    r->referer, sizeof(r->referer));
+			continue;
 		} else {
 			continue;
 		}
@@ -238,6 +244,11 @@ proxy_start(struct conn *c, const struct h1_msg *m, size_t head_len)
 		goto fail_nomem;
 	memcpy(r->target, m->target, m->target_len);
 	r->target[m->target_len] = '\0';
+	r->log_target = redact_target_dup(m->target, m->target_len,
+	    c->cfg->tracing.redact_query_params,
+	    c->cfg->tracing.n_redact_query_params);
+	if (r->log_target == NULL)
+		goto fail_nomem;
 	r->version_minor = m->version_minor;
 	if (method_is(r, "HEAD"))
 		r->flags |= PROXY_F_HEAD;
@@ -328,6 +339,7 @@ fail_nomem:
 		hb_free(b);
 	if (r != NULL) {
 		free(r->target);
+		free(r->log_target);
 		free(r->fwd_head);
 		free(r);
 	}
@@ -358,7 +370,7 @@ report(struct proxy_req *r)
 		/* combined log format + upstream address, upstream time, total time */
 		n = snprintf(line, sizeof(line),
 		    "%s - - [%s] \"%s %.1024s HTTP/1.%d\" %d %llu \"%s\" \"%s\" %s %.3f %.3f%s",
-		    c->peer, tbuf, r->method, r->target, r->version_minor, r->status,
+		    c->peer, tbuf, r->method, r->log_target, r->version_minor, r->status,
 		    (unsigned long long)r->bytes_out, r->referer[0] ? r->referer : "-",
 		    r->user_agent[0] ? r->user_agent : "-", r->upstream_addr,
 		    r->first_byte_us >= 0 ? (double)r->first_byte_us / 1e6 : -1.0,
@@ -413,6 +425,7 @@ proxy_req_free(struct proxy_req *r)
 	if (hooks->on_free != NULL)
 		hooks->on_free(r);
 	free(r->target);
+	free(r->log_target);
 	free(r->fwd_head);
 	free(r);
 }

@@ -61,6 +61,9 @@ struct proxy_req {
 	/* request */
 	char method[24];
 	char *target;			/* request-target as received (owned) */
+	char *log_target;		/* target as logs and spans may record it:
+					 * no userinfo, no secret query value
+					 * (redact_target; owned) */
 	char host[256];			/* Host field, for X-Forwarded-Host and logs */
 	char user_agent[PROXY_MAX_FIELD];
 	char referer[PROXY_MAX_FIELD];

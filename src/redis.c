@@ -15,6 +15,11 @@
  *        -> CONNECTING (evdns, then connect(2)) -> HANDSHAKE (AUTH, SELECT,
  *           ROLE sent) -> READY (user commands flow) -> IDLE on any failure,
  *           then the retry timer after the backoff delay.
+ *
+ * What a server sends is bounded: every context's reader counts the reply
+ * it is reading and its read event checks the bytes held (the "guard",
+ * below), and a sentinel's answer is checked like any input
+ * (tb_redis_sentinel_answer) before the client follows it.
  */
 #include <errno.h>
 #include <limits.h>
@@ -33,11 +38,12 @@
 #include <event2/util.h>
 #include <hiredis/hiredis.h>
 #include <hiredis/async.h>
-#include <hiredis/adapters/libevent.h>
 
+#include "tb_build.h"
 #include "fmt.h"
 #include "log.h"
 #include "redis.h"
+#include "stats.h"
 #include "util.h"
 
 /* ------------------------------------------------------------------ */
@@ -99,6 +105,14 @@ url_number(const char *s, size_t n, long min, long max)
 	return v < min || v > max ? -1 : v;
 }
 
+/* A byte of a host name: a letter, a digit, '.', '-' or '_'. */
+static int
+url_host_char(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+	    (c >= '0' && c <= '9') || c == '.' || c == '-' || c == '_';
+}
+
 /*
  * One "host[:port]" or "[v6]:port" of s[0..n) into hp. Host names are
  * letters, digits, '.', '-', '_'; IPv6 literals hex digits, ':' and '.'.
@@ -135,17 +149,12 @@ url_hostport(const char *s, size_t n, uint16_t defport,
 		h = s;
 		colon = memchr(s, ':', n);
 		hend = colon ? colon : end;
-		for (i = 0; h + i < hend; i++) {
-			char c = h[i];
-
-			if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-			    (c >= '0' && c <= '9') || c == '.' || c == '-' ||
-			    c == '_')) {
+		for (i = 0; h + i < hend; i++)
+			if (!url_host_char(h[i])) {
 				url_err(err, errlen, "bad character in host "
 				    "(IPv6 addresses go in [brackets])");
 				return -1;
 			}
-		}
 	}
 	if (hend == h) {
 		url_err(err, errlen, "missing host");
@@ -324,6 +333,116 @@ tb_redis_url_parse(const char *str, struct tb_redis_url *u, char *err,
 }
 
 /* ------------------------------------------------------------------ */
+/* sentinel answers                                                    */
+/* ------------------------------------------------------------------ */
+
+const char *const tb_redis_sentinel_err_names[TB_REDIS_SENTINEL_NERR] = {
+	"", "unknown_master", "error_reply", "reply_type", "element_count",
+	"host", "port",
+};
+
+/* Record why the answer is unusable and the bytes to quote; -1. */
+static int
+sa_fail(struct tb_redis_sentinel_addr *a, enum tb_redis_sentinel_err err,
+    const char *why, const char *bad, size_t bad_len)
+{
+	a->err = err;
+	a->why = why;
+	a->bad = bad;
+	a->bad_len = bad_len;
+	return -1;
+}
+
+/* host[0..hlen) and port[0..plen) into a->master, if they are a host
+ * name or IP address (IPv6 without brackets, as sentinels write it) and a
+ * port; 0/-1. */
+static int
+sa_addr(struct tb_redis_sentinel_addr *a, const char *host, size_t hlen,
+    const char *port, size_t plen)
+{
+	size_t i;
+	long p;
+
+	if (hlen == 0)
+		return sa_fail(a, TB_REDIS_SENTINEL_HOST, "empty host", NULL, 0);
+	if (hlen >= sizeof(a->master.host))
+		return sa_fail(a, TB_REDIS_SENTINEL_HOST,
+		    "host longer than 255 bytes", host, hlen);
+	for (i = 0; i < hlen; i++)
+		if (!url_host_char(host[i]) && host[i] != ':')
+			return sa_fail(a, TB_REDIS_SENTINEL_HOST,
+			    "bad character in host", host, hlen);
+	if ((p = url_number(port, plen, 1, 65535)) < 0)
+		return sa_fail(a, TB_REDIS_SENTINEL_PORT,
+		    "port is not a number in 1..65535", port, plen);
+	memcpy(a->master.host, host, hlen);
+	a->master.host[hlen] = '\0';
+	a->master.port = (uint16_t)p;
+	a->err = TB_REDIS_SENTINEL_OK;
+	return 0;
+}
+
+int
+tb_redis_sentinel_answer(const redisReply *r,
+    struct tb_redis_sentinel_addr *a)
+{
+	memset(a, 0, sizeof(*a));
+	switch (r->type) {
+	case REDIS_REPLY_ARRAY:
+		break;
+	case REDIS_REPLY_NIL:
+		return sa_fail(a, TB_REDIS_SENTINEL_UNKNOWN_MASTER,
+		    "no such master", NULL, 0);
+	case REDIS_REPLY_ERROR:
+		return sa_fail(a, TB_REDIS_SENTINEL_ERROR_REPLY, "error reply",
+		    r->str, r->len);
+	case REDIS_REPLY_STRING:
+	case REDIS_REPLY_STATUS:
+		return sa_fail(a, TB_REDIS_SENTINEL_REPLY_TYPE,
+		    "a string, not an array", r->str, r->len);
+	default:
+		return sa_fail(a, TB_REDIS_SENTINEL_REPLY_TYPE,
+		    "not an array", NULL, 0);
+	}
+	if (r->elements != 2)
+		return sa_fail(a, TB_REDIS_SENTINEL_ELEMENT_COUNT,
+		    "not an array of two elements", NULL, 0);
+	if (r->element[0]->type != REDIS_REPLY_STRING)
+		return sa_fail(a, TB_REDIS_SENTINEL_HOST,
+		    "host is not a string", NULL, 0);
+	if (r->element[1]->type != REDIS_REPLY_STRING)
+		return sa_fail(a, TB_REDIS_SENTINEL_PORT,
+		    "port is not a string", NULL, 0);
+	return sa_addr(a, r->element[0]->str, r->element[0]->len,
+	    r->element[1]->str, r->element[1]->len);
+}
+
+int
+tb_redis_switch_master(const char *msg, size_t len,
+    struct tb_redis_sentinel_addr *a)
+{
+	const char *w[5];
+	size_t wl[5], n = 0, i, start = 0;
+
+	memset(a, 0, sizeof(*a));
+	for (i = 0; i <= len; i++) {
+		if (i < len && msg[i] != ' ')
+			continue;
+		if (n == 5)
+			break;
+		w[n] = msg + start;
+		wl[n++] = i - start;
+		start = i + 1;
+	}
+	if (n != 5 || i <= len)
+		return sa_fail(a, TB_REDIS_SENTINEL_ELEMENT_COUNT,
+		    "not five words", msg, len);
+	a->name = w[0];
+	a->name_len = wl[0];
+	return sa_addr(a, w[3], wl[3], w[4], wl[4]);
+}
+
+/* ------------------------------------------------------------------ */
 /* the client                                                          */
 /* ------------------------------------------------------------------ */
 
@@ -334,6 +453,22 @@ enum cl_state {
 	CL_HANDSHAKE,		/* AUTH / SELECT / ROLE sent */
 	CL_READY,		/* user commands flow */
 };
+
+/* What a context's reader may still take (see "replies" below). */
+struct cl_guard {
+	size_t max_bytes;		/* strings of one reply; bytes held */
+	size_t max_elements;		/* array elements of one reply */
+	size_t bytes;			/* in the reply being read so far */
+	size_t elements;
+	int lean;			/* TB_REDIS_F_LEAN_REPLIES */
+	enum tb_redis_refusal tripped;	/* the reader was stopped: why */
+};
+
+/* A sentinel's replies are small: [host, port], and the 3-element
+ * messages of its feed. Room for a 10 KB host, so that the answer's check
+ * can say what is wrong with it. */
+#define CL_SENTINEL_MAX_BYTES		(64u << 10)
+#define CL_SENTINEL_MAX_ELEMENTS	16
 
 struct tb_redis {
 	struct event_base *base;	/* not owned */
@@ -368,6 +503,10 @@ struct tb_redis {
 	/* host names: resolved with evdns (slot 0 data, 1 sentinel) */
 	struct evdns_base *dns;		/* created on first use */
 	struct evdns_getaddrinfo_request *dns_req[2];
+
+	/* the readers of the data (0) and sentinel (1) contexts; reset at
+	 * each connect (a context being freed reads no more) */
+	struct cl_guard guard[2];
 };
 
 static void cl_start(struct tb_redis *c);
@@ -375,6 +514,7 @@ static void cl_connect_addr(struct tb_redis *c, const char *ip);
 static void cl_sentinel_connect_addr(struct tb_redis *c, const char *ip);
 static void cl_sentinel_next(struct tb_redis *c);
 static void cl_dns_cancel(struct tb_redis *c, int slot);
+static void cl_fail(struct tb_redis *c, const char *why, int loud);
 
 static void
 cl_set_state(struct tb_redis *c, enum cl_state st)
@@ -543,72 +683,154 @@ cl_transient(const redisReply *r)
 }
 
 /*
+ * Replies: limits, and lean objects. This and the event hooks after it are
+ * the one place that touches hiredis' reader and event internals (STYLE.md
+ * habit 17).
+ *
+ * Limits. hiredis' reader buffers a reply until it is complete, however
+ * large its header says it is ("$1000000000" and then the bytes), and
+ * allocates an array's element pointers from its header ("*100000000");
+ * its maxbuf only frees an idle buffer, and 0.14 has no maxelements. So
+ * every context's reader gets the functions below, which count the
+ * strings and array elements of the reply being read and stop hiredis
+ * (a NULL object: its "Out of memory" error, which ends the connection;
+ * guard.tripped says why) once they pass the user's limits; and the read
+ * event checks the bytes held before each read (cl_ev_read), which cuts
+ * off a string or a line that is still arriving.
+ *
  * TB_REDIS_F_LEAN_REPLIES. Nearly every reply on a span writer's
  * connection is one integer (LPUSH, EXPIRE) or "+OK" (SET, AUTH, SELECT),
  * and the writer only looks at its type; hiredis' default reader calloc'd
- * a redisReply for each and freed it after the callback. Such a
- * connection's reader gets these functions instead: a top-level integer or
- * status reply is one shared object that nobody writes to (its value and
- * text are not filled in), everything else (errors, whose text is logged;
- * arrays such as ROLE's; anything nested) is left to hiredis' own
- * functions. hiredis does not export those, so they are copied from a
- * reader made for the purpose, once per process. This is the one place
- * that touches hiredis' reader internals (STYLE.md habit 17).
+ * a redisReply for each and freed it after the callback. On such a
+ * connection a top-level integer or status reply is one shared object
+ * that nobody writes to (its value and text are not filled in); anything
+ * else (errors, whose text is logged; arrays such as ROLE's; anything
+ * nested) is made by hiredis' own functions.
+ *
+ * hiredis does not export its functions, so they are copied from a reader
+ * made for the purpose, once per process.
  */
+#ifdef TB_HIREDIS_SIZE_T_ELEMENTS
+typedef size_t guard_count;		/* hiredis >= 1.0 */
+#else
+typedef int guard_count;
+#endif
+
 static redisReply lean_integer = { .type = REDIS_REPLY_INTEGER };
 static redisReply lean_status = { .type = REDIS_REPLY_STATUS };
-static redisReplyObjectFunctions lean_fns;
-static const redisReplyObjectFunctions *lean_default;
-static pthread_once_t lean_once = PTHREAD_ONCE_INIT;
+static redisReplyObjectFunctions guard_fns;
+static const redisReplyObjectFunctions *guard_default;	/* hiredis' own */
+static pthread_mutex_t guard_lock = PTHREAD_MUTEX_INITIALIZER;
 
-static void *
-lean_string(const redisReadTask *task, char *str, size_t len)
+/* t's guard; a new reply starts with its top-level object (an array
+ * before its elements), so that resets the count. */
+static struct cl_guard *
+guard_of(const redisReadTask *t)
 {
-	if (task->parent == NULL && task->type == REDIS_REPLY_STATUS)
-		return &lean_status;
-	return lean_default->createString(task, str, len);
+	struct cl_guard *g = t->privdata;
+
+	if (t->parent == NULL) {
+		g->bytes = 0;
+		g->elements = 0;
+	}
+	return g;
 }
 
 static void *
-lean_int(const redisReadTask *task, long long v)
+guard_trip(struct cl_guard *g, enum tb_redis_refusal why)
 {
-	if (task->parent == NULL)
+	g->tripped = why;
+	return NULL;
+}
+
+static void *
+guard_string(const redisReadTask *t, char *str, size_t len)
+{
+	struct cl_guard *g = guard_of(t);
+
+	if (len > g->max_bytes - g->bytes)
+		return guard_trip(g, TB_REDIS_REFUSE_BYTES);
+	g->bytes += len;
+	if (g->lean && t->parent == NULL && t->type == REDIS_REPLY_STATUS)
+		return &lean_status;
+	return guard_default->createString(t, str, len);
+}
+
+static void *
+guard_array(const redisReadTask *t, guard_count n)
+{
+	struct cl_guard *g = guard_of(t);
+
+	/* (an int in 0.14, never negative here: -1 is nil) */
+	if ((long long)n < 0 || (size_t)n > g->max_elements - g->elements)
+		return guard_trip(g, TB_REDIS_REFUSE_ELEMENTS);
+	g->elements += (size_t)n;
+	return guard_default->createArray(t, n);
+}
+
+static void *
+guard_integer(const redisReadTask *t, long long v)
+{
+	struct cl_guard *g = guard_of(t);
+
+	if (g->lean && t->parent == NULL)
 		return &lean_integer;
-	return lean_default->createInteger(task, v);
+	return guard_default->createInteger(t, v);
 }
 
 static void
-lean_free(void *reply)
+guard_free(void *reply)
 {
 	if (reply != &lean_integer && reply != &lean_status)
-		lean_default->freeObject(reply);
+		guard_default->freeObject(reply);
 }
 
-static void
-lean_init(void)
+/* Build guard_fns on first use; 0, or -1 when out of memory (the caller
+ * fails this connection attempt; the next one tries again). */
+static int
+guard_init(void)
 {
-	redisReader *r = redisReaderCreate();
+	redisReader *r;
+	int rc = 0;
 
-	if (r == NULL)
-		return;		/* lean_default stays NULL: hiredis' own */
-	if (r->fn != NULL && r->fn->createString != NULL &&
-	    r->fn->createInteger != NULL && r->fn->freeObject != NULL) {
-		lean_default = r->fn;	/* hiredis' static table */
-		lean_fns = *r->fn;
-		lean_fns.createString = lean_string;
-		lean_fns.createInteger = lean_int;
-		lean_fns.freeObject = lean_free;
+	pthread_mutex_lock(&guard_lock);
+	if (guard_default == NULL) {
+		r = redisReaderCreate();
+		if (r != NULL && r->fn != NULL && r->fn->createString != NULL &&
+		    r->fn->createArray != NULL &&
+		    r->fn->createInteger != NULL && r->fn->freeObject != NULL) {
+			guard_fns = *r->fn;
+			guard_fns.createString = guard_string;
+			guard_fns.createArray = guard_array;
+			guard_fns.createInteger = guard_integer;
+			guard_fns.freeObject = guard_free;
+			guard_default = r->fn;	/* hiredis' static table */
+		} else
+			rc = -1;
+		if (r != NULL)
+			redisReaderFree(r);
 	}
-	redisReaderFree(r);
+	pthread_mutex_unlock(&guard_lock);
+	return rc;
 }
 
-/* Give ac's reader the functions above (before any reply is read). */
-static void
-lean_attach(redisAsyncContext *ac)
+/* Give ac's reader the guard of slot (0 data, 1 sentinel), reset, before
+ * any reply is read; 0/-1 (out of memory). */
+static int
+cl_guard_attach(struct tb_redis *c, redisAsyncContext *ac, int slot)
 {
-	(void)pthread_once(&lean_once, lean_init);
-	if (lean_default != NULL)
-		ac->c.reader->fn = &lean_fns;
+	struct cl_guard *g = &c->guard[slot];
+
+	if (guard_init() == -1)
+		return -1;
+	memset(g, 0, sizeof(*g));
+	g->max_bytes = slot ? CL_SENTINEL_MAX_BYTES : c->conf.max_reply_bytes;
+	g->max_elements = slot ? CL_SENTINEL_MAX_ELEMENTS :
+	    c->conf.max_reply_elements;
+	g->lean = !slot && (c->conf.flags & TB_REDIS_F_LEAN_REPLIES) != 0;
+	ac->c.reader->privdata = g;
+	ac->c.reader->fn = &guard_fns;
+	return 0;
 }
 
 /* The client of ac while ac is its live data connection (sentinel 0) or
@@ -623,6 +845,177 @@ cl_owner(const redisAsyncContext *ac, int sentinel)
 
 #define cl_of(ac)		cl_owner((ac), 0)
 #define cl_of_sentinel(ac)	cl_owner((ac), 1)
+
+static void cl_refused(struct tb_redis *c, int slot,
+    enum tb_redis_refusal why);
+
+/*
+ * The event hooks of a context (ac->ev, what hiredis' adapters fill in).
+ * Not hiredis' libevent adapter: its read event goes straight into
+ * redisAsyncHandleRead, which reads and buffers. Here the bytes the
+ * reader holds for the reply in progress are checked first, so a reply
+ * still arriving is cut off at the limit plus one read (16 KiB).
+ */
+struct cl_ev {
+	redisAsyncContext *ac;
+	struct event *rev, *wev;
+};
+
+#define CL_HELD_SLACK	64	/* RESP framing around the largest string */
+
+static void
+cl_ev_read(evutil_socket_t fd, short what, void *arg)
+{
+	struct cl_ev *e = arg;
+	redisAsyncContext *ac = e->ac;
+	const redisReader *r = ac->c.reader;
+	const struct cl_guard *g = r->privdata;
+	struct tb_redis *c;
+
+	if (r->len - r->pos <= g->max_bytes + CL_HELD_SLACK) {
+		redisAsyncHandleRead(ac);	/* may free ac and e */
+		return;
+	}
+	/* not inside hiredis: ac (and e) are freed at once */
+	if ((c = cl_of(ac)) != NULL)
+		cl_refused(c, 0, TB_REDIS_REFUSE_BYTES);
+	else if ((c = cl_of_sentinel(ac)) != NULL)
+		cl_refused(c, 1, TB_REDIS_REFUSE_BYTES);
+}
+
+static void
+cl_ev_write(evutil_socket_t fd, short what, void *arg)
+{
+	struct cl_ev *e = arg;
+
+	redisAsyncHandleWrite(e->ac);
+}
+
+static void
+cl_ev_add_read(void *arg)
+{
+	event_add(((struct cl_ev *)arg)->rev, NULL);
+}
+
+static void
+cl_ev_del_read(void *arg)
+{
+	event_del(((struct cl_ev *)arg)->rev);
+}
+
+static void
+cl_ev_add_write(void *arg)
+{
+	event_add(((struct cl_ev *)arg)->wev, NULL);
+}
+
+static void
+cl_ev_del_write(void *arg)
+{
+	event_del(((struct cl_ev *)arg)->wev);
+}
+
+/* hiredis calls this once, as it frees ac (maybe from e's own event). */
+static void
+cl_ev_cleanup(void *arg)
+{
+	struct cl_ev *e = arg;
+
+	event_free(e->rev);
+	event_free(e->wev);
+	free(e);
+}
+
+/* Hook ac into base (both events armed: the first write event is the
+ * connect); 0/-1 (out of memory, ac untouched). */
+static int
+cl_ev_attach(redisAsyncContext *ac, struct event_base *base)
+{
+	struct cl_ev *e = calloc(1, sizeof(*e));
+
+	if (e == NULL)
+		return -1;
+	e->ac = ac;
+	e->rev = event_new(base, ac->c.fd, EV_READ, cl_ev_read, e);
+	e->wev = event_new(base, ac->c.fd, EV_WRITE, cl_ev_write, e);
+	if (e->rev == NULL || e->wev == NULL) {
+		if (e->rev != NULL)
+			event_free(e->rev);
+		if (e->wev != NULL)
+			event_free(e->wev);
+		free(e);
+		return -1;
+	}
+	ac->ev.data = e;
+	ac->ev.addRead = cl_ev_add_read;
+	ac->ev.delRead = cl_ev_del_read;
+	ac->ev.addWrite = cl_ev_add_write;
+	ac->ev.delWrite = cl_ev_del_write;
+	ac->ev.cleanup = cl_ev_cleanup;
+	event_add(e->rev, NULL);
+	event_add(e->wev, NULL);
+	return 0;
+}
+
+/*
+ * A new context of c for slot (0 data, 1 sentinel) to ip:port (ip NULL:
+ * the unix socket), guarded and on c's loop, with c as its owner. NULL
+ * with the reason in err (hiredis' text or "out of memory").
+ */
+static redisAsyncContext *
+cl_open(struct tb_redis *c, int slot, const char *ip, uint16_t port,
+    char *err, size_t errlen)
+{
+	redisAsyncContext *ac;
+
+	ac = ip == NULL ? redisAsyncConnectUnix(c->url.path) :
+	    redisAsyncConnect(ip, port);
+	if (ac != NULL && ac->err == 0 && cl_guard_attach(c, ac, slot) == 0 &&
+	    cl_ev_attach(ac, c->base) == 0) {
+		ac->data = c;
+		return ac;
+	}
+	snprintf(err, errlen, "%s", ac != NULL && ac->err ? ac->errstr :
+	    "out of memory");
+	if (ac != NULL)
+		redisAsyncFree(ac);
+	return NULL;
+}
+
+const char *const tb_redis_refusal_names[TB_REDIS_REFUSE_N] = {
+	"", "too_large", "too_many_elements",
+};
+
+/*
+ * A reply on c's connection of slot (0 data, 1 sentinel) broke its guard's
+ * limits: count, log, and go on as after any failure of that connection.
+ * The context is detached here, or was by its disconnect callback.
+ */
+static void
+cl_refused(struct tb_redis *c, int slot, enum tb_redis_refusal why)
+{
+	const struct cl_guard *g = &c->guard[slot];
+	char what[96], sname[280];
+
+	STATS_INC(tb_stats.redis_refused[why]);
+	if (why == TB_REDIS_REFUSE_BYTES)
+		snprintf(what, sizeof(what), "a reply larger than %zu bytes",
+		    g->max_bytes);
+	else
+		snprintf(what, sizeof(what), "a reply of more than %zu array "
+		    "elements", g->max_elements);
+	if (slot == 1) {
+		log_warnx("%s: sentinel %s sent %s; asking the next one",
+		    c->conf.name, cl_sentinel_name(c, sname, sizeof(sname)),
+		    what);
+		cl_sentinel_next(c);
+		return;
+	}
+	log_warnx("%s: %s sent %s; closing the connection", c->conf.name,
+	    c->where, what);
+	cl_fail(c, why == TB_REDIS_REFUSE_BYTES ? "reply too large" :
+	    "reply with too many elements", 0);
+}
 
 /* A reply to a user command: to the user, unless it is a transient error
  * (see cl_transient). */
@@ -785,7 +1178,10 @@ cl_disconnect_cb(const redisAsyncContext *cac, int status)
 	/* hiredis frees ac after this returns: only detach */
 	c->ac = NULL;
 	ac->data = NULL;
-	cl_fail(c, ac->errstr[0] ? ac->errstr : "closed by server", 1);
+	if (c->guard[0].tripped != TB_REDIS_REFUSE_NONE)
+		cl_refused(c, 0, c->guard[0].tripped);	/* not its OOM */
+	else
+		cl_fail(c, ac->errstr[0] ? ac->errstr : "closed by server", 1);
 }
 
 /* ---- name resolution ---- */
@@ -919,25 +1315,15 @@ static void
 cl_connect_addr(struct tb_redis *c, const char *ip)
 {
 	redisAsyncContext *ac;
+	char err[128];
 
-	if (ip == NULL)
-		ac = redisAsyncConnectUnix(c->url.path);
-	else
-		ac = redisAsyncConnect(ip, c->cur_port);
-	if (ac == NULL || ac->err ||
-	    redisLibeventAttach(ac, c->base) != REDIS_OK) {
-		cl_log_fail(c, ac != NULL && ac->err ? ac->errstr :
-		    "out of memory");
-		if (ac != NULL)
-			redisAsyncFree(ac);
+	if ((ac = cl_open(c, 0, ip, c->cur_port, err, sizeof(err))) == NULL) {
+		cl_log_fail(c, err);
 		cl_set_state(c, CL_IDLE);
 		event_del(c->timer);
 		cl_schedule_retry(c);
 		return;
 	}
-	ac->data = c;
-	if (c->conf.flags & TB_REDIS_F_LEAN_REPLIES)
-		lean_attach(ac);
 	redisAsyncSetConnectCallback(ac, cl_connect_cb);
 	redisAsyncSetDisconnectCallback(ac, cl_disconnect_cb);
 	c->ac = ac;
@@ -973,27 +1359,73 @@ cl_sentinel_next(struct tb_redis *c)
 	cl_schedule_retry(c);
 }
 
-/* Point the data connection at host:port (a new master). */
+/* Point the data connection at hp (a master a sentinel named). */
 static void
-cl_use_master(struct tb_redis *c, const char *host, size_t hlen,
-    const char *port)
+cl_use_master(struct tb_redis *c, const struct tb_redis_hostport *hp)
 {
-	long p = strtol(port, NULL, 10);
-	int same;
+	int same = c->cur_port == hp->port &&
+	    strcmp(c->cur_host, hp->host) == 0;
 
-	if (hlen >= sizeof(c->cur_host) || p <= 0 || p > 65535)
-		return;
-	same = c->cur_port == p && strncmp(c->cur_host, host, hlen) == 0 &&
-	    c->cur_host[hlen] == '\0';
 	if (c->ac != NULL && same)
 		return;	/* already there */
 	if (c->ac != NULL)
 		cl_close(c, "sentinel named a new master", 1);
 	if (!same)
 		c->backoff = c->conf.backoff_min;	/* a new master */
-	cl_set_target(c, host, hlen, (uint16_t)p);
+	cl_set_target(c, hp->host, strlen(hp->host), hp->port);
 	event_del(c->retry);
 	cl_connect(c);
+}
+
+/* CL_SAMPLE bytes at most of what a peer sent are quoted in a log line. */
+#define CL_SAMPLE	32
+#define CL_SAMPLE_SIZE	(8 + CL_SAMPLE * 4 + 32)
+
+/* For a log line: ': "<p[0..n), CL_SAMPLE bytes at most, escaped>"', and
+ * ' ... (N bytes)' when cut; "" when p is NULL. Returns buf. */
+static const char *
+cl_sample(char buf[CL_SAMPLE_SIZE], const char *p, size_t n)
+{
+	size_t i, o = 3;
+
+	buf[0] = '\0';
+	if (p == NULL)
+		return buf;
+	memcpy(buf, ": \"", 3);
+	for (i = 0; i < n && i < CL_SAMPLE; i++) {
+		unsigned char ch = (unsigned char)p[i];
+
+		if (ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\')
+			buf[o++] = (char)ch;
+		else
+			o += (size_t)snprintf(buf + o, CL_SAMPLE_SIZE - o,
+			    "\\x%02x", ch);
+	}
+	if (i < n)
+		snprintf(buf + o, CL_SAMPLE_SIZE - o, "\" ... (%zu bytes)", n);
+	else
+		snprintf(buf + o, CL_SAMPLE_SIZE - o, "\"");
+	return buf;
+}
+
+/* The current sentinel's answer (what: "answer", "+switch-master
+ * message") named no master to use: count and log it. The caller asks
+ * the next sentinel, so that a round of them is followed by the backoff. */
+static void
+cl_sentinel_unusable(struct tb_redis *c, const char *what,
+    const struct tb_redis_sentinel_addr *a)
+{
+	char sname[280], sample[CL_SAMPLE_SIZE];
+
+	STATS_INC(tb_stats.sentinel_unusable[a->err]);
+	cl_sentinel_name(c, sname, sizeof(sname));
+	if (a->err == TB_REDIS_SENTINEL_UNKNOWN_MASTER)
+		log_warnx("%s: sentinel %s does not know master %s",
+		    c->conf.name, sname, c->conf.sentinel_service_name);
+	else
+		log_warnx("%s: sentinel %s: unusable %s for master %s: %s%s",
+		    c->conf.name, sname, what, c->conf.sentinel_service_name,
+		    a->why, cl_sample(sample, a->bad, a->bad_len));
 }
 
 /* Messages on +switch-master: "<name> <oldip> <oldport> <newip> <newport>" */
@@ -1001,22 +1433,37 @@ static void
 cl_sentinel_msg_cb(redisAsyncContext *ac, void *reply, void *priv)
 {
 	struct tb_redis *c = cl_of_sentinel(ac);
-	redisReply *r = reply;
-	char name[256], ip[256], port[8];
+	const char *svc;
+	redisReply *r = reply, *m;
+	struct tb_redis_sentinel_addr a;
 
 	if (r == NULL || c == NULL)
 		return;
 	if (r->type != REDIS_REPLY_ARRAY || r->elements < 3 ||
 	    r->element[0]->type != REDIS_REPLY_STRING ||
-	    strcmp(r->element[0]->str, "message") != 0 ||
-	    r->element[2]->type != REDIS_REPLY_STRING)
+	    strcmp(r->element[0]->str, "message") != 0)
+		return;		/* "subscribe", the confirmation */
+	m = r->element[2];
+	svc = c->conf.sentinel_service_name;
+	if (m->type != REDIS_REPLY_STRING) {
+		memset(&a, 0, sizeof(a));
+		a.err = TB_REDIS_SENTINEL_REPLY_TYPE;
+		a.why = "not a string";
+	} else if (tb_redis_switch_master(m->str, m->len, &a) == 0 ||
+	    a.name != NULL) {
+		if (a.name_len != strlen(svc) ||
+		    memcmp(a.name, svc, a.name_len) != 0)
+			return;		/* another master's */
+	}
+	if (a.err != TB_REDIS_SENTINEL_OK) {
+		/* a failover we cannot follow: ask (the next sentinel) again */
+		cl_sentinel_unusable(c, "+switch-master message", &a);
+		cl_sentinel_next(c);
 		return;
-	if (sscanf(r->element[2]->str, "%255s %*s %*s %255s %7s", name, ip,
-	    port) != 3 || strcmp(name, c->conf.sentinel_service_name) != 0)
-		return;
-	log_info("%s: sentinel: master %s switched to %s:%s", c->conf.name,
-	    name, ip, port);
-	cl_use_master(c, ip, strlen(ip), port);
+	}
+	log_info("%s: sentinel: master %s switched to %s:%u", c->conf.name,
+	    svc, a.master.host, (unsigned)a.master.port);
+	cl_use_master(c, &a.master);
 }
 
 /* Reply to SENTINEL get-master-addr-by-name. */
@@ -1024,18 +1471,13 @@ static void
 cl_sentinel_addr_cb(redisAsyncContext *ac, void *reply, void *priv)
 {
 	struct tb_redis *c = cl_of_sentinel(ac);
-	redisReply *r = reply;
-	char sname[280];
+	struct tb_redis_sentinel_addr a;
 
-	if (r == NULL || c == NULL)
+	if (reply == NULL || c == NULL)
 		return;
 	event_del(c->stimer);
-	if (r->type != REDIS_REPLY_ARRAY || r->elements != 2 ||
-	    r->element[0]->type != REDIS_REPLY_STRING ||
-	    r->element[1]->type != REDIS_REPLY_STRING) {
-		log_warnx("%s: sentinel %s does not know master %s",
-		    c->conf.name, cl_sentinel_name(c, sname, sizeof(sname)),
-		    c->conf.sentinel_service_name);
+	if (tb_redis_sentinel_answer(reply, &a) == -1) {
+		cl_sentinel_unusable(c, "answer", &a);
 		cl_sentinel_next(c);
 		return;
 	}
@@ -1046,8 +1488,7 @@ cl_sentinel_addr_cb(redisAsyncContext *ac, void *reply, void *priv)
 	c->sac_subscribed = 1;
 	if (c->state == CL_RESOLVING)
 		cl_set_state(c, CL_IDLE);
-	cl_use_master(c, r->element[0]->str, r->element[0]->len,
-	    r->element[1]->str);
+	cl_use_master(c, &a.master);
 }
 
 static void
@@ -1091,6 +1532,10 @@ cl_sentinel_disconnect_cb(const redisAsyncContext *cac, int status)
 	ac->data = NULL;
 	c->sac_subscribed = 0;
 	event_del(c->stimer);
+	if (c->guard[1].tripped != TB_REDIS_REFUSE_NONE) {
+		cl_refused(c, 1, c->guard[1].tripped);
+		return;
+	}
 	if (!subscribed) {
 		cl_sentinel_next(c);
 		return;
@@ -1122,21 +1567,15 @@ cl_sentinel_connect_addr(struct tb_redis *c, const char *ip)
 {
 	const struct tb_redis_hostport *hp = &c->url.sentinels[c->sidx];
 	redisAsyncContext *ac;
-	char sname[280];
+	char sname[280], err[128];
 
-	ac = redisAsyncConnect(ip, hp->port);
-	if (ac == NULL || ac->err ||
-	    redisLibeventAttach(ac, c->base) != REDIS_OK) {
+	if ((ac = cl_open(c, 1, ip, hp->port, err, sizeof(err))) == NULL) {
 		log_warnx("%s: sentinel %s: %s", c->conf.name,
-		    cl_sentinel_name(c, sname, sizeof(sname)),
-		    ac != NULL && ac->err ? ac->errstr : "out of memory");
-		if (ac != NULL)
-			redisAsyncFree(ac);
+		    cl_sentinel_name(c, sname, sizeof(sname)), err);
 		/* stries bounds the recursion to one round */
 		cl_sentinel_next(c);
 		return;
 	}
-	ac->data = c;
 	redisAsyncSetConnectCallback(ac, cl_sentinel_connect_cb);
 	redisAsyncSetDisconnectCallback(ac, cl_sentinel_disconnect_cb);
 	c->sac = ac;
@@ -1190,6 +1629,10 @@ tb_redis_new(struct event_base *base, const struct tb_redis_conf *conf,
 		c->conf.backoff_min = 0.1;
 	if (c->conf.backoff_max <= 0)
 		c->conf.backoff_max = 5;
+	if (c->conf.max_reply_bytes == 0)
+		c->conf.max_reply_bytes = 1u << 20;
+	if (c->conf.max_reply_elements == 0)
+		c->conf.max_reply_elements = 1024;
 	c->backoff = c->conf.backoff_min;
 	if (c->url.kind == TB_REDIS_TCP)
 		cl_set_target(c, c->url.addr.host, strlen(c->url.addr.host),

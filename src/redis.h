@@ -21,8 +21,12 @@
  *     is freed, so callbacks hiredis runs while tearing it down find nothing
  *     and do nothing; the user hears "down" once and no reply after it;
  *   - Sentinel discovery (SENTINEL get-master-addr-by-name, the next
- *     sentinel on failure or timeout) and the +switch-master feed;
- *   - SUBSCRIBE to one channel, renewed after every reconnect.
+ *     sentinel on failure, timeout or an unusable answer) and the
+ *     +switch-master feed;
+ *   - SUBSCRIBE to one channel, renewed after every reconnect;
+ *   - limits on what a server may send: a reply larger than the user
+ *     expects (max_reply_bytes, max_reply_elements) closes the connection
+ *     before it is buffered, and is counted (tb_stats).
  *
  * Names: the module is redis.c, but hiredis already owns the redis* names
  * (redisAsyncContext, redisReply, redisAsyncCommand...), so everything here
@@ -87,6 +91,13 @@ struct tb_redis_conf {
 	double command_timeout;		/* replies owed, none for this long: 5 s */
 	double backoff_min;		/* 0.1 s, doubling per failure ... */
 	double backoff_max;		/* ... up to 5 s */
+	/* The largest reply the user expects: its strings together, and the
+	 * bytes held while it is incomplete, 1 MiB; its array elements,
+	 * nested ones included, 1024. A server that sends more is cut off
+	 * (logged, counted, reconnect after the backoff). Sentinel
+	 * connections have their own small limits. */
+	size_t max_reply_bytes;
+	unsigned max_reply_elements;
 	unsigned flags;			/* TB_REDIS_F_* */
 };
 
@@ -125,6 +136,65 @@ struct tb_redis_handlers {
 	void (*reconnecting)(void *arg);
 	void *arg;
 };
+
+/* Why a reply was refused: the reason label of
+ * tracebridge_redis_replies_refused_total. */
+enum tb_redis_refusal {
+	TB_REDIS_REFUSE_NONE = 0,
+	TB_REDIS_REFUSE_BYTES,		/* "too_large": max_reply_bytes */
+	TB_REDIS_REFUSE_ELEMENTS,	/* "too_many_elements" */
+	TB_REDIS_REFUSE_N,
+};
+
+/* The labels, by enum tb_redis_refusal ("" for NONE). */
+extern const char *const tb_redis_refusal_names[TB_REDIS_REFUSE_N];
+
+/* Why a sentinel's answer names no master we can connect to: the reason
+ * label of tracebridge_redis_sentinel_unusable_answers_total. */
+enum tb_redis_sentinel_err {
+	TB_REDIS_SENTINEL_OK = 0,
+	TB_REDIS_SENTINEL_UNKNOWN_MASTER,	/* nil: no master of that name */
+	TB_REDIS_SENTINEL_ERROR_REPLY,		/* -ERR, -NOAUTH ... */
+	TB_REDIS_SENTINEL_REPLY_TYPE,		/* not what was asked for */
+	TB_REDIS_SENTINEL_ELEMENT_COUNT,	/* not [host, port]; not 5 words */
+	TB_REDIS_SENTINEL_HOST,			/* not a host name or address */
+	TB_REDIS_SENTINEL_PORT,			/* not a number in 1..65535 */
+	TB_REDIS_SENTINEL_NERR,
+};
+
+/* The labels, by enum tb_redis_sentinel_err ("" for OK). */
+extern const char *const tb_redis_sentinel_err_names[TB_REDIS_SENTINEL_NERR];
+
+/* What the two sentinel answer checks below found. Pointers point into
+ * their input. */
+struct tb_redis_sentinel_addr {
+	struct tb_redis_hostport master;	/* OK: where the master is */
+	enum tb_redis_sentinel_err err;
+	const char *why;		/* not OK: a constant text for logs */
+	const char *bad;		/* the offending bytes, or NULL ... */
+	size_t bad_len;			/* ... and how many (log a few) */
+	const char *name;		/* +switch-master: the master's name */
+	size_t name_len;		/* (NULL, 0: not that far) */
+};
+
+/*
+ * Check r, a reply to SENTINEL get-master-addr-by-name: an array of two
+ * strings, a host (a name or an IP address, at most 255 bytes of
+ * letters, digits, '.', '-', '_', ':') and a port (decimal, 1..65535).
+ * 0 with out->master set, or -1 with out->err, why and bad set. Pure.
+ */
+int tb_redis_sentinel_answer(const struct redisReply *r,
+    struct tb_redis_sentinel_addr *out);
+
+/*
+ * Check msg[0..len), a +switch-master message "<name> <old-host>
+ * <old-port> <new-host> <new-port>" (words separated by one space):
+ * out->name is set once there are five words (the caller ignores other
+ * masters' messages); 0 with out->master the new address, or -1 as
+ * above. Pure; msg need not be terminated.
+ */
+int tb_redis_switch_master(const char *msg, size_t len,
+    struct tb_redis_sentinel_addr *out);
 
 struct tb_redis;
 

@@ -34,6 +34,11 @@
 
 #define SINK_MAX_CMDS	4	/* LPUSH, SET error, EXPIRE list, EXPIRE error */
 
+/* The largest reply the sink expects: the answers to LPUSH, SET, EXPIRE
+ * (and AUTH, SELECT, ROLE) are a few bytes, an error a line. A server that
+ * sends more is cut off by the client rather than buffered (issue 13). */
+#define SINK_MAX_REPLY	((size_t)64 << 10)
+
 /* ---- process-wide counters (all workers) ---- */
 
 static atomic_uint_fast64_t g_recorded, g_drop_full, g_drop_format,
@@ -357,6 +362,8 @@ sink_redis_new(struct event_base *base, const struct sink_conf *conf,
 	if (rconf.name == NULL)
 		rconf.name = "redis";
 	rconf.flags |= TB_REDIS_F_LEAN_REPLIES;	/* only types are looked at */
+	if (rconf.max_reply_bytes == 0)
+		rconf.max_reply_bytes = SINK_MAX_REPLY;
 	if ((s->rc = tb_redis_new(base, &rconf, &h, err, errlen)) == NULL) {
 		event_free(s->batch);
 		free(s);

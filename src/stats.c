@@ -6,10 +6,13 @@
 
 #include <event2/buffer.h>
 
+#include "redis.h"
 #include "stats.h"
 #include "tls.h"
 
 _Static_assert(TLS_FAIL_NREASONS == STATS_TLS_REASONS, "tls failure reasons");
+_Static_assert(TB_REDIS_REFUSE_N == STATS_REDIS_REFUSALS, "redis refusals");
+_Static_assert(TB_REDIS_SENTINEL_NERR == STATS_SENTINEL_ERRS, "sentinel errors");
 
 struct stats_global tb_stats;
 
@@ -68,6 +71,22 @@ stats_request_done(struct stats_listener *l, int status, uint64_t bytes_in,
 	STATS_INC(l->duration_bucket[i]);	/* i == STATS_DURATION_BUCKETS: +Inf only */
 	STATS_ADD(l->duration_sum_us, duration_us);
 	STATS_INC(l->duration_count);
+}
+
+/* A counter with one series per value of label: values[i] named names[i],
+ * for i in [from, n) (from 1: [0] is an enum's "none"). */
+static void
+counter_by_label(struct evbuffer *out, const char *name, const char *help,
+    const char *label, const char *const *names, const uint64_t *values,
+    int from, int n)
+{
+	int i;
+
+	evbuffer_add_printf(out, "# HELP tracebridge_%s %s\n# TYPE tracebridge_%s counter\n",
+	    name, help, name);
+	for (i = from; i < n; i++)
+		evbuffer_add_printf(out, "tracebridge_%s{%s=\"%s\"} %lu\n", name, label,
+		    names[i], (unsigned long)STATS_GET(values[i]));
 }
 
 /* A counter with one series per listener: the uint64_t at off in each. */
@@ -142,12 +161,15 @@ stats_write_prometheus(struct evbuffer *out)
 	    (unsigned long)STATS_GET(tb_stats.upstream_pool_stray),
 	    (unsigned long)STATS_GET(tb_stats.splices),
 	    (unsigned long)STATS_GET(tb_stats.spliced_bytes));
-	evbuffer_add_printf(out,
-	    "# HELP tracebridge_upstream_errors_total Upstream failures by kind.\n"
-	    "# TYPE tracebridge_upstream_errors_total counter\n");
-	for (i = 0; i < STATS_UP_NKINDS; i++)
-		evbuffer_add_printf(out, "tracebridge_upstream_errors_total{kind=\"%s\"} %lu\n",
-		    upstream_err_names[i], (unsigned long)STATS_GET(tb_stats.upstream_errors[i]));
+	counter_by_label(out, "redis_replies_refused_total",
+	    "Redis and sentinel connections closed for a reply larger than expected, by limit.",
+	    "reason", tb_redis_refusal_names, tb_stats.redis_refused, 1, STATS_REDIS_REFUSALS);
+	counter_by_label(out, "redis_sentinel_unusable_answers_total",
+	    "Sentinel answers naming no usable master, by reason.",
+	    "reason", tb_redis_sentinel_err_names, tb_stats.sentinel_unusable, 1,
+	    STATS_SENTINEL_ERRS);
+	counter_by_label(out, "upstream_errors_total", "Upstream failures by kind.", "kind",
+	    upstream_err_names, tb_stats.upstream_errors, 0, STATS_UP_NKINDS);
 
 	evbuffer_add_printf(out,
 	    "# HELP tracebridge_requests_total Requests answered, by listener and status class.\n"

@@ -28,6 +28,8 @@ enum stats_upstream_err {
 
 #define STATS_DURATION_BUCKETS 14
 #define STATS_TLS_REASONS	11	/* = TLS_FAIL_NREASONS (tls.h) */
+#define STATS_REDIS_REFUSALS	3	/* = TB_REDIS_REFUSE_N (redis.h) */
+#define STATS_SENTINEL_ERRS	7	/* = TB_REDIS_SENTINEL_NERR (redis.h) */
 
 struct stats_listener {
 	char name[64];
@@ -57,6 +59,9 @@ struct stats_global {
 	uint64_t upstream_tls_resumed;
 	uint64_t splices;		/* body parts relayed by splice(2) */
 	uint64_t spliced_bytes;		/* ...and their bytes */
+	/* every Redis client of the process (redis.c): span sinks, policy */
+	uint64_t redis_refused[STATS_REDIS_REFUSALS];	/* by enum tb_redis_refusal */
+	uint64_t sentinel_unusable[STATS_SENTINEL_ERRS];	/* by enum tb_redis_sentinel_err */
 };
 
 extern struct stats_global tb_stats;

@@ -103,15 +103,22 @@ struct ts_member {
 
 /*
  * Combine every tracestate field (RFC 9110 5.3, in order) into
- * out->tracestate. Any invalid member, a duplicated key or more than 32
- * members drops the whole header (the list ABNF no longer matches; W3C
- * test.py strict mode); over TRACE_TRACESTATE_MAX, whole members are cut
+ * out->tracestate. Any invalid member or more than 32 distinct keys drops
+ * the whole header (the list ABNF no longer matches; W3C test.py strict
+ * mode). A repeated key keeps its first occurrence and drops the later
+ * ones, order preserved: 'Combined Header Value' allows one entry per key,
+ * the leftmost being the latest position, and 'Mutating the tracestate
+ * Field' lets a vendor delete entries. (W3C test.py strict mode discards
+ * the whole header; the later suite port, system-tests
+ * test_tracestate_duplicated_keys, wants it inherited with one of the
+ * values: dropping a whole vendor list for one repeat loses every other
+ * vendor's position.) Over TRACE_TRACESTATE_MAX, whole members are cut
  * from the end, those over 128 chars first ('tracestate Limits').
  */
 static void
 parse_tracestate(const struct tb_hdr *hdrs, size_t n, struct tb_trace_ctx *out)
 {
-	struct ts_member m[TRACE_TRACESTATE_MEMBERS];
+	struct ts_member m[TRACE_TRACESTATE_MEMBERS], cand;
 	size_t nm = 0, i, j, vlen, mlen, total = 0, pos;
 	const char *v, *p, *end, *s, *eq;
 	int keep[TRACE_TRACESTATE_MEMBERS];
@@ -124,38 +131,27 @@ parse_tracestate(const struct tb_hdr *hdrs, size_t n, struct tb_trace_ctx *out)
 		trace_hdr_trim(&hdrs[i], &v, &vlen);
 		p = v;
 		end = v + vlen;
-		while (p < end) {
-			s = p;
-			p = memchr(p, ',', (size_t)(end - p));
-			if (p == NULL)
-				p = end;
-			mlen = (size_t)(p - s);
-			if (p < end)
-				p++;
-			while (mlen > 0 && (*s == ' ' || *s == '\t')) {
-				s++;
-				mlen--;
-			}
-			while (mlen > 0 && (s[mlen - 1] == ' ' ||
-			    s[mlen - 1] == '\t'))
-				mlen--;
+		while (trace_list_next(&p, end, 1, &s, &mlen)) {
 			if (mlen == 0)
 				continue;	/* empty list-members are allowed */
-			if (nm == TRACE_TRACESTATE_MEMBERS)
-				return;		/* 33rd member */
 			if ((eq = memchr(s, '=', mlen)) == NULL)
 				return;
-			m[nm].key = s;
-			m[nm].klen = (size_t)(eq - s);
-			m[nm].val = eq + 1;
-			m[nm].vlen = mlen - m[nm].klen - 1;
-			if (!ts_key_ok(m[nm].key, m[nm].klen) ||
-			    !ts_value_ok(m[nm].val, m[nm].vlen))
+			cand.key = s;
+			cand.klen = (size_t)(eq - s);
+			cand.val = eq + 1;
+			cand.vlen = mlen - cand.klen - 1;
+			if (!ts_key_ok(cand.key, cand.klen) ||
+			    !ts_value_ok(cand.val, cand.vlen))
 				return;
 			for (j = 0; j < nm; j++)
-				if (m[j].klen == m[nm].klen && memcmp(m[j].key,
-				    m[nm].key, m[nm].klen) == 0)
-					return;	/* duplicated key */
+				if (m[j].klen == cand.klen && memcmp(m[j].key,
+				    cand.key, cand.klen) == 0)
+					break;
+			if (j < nm)
+				continue;	/* repeated key: the first stays */
+			if (nm == TRACE_TRACESTATE_MEMBERS)
+				return;		/* 33rd distinct key */
+			m[nm] = cand;
 			total += m[nm].klen + 1 + m[nm].vlen + (nm > 0);
 			nm++;
 		}

@@ -293,8 +293,10 @@ on_request(struct proxy_req *r, const struct h1_msg *m, uint8_t *drop,
 	if (t->tr.invalid != 0 && log_get_level() >= TB_LOG_DEBUG)
 		log_debug("%s: client %s: invalid trace headers ignored (TRACE_F_* bits 0x%x)",
 		    lc->name, r->c->peer, t->tr.invalid);
-	sampling_operation_name(m->method, m->method_len, m->target, m->target_len,
-	    tc->rules, t->operation, sizeof(t->operation));
+	/* the recorded target: an operation name lands in spans, /metrics and
+	 * /sampling, and one made of a malformed target could keep userinfo */
+	sampling_operation_name(m->method, m->method_len, r->log_target,
+	    strlen(r->log_target), tc->rules, t->operation, sizeof(t->operation));
 	sampling_decide(tw->sampler, lc->service, t->operation, t->tr.ctx.trace_id,
 	    origin_of(&t->tr), t->tr.ctx.sampled, t->tr.ctx.debug,
 	    lc->trust_incoming_sampling, tb_mono_ns(), &t->sres);
@@ -393,8 +395,8 @@ on_complete(struct proxy_req *r)
 	s.stop_us = (int64_t)r->t_end_wall.tv_sec * 1000000 + r->t_end_wall.tv_nsec / 1000;
 	s.method = r->method;
 	s.method_len = strlen(r->method);
-	s.target = r->target;
-	s.target_len = strlen(r->target);
+	s.target = r->log_target;	/* info.request.query: redacted */
+	s.target_len = strlen(r->log_target);
 	s.scheme = r->c->tls != NULL ? "https" : "http";
 	if (r->c->tls != NULL) {
 		s.tls_protocol = r->c->tls->protocol;

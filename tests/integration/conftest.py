@@ -7,6 +7,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import pytest
@@ -484,3 +485,180 @@ def osprofiler(*args):
                        capture_output=True, text=True, timeout=30)
     assert p.returncode == 0, p.stderr
     return p.stdout
+
+
+# --- faulty peers for the Redis client (issue 13) ---------------------------
+
+def resp_command(buf):
+    """(command as a list of bytes, rest) for the first complete RESP array
+    in buf, or (None, buf) when it is not all there yet."""
+    if not buf.startswith(b"*") or b"\r\n" not in buf:
+        return None, buf
+    head, rest = buf.split(b"\r\n", 1)
+    args = []
+    for _ in range(int(head[1:])):
+        if b"\r\n" not in rest:
+            return None, buf
+        ln, rest = rest.split(b"\r\n", 1)
+        n = int(ln[1:])
+        if len(rest) < n + 2:
+            return None, buf
+        args.append(rest[:n])
+        rest = rest[n + 2:]
+    return args, rest
+
+
+class FakeResp:
+    """A RESP server on a free loopback port, one thread per connection,
+    that answers as answer(fake, conn_no, args, sock) says (it sends what
+    it likes on sock; returning False closes the connection). Connections
+    numbered relay_after and later are instead relayed, byte for byte, to
+    the loopback port relay_to (a real redis-server)."""
+
+    def __init__(self, answer, relay_to=None, relay_after=0):
+        self.answer, self.relay_to = answer, relay_to
+        self.relay_after = relay_after
+        self.commands = []          # [args] in arrival order
+        self.conns = 0
+        self.lock = threading.Lock()
+        self.socks = []
+        self.lsock = socket.socket()
+        self.lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.lsock.bind(("127.0.0.1", 0))
+        self.lsock.listen(16)
+        self.port = self.lsock.getsockname()[1]
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                s, _ = self.lsock.accept()
+            except OSError:
+                return
+            with self.lock:
+                n = self.conns
+                self.conns += 1
+                self.socks.append(s)
+            target = self._relay if self.relay_to is not None and \
+                n >= self.relay_after else self._serve
+            threading.Thread(target=target, args=(s, n), daemon=True).start()
+
+    def _serve(self, s, n):
+        buf = b""
+        try:
+            while True:
+                args, buf = resp_command(buf)
+                if args is None:
+                    d = s.recv(65536)
+                    if not d:
+                        return
+                    buf += d
+                    continue
+                with self.lock:
+                    self.commands.append(args)
+                if self.answer(self, n, args, s) is False:
+                    return
+        except OSError:
+            pass
+        finally:
+            s.close()
+
+    def _relay(self, s, n):
+        try:
+            up = socket.create_connection(("127.0.0.1", self.relay_to))
+        except OSError:
+            s.close()
+            return
+        with self.lock:
+            self.socks.append(up)
+
+        def pump(a, b):
+            try:
+                while True:
+                    d = a.recv(65536)
+                    if not d:
+                        break
+                    b.sendall(d)
+            except OSError:
+                pass
+            for x in (a, b):
+                try:
+                    x.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+        threading.Thread(target=pump, args=(up, s), daemon=True).start()
+        pump(s, up)
+
+    def asked(self, name):
+        """How many commands named name (bytes, any case) came."""
+        with self.lock:
+            return sum(1 for a in self.commands if a[0].upper() == name)
+
+    def stop(self):
+        self.lsock.close()
+        with self.lock:
+            for s in self.socks:
+                try:
+                    s.close()
+                except OSError:
+                    pass
+
+
+def resp_bulk(b):
+    return b"$%d\r\n%s\r\n" % (len(b), b)
+
+
+class FakeSentinel(FakeResp):
+    """A sentinel that answers SENTINEL get-master-addr-by-name with the
+    next of answers (raw RESP; a list shared by several fakes pops in the
+    order they are asked) and, once they are used up, with 127.0.0.1 and
+    master_port; SUBSCRIBE is confirmed, then silence."""
+
+    def __init__(self, answers, master_port):
+        self.answers, self.master_port = answers, master_port
+        super().__init__(FakeSentinel._answer)
+
+    @staticmethod
+    def _answer(fake, n, args, s):
+        cmd = args[0].upper()
+        if cmd == b"SENTINEL":
+            with fake.lock:
+                bad = fake.answers.pop(0) if fake.answers else None
+            s.sendall(bad if bad is not None else b"*2\r\n" +
+                      resp_bulk(b"127.0.0.1") +
+                      resp_bulk(b"%d" % fake.master_port))
+        elif cmd == b"SUBSCRIBE":
+            s.sendall(b"*3\r\n" + resp_bulk(b"subscribe") + resp_bulk(args[1])
+                      + b":1\r\n")
+        else:
+            s.sendall(b"-ERR unknown command\r\n")
+
+
+# One of each way a sentinel's answer was unusable in issue 13; the reason
+# label each is counted under in /metrics.
+BAD_SENTINEL_ANSWERS = [
+    (b"*2\r\n" + resp_bulk(b"127.0.0.1") + resp_bulk(b"0"), "port"),
+    (b"*2\r\n" + resp_bulk(b"127.0.0.1") + resp_bulk(b"-1"), "port"),
+    (b"*2\r\n" + resp_bulk(b"127.0.0.1") + resp_bulk(b"70000"), "port"),
+    (b"*2\r\n" + resp_bulk(b"127.0.0.1") + resp_bulk(b"63x79"), "port"),
+    (b"*2\r\n" + resp_bulk(b"127.0.0.1") + resp_bulk(b"9" * 10240), "port"),
+    (b"*2\r\n" + resp_bulk(b"h" * 10240) + resp_bulk(b"6379"), "host"),
+    (b"+OK\r\n", "reply_type"),
+    (b"*3\r\n" + resp_bulk(b"127.0.0.1") + resp_bulk(b"6379") +
+     resp_bulk(b"x"), "element_count"),
+]
+
+
+@pytest.fixture
+def fakes():
+    """fakes(cls, *args, **kw): a FakeResp (or subclass), stopped after the
+    test."""
+    made = []
+
+    def make(cls, *a, **kw):
+        f = cls(*a, **kw)
+        made.append(f)
+        return f
+    yield make
+    for f in made:
+        f.stop()

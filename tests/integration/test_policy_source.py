@@ -16,7 +16,8 @@ import time
 
 import pytest
 
-from conftest import BUILDDIR, free_port, sentinel_setup, wait_for
+from conftest import (BAD_SENTINEL_ANSWERS, BUILDDIR, FakeSentinel,
+                      free_port, sentinel_setup, wait_for)
 
 DRIVER = os.path.join(BUILDDIR, "tests", "unit", "tb_policy_driver")
 
@@ -253,6 +254,48 @@ def test_redis_sentinel_discovery_and_failover(servers, drivers):
     rc.publish("tb:policy", "x")
     d.wait_for(is_policy("redis:tb:policy", 0.9), 10)
     assert "sentinel" in "".join(d.stderr)
+
+
+def test_redis_sentinel_unusable_answers_then_policy(servers, fakes,
+                                                     drivers):
+    """Unusable sentinel answers (issue 13) stop neither of the policy's
+    connections: each is logged and the other sentinel asked, and once an
+    answer can be used the key is read and a PUBLISH followed."""
+    r = servers("redis")
+    r.cli("SET", "tb:policy", prob(0.3))
+    answers = [a for a, _ in BAD_SENTINEL_ANSWERS]
+    a, b = (fakes(FakeSentinel, answers, r.port) for _ in range(2))
+    url = "redissentinel://127.0.0.1:%d,127.0.0.1:%d" % (a.port, b.port)
+    d = drivers(*redis_args(r, url), "--service-name", "mymaster",
+                "--socket-timeout", "1")
+    d.wait_for(is_policy("redis:tb:policy", 0.3), 20)
+    wait_for(lambda: r.client().pubsub_numsub("tb:policy")[0][1] == 1, 10,
+             "the subscription")
+    r.cli("SET", "tb:policy", prob(0.6))
+    r.cli("PUBLISH", "tb:policy", "x")
+    d.wait_for(is_policy("redis:tb:policy", 0.6), 2)
+    assert not answers
+    err = "".join(d.stderr)
+    assert err.count("unusable answer for master mymaster") == \
+        len(BAD_SENTINEL_ANSWERS)
+    assert max(len(ln) for ln in err.splitlines()) < 300
+
+
+def test_redis_policy_larger_than_limit(redis_server, drivers):
+    """A value larger than a policy document may be (4 MiB) is not buffered
+    whole: the connection is cut off, logged, the policy in force stays,
+    and once the key is fixed the reconnect reads it."""
+    r = redis_server
+    r.cli("SET", "tb:policy", prob(0.2))
+    d = drivers(*redis_args(r))
+    d.wait_for(is_policy("redis:tb:policy", 0.2), 5)
+    r.client().set("tb:policy", b" " * (5 << 20))
+    r.cli("PUBLISH", "tb:policy", "x")
+    wait_for(lambda: "sent a reply larger than 4194304 bytes" in
+             "".join(d.stderr), 5, "the refusal in the log")
+    assert not d.quiet(0.3)         # neither applied nor rejected
+    r.cli("SET", "tb:policy", prob(0.7))
+    d.wait_for(is_policy("redis:tb:policy", 0.7), 10)
 
 
 def write_atomic(path, text):

@@ -15,7 +15,9 @@ from urllib.parse import unquote_to_bytes
 
 import pytest
 
-from conftest import BUILDDIR, free_port, osprofiler, sentinel_setup, wait_for
+from conftest import (BAD_SENTINEL_ANSWERS, BASIC_CONF, BUILDDIR, Conn,
+                      FakeResp, FakeSentinel, free_port, metrics, osprofiler,
+                      sentinel_setup, wait_for)
 
 DRIVER = os.path.join(BUILDDIR, "tests", "unit", "tb_sink_driver")
 
@@ -419,3 +421,115 @@ def test_sentinel_switch_master_while_connected(servers):
     late = [i for i in (int(t.rsplit("-", 1)[1], 16) for t in seen)
             if i >= n - 300]
     assert len(late) == 300
+
+
+# ---- a faulty Redis or sentinel in front of the real binary (issue 13) ----
+
+# one worker: one span writer, one connection to the fake
+PROXY_CONF = BASIC_CONF.replace("workers = 2\n", "workers = 1\n") + """
+[profiler]
+enabled = true
+hmac_keys = SECRET_KEY
+connection_string = {redis}
+socket_timeout = 1
+
+[tracing]
+sample_new = true
+"""
+
+
+def proxied_span(proxy):
+    """One request through proxy; its base id (its two notifications go to
+    osprofiler_opt:<base id>)."""
+    c = Conn(proxy.port)
+    try:
+        r = c.request("GET", "/v3")
+    finally:
+        c.close()
+    assert r.status == 200
+    return r.header("X-Trace-Id")
+
+
+def test_unusable_sentinel_answers_then_spans(servers, fakes, upstream,
+                                              make_proxy):
+    """One unusable sentinel answer (port 0, -1, 70000, not a number, a
+    10 KB host or port, the wrong type or element count) stopped span
+    delivery for good, silently. Each is now logged with the sentinel's
+    name and a few bytes of the value, counted by reason, and followed by
+    the other sentinels, a round of them by the backoff; the first usable
+    answer is followed and the spans arrive."""
+    r = servers("redis")
+    answers = [a for a, _ in BAD_SENTINEL_ANSWERS]
+    sents = [fakes(FakeSentinel, answers, r.port) for _ in range(4)]
+    url = "redissentinel://" + ",".join("127.0.0.1:%d" % s.port
+                                        for s in sents)
+    p = make_proxy(PROXY_CONF, upstream=upstream.url, redis=url)
+    base = proxied_span(p)
+    c = r.client()
+    wait_for(lambda: c.llen("osprofiler_opt:" + base) == 2, 20,
+             "the span in Redis")
+    assert not answers
+    m = metrics(p)
+    for reason in ("unknown_master", "error_reply", "reply_type",
+                   "element_count", "host", "port"):
+        want = sum(1 for _, why in BAD_SENTINEL_ANSWERS if why == reason)
+        assert m['tracebridge_redis_sentinel_unusable_answers_total'
+                 '{reason="%s"}' % reason] == want, reason
+    assert m["tracebridge_redis_connected"] == 1
+    # 8 answers, 4 sentinels: each asked in turn, twice, then the first
+    assert [s.asked(b"SENTINEL") for s in sents] == [3, 2, 2, 2]
+    lines = [ln for ln in p.logtext().splitlines()
+             if "unusable answer for master mymaster" in ln]
+    assert len(lines) == len(BAD_SENTINEL_ANSWERS)
+    assert all("[warn]" in ln for ln in lines)
+    for s in sents:
+        assert any("sentinel 127.0.0.1:%d:" % s.port in ln for ln in lines)
+    # a few bytes of the value, never 10 KB of it
+    assert all(len(ln) < 300 for ln in lines)
+    assert sum(ln.endswith("... (10240 bytes)") for ln in lines) == 2
+    assert any('port is not a number in 1..65535: "70000"' in ln
+               for ln in lines)
+    base2 = proxied_span(p)
+    wait_for(lambda: c.llen("osprofiler_opt:" + base2) == 2, 5,
+             "a later span in Redis")
+
+
+def test_oversized_reply_cut_off(servers, fakes, upstream, make_proxy):
+    """A Redis answering "$1000000000" and then 400 MiB raised the proxy's
+    RSS from 8 MB to 417 MB. The sink expects replies of a few bytes:
+    past 64 KiB the connection is closed (logged, counted), memory stays
+    put, and the next connection (relayed to a real redis-server) takes
+    the span."""
+    r = servers("redis")
+    sent = {"bytes": 0, "cut": False}
+
+    def bomb(fake, n, args, s):
+        s.sendall(b"$1000000000\r\n")
+        chunk = b"x" * (1 << 20)
+        try:
+            while sent["bytes"] < 400 << 20:
+                s.sendall(chunk)
+                sent["bytes"] += len(chunk)
+        except OSError:
+            sent["cut"] = True
+        return False
+
+    f = fakes(FakeResp, bomb, relay_to=r.port, relay_after=1)
+    p = make_proxy(PROXY_CONF, upstream=upstream.url,
+                   redis="redis://127.0.0.1:%d" % f.port)
+    hwm0 = p.status("VmHWM")
+    base = proxied_span(p)
+    c = r.client()
+    wait_for(lambda: c.llen("osprofiler_opt:" + base) == 2, 20,
+             "the span in the real Redis")
+    assert f.commands[0][0] == b"LPUSH" and f.conns == 2
+    hwm = p.status("VmHWM")
+    assert hwm - hwm0 < 32 * 1024, (hwm0, hwm)     # kB
+    # cut off early: what the fake got rid of sat in socket buffers
+    assert sent["cut"] and sent["bytes"] < 64 << 20, sent
+    m = metrics(p)
+    assert m['tracebridge_redis_replies_refused_total{reason="too_large"}'] \
+        == 1
+    assert m["tracebridge_redis_connected"] == 1
+    assert "127.0.0.1:%d sent a reply larger than 65536 bytes; closing " \
+        "the connection" % f.port in p.logtext()

@@ -156,6 +156,7 @@ test_defaults(void)
 	CHECK(c->tracing.host != NULL && c->tracing.host[0] != '\0');
 	CHECK(c->tracing.span_ttl == 0);
 	CHECK(c->tracing.span_buffer_bytes == 16u << 20);
+	CHECK(c->tracing.n_redact_query_params == 0);
 
 	CHECK(c->sampling.policy_file == NULL);
 	CHECK(c->sampling.policy_redis_key == NULL);
@@ -216,6 +217,7 @@ test_values(void)
 	    "span_ttl = 3600s\n"
 	    "span_buffer_bytes = 4k\n"
 	    "host = edge1\n"
+	    "redact_query_params = X-Custom-Sig, sessionid\n"
 	    "[sampling]\n"
 	    "policy_url = http://127.0.0.1:9000/policy\n"
 	    "forced_max_per_second = 0.5\n"
@@ -266,6 +268,8 @@ test_values(void)
 	CHECK(c->tracing.span_ttl == 3600);
 	CHECK(c->tracing.span_buffer_bytes == 4096);
 	CHECK(strcmp(c->tracing.host, "edge1") == 0);
+	CHECK(c->tracing.n_redact_query_params == 2 &&
+	    strcmp(c->tracing.redact_query_params[1], "sessionid") == 0);
 	CHECK(strcmp(c->sampling.policy_url, "http://127.0.0.1:9000/policy") == 0);
 	CHECK(c->sampling.forced_max_per_second == 0.5);
 	CHECK(c->sampling.n_operation_rules == 2);

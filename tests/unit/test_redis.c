@@ -37,6 +37,7 @@
 #include <hiredis/hiredis.h>
 
 #include "redis.h"
+#include "stats.h"
 #include "tb_test.h"
 
 /* ------------------------------------------------------------------ */
@@ -287,6 +288,33 @@ test_url_secret(void)
 	}
 }
 
+/* A page followed by a PROT_NONE one; returns the start of the latter:
+ * bytes copied to end there are the last that can be read. NULL if mmap
+ * failed. */
+static char *
+guard_page_new(void)
+{
+	long pg = sysconf(_SC_PAGESIZE);
+	char *area = mmap(NULL, (size_t)pg * 2, PROT_READ | PROT_WRITE,
+	    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+
+	if (area == MAP_FAILED)
+		return NULL;
+	if (mprotect(area + pg, (size_t)pg, PROT_NONE) != 0) {
+		munmap(area, (size_t)pg * 2);
+		return NULL;
+	}
+	return area + pg;
+}
+
+static void
+guard_page_free(char *guard)
+{
+	long pg = sysconf(_SC_PAGESIZE);
+
+	munmap(guard - pg, (size_t)pg * 2);
+}
+
 /*
  * Every prefix of every valid string, and of every hostile one, copied so
  * that its terminating NUL is the last byte before a PROT_NONE page: the
@@ -300,19 +328,14 @@ test_url_prefixes(void)
 		"redis://[::1]:6380/1", "unix://:pw@/tmp/r.sock?db=1",
 		"redissentinel://:pw@a:1,b,[::1]:3/2",
 	};
-	long pg = sysconf(_SC_PAGESIZE);
-	char *area, *guard, err[256];
+	char *guard = guard_page_new(), err[256];
 	struct tb_redis_url u;
 	size_t i, n, len;
 	int rc, bad = 0;
 
-	area = mmap(NULL, (size_t)pg * 2, PROT_READ | PROT_WRITE,
-	    MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-	CHECK(area != MAP_FAILED);
-	if (area == MAP_FAILED)
+	CHECK(guard != NULL);
+	if (guard == NULL)
 		return;
-	guard = area + pg;
-	CHECK(mprotect(guard, (size_t)pg, PROT_NONE) == 0);
 	for (i = 0; i < sizeof(good) / sizeof(good[0]) +
 	    sizeof(hostile) / sizeof(hostile[0]); i++) {
 		const char *s = i < sizeof(good) / sizeof(good[0]) ? good[i] :
@@ -336,7 +359,242 @@ test_url_prefixes(void)
 		}
 	}
 	CHECK(bad == 0);
-	munmap(area, (size_t)pg * 2);
+	guard_page_free(guard);
+}
+
+/* ------------------------------------------------------------------ */
+/* sentinel answers                                                    */
+/* ------------------------------------------------------------------ */
+
+/* The reply hiredis' own reader makes of resp[0..n); NULL if none. */
+static redisReply *
+reply_of(const char *resp, size_t n)
+{
+	redisReader *r = redisReaderCreate();
+	void *reply = NULL;
+
+	if (redisReaderFeed(r, resp, n) != REDIS_OK ||
+	    redisReaderGetReply(r, &reply) != REDIS_OK)
+		reply = NULL;
+	redisReaderFree(r);
+	return reply;
+}
+
+#define RESP(s)	s, sizeof(s) - 1	/* a literal, NULs included */
+
+/* Replies to SENTINEL get-master-addr-by-name, with the verdict. */
+static const struct {
+	const char *resp;
+	size_t len;
+	enum tb_redis_sentinel_err err;
+	const char *why;		/* NULL for OK */
+	const char *bad;		/* what is quoted, NULL for nothing */
+} answers[] = {
+	{ RESP("*2\r\n$9\r\n127.0.0.1\r\n$4\r\n6379\r\n"), 0, NULL, NULL },
+	{ RESP("*2\r\n$3\r\n::1\r\n$5\r\n26379\r\n"), 0, NULL, NULL },
+	{ RESP("*2\r\n$17\r\nredis-1.a_b.local\r\n$5\r\n65535\r\n"), 0,
+	    NULL, NULL },
+	{ RESP("*2\r\n$1\r\nh\r\n$10\r\n0000000001\r\n"), 0, NULL, NULL },
+	/* ports: 0, -1, 70000, non-numeric... strtol took "12abc" as 12 */
+	{ RESP("*2\r\n$1\r\nh\r\n$1\r\n0\r\n"), TB_REDIS_SENTINEL_PORT,
+	    "port is not a number in 1..65535", "0" },
+	{ RESP("*2\r\n$1\r\nh\r\n$2\r\n-1\r\n"), TB_REDIS_SENTINEL_PORT,
+	    "port is not a number in 1..65535", "-1" },
+	{ RESP("*2\r\n$1\r\nh\r\n$5\r\n70000\r\n"), TB_REDIS_SENTINEL_PORT,
+	    "port is not a number in 1..65535", "70000" },
+	{ RESP("*2\r\n$1\r\nh\r\n$5\r\n65536\r\n"), TB_REDIS_SENTINEL_PORT,
+	    "port is not a number in 1..65535", "65536" },
+	{ RESP("*2\r\n$1\r\nh\r\n$5\r\n12abc\r\n"), TB_REDIS_SENTINEL_PORT,
+	    "port is not a number in 1..65535", "12abc" },
+	{ RESP("*2\r\n$1\r\nh\r\n$4\r\nport\r\n"), TB_REDIS_SENTINEL_PORT,
+	    "port is not a number in 1..65535", "port" },
+	{ RESP("*2\r\n$1\r\nh\r\n$0\r\n\r\n"), TB_REDIS_SENTINEL_PORT,
+	    "port is not a number in 1..65535", "" },
+	{ RESP("*2\r\n$1\r\nh\r\n$5\r\n 6379\r\n"), TB_REDIS_SENTINEL_PORT,
+	    "port is not a number in 1..65535", " 6379" },
+	{ RESP("*2\r\n$1\r\nh\r\n$5\r\n+6379\r\n"), TB_REDIS_SENTINEL_PORT,
+	    "port is not a number in 1..65535", "+6379" },
+	{ RESP("*2\r\n$1\r\nh\r\n$5\r\n63\00079\r\n"), TB_REDIS_SENTINEL_PORT,
+	    "port is not a number in 1..65535", "63" },
+	{ RESP("*2\r\n$1\r\nh\r\n:6379\r\n"), TB_REDIS_SENTINEL_PORT,
+	    "port is not a string", NULL },
+	{ RESP("*2\r\n$1\r\nh\r\n$-1\r\n"), TB_REDIS_SENTINEL_PORT,
+	    "port is not a string", NULL },
+	/* hosts */
+	{ RESP("*2\r\n$0\r\n\r\n$4\r\n6379\r\n"), TB_REDIS_SENTINEL_HOST,
+	    "empty host", NULL },
+	{ RESP("*2\r\n$3\r\na b\r\n$4\r\n6379\r\n"), TB_REDIS_SENTINEL_HOST,
+	    "bad character in host", "a b" },
+	{ RESP("*2\r\n$3\r\na\000b\r\n$4\r\n6379\r\n"), TB_REDIS_SENTINEL_HOST,
+	    "bad character in host", "a" },
+	{ RESP("*2\r\n$5\r\n[::1]\r\n$4\r\n6379\r\n"), TB_REDIS_SENTINEL_HOST,
+	    "bad character in host", "[::1]" },
+	{ RESP("*2\r\n$6\r\nh\r\nx:y\r\n$4\r\n6379\r\n"), TB_REDIS_SENTINEL_HOST,
+	    "bad character in host", "h" },
+	{ RESP("*2\r\n:1\r\n$4\r\n6379\r\n"), TB_REDIS_SENTINEL_HOST,
+	    "host is not a string", NULL },
+	{ RESP("*2\r\n*0\r\n$4\r\n6379\r\n"), TB_REDIS_SENTINEL_HOST,
+	    "host is not a string", NULL },
+	{ RESP("*2\r\n+h\r\n$4\r\n6379\r\n"), TB_REDIS_SENTINEL_HOST,
+	    "host is not a string", NULL },
+	/* shapes */
+	{ RESP("*-1\r\n"), TB_REDIS_SENTINEL_UNKNOWN_MASTER, "no such master",
+	    NULL },
+	{ RESP("$-1\r\n"), TB_REDIS_SENTINEL_UNKNOWN_MASTER, "no such master",
+	    NULL },
+	{ RESP("-ERR unknown command 'SENTINEL'\r\n"),
+	    TB_REDIS_SENTINEL_ERROR_REPLY, "error reply",
+	    "ERR unknown command 'SENTINEL'" },
+	{ RESP("+OK\r\n"), TB_REDIS_SENTINEL_REPLY_TYPE,
+	    "a string, not an array", "OK" },
+	{ RESP("$14\r\n127.0.0.1 6379\r\n"), TB_REDIS_SENTINEL_REPLY_TYPE,
+	    "a string, not an array", "127.0.0.1 6379" },
+	{ RESP(":6379\r\n"), TB_REDIS_SENTINEL_REPLY_TYPE, "not an array",
+	    NULL },
+	{ RESP("*0\r\n"), TB_REDIS_SENTINEL_ELEMENT_COUNT,
+	    "not an array of two elements", NULL },
+	{ RESP("*1\r\n$9\r\n127.0.0.1\r\n"), TB_REDIS_SENTINEL_ELEMENT_COUNT,
+	    "not an array of two elements", NULL },
+	{ RESP("*3\r\n$1\r\nh\r\n$4\r\n6379\r\n$1\r\nx\r\n"),
+	    TB_REDIS_SENTINEL_ELEMENT_COUNT, "not an array of two elements",
+	    NULL },
+};
+
+/* Each answer above: the exact verdict, reason and quoted bytes. */
+static void
+test_sentinel_answer_table(void)
+{
+	struct tb_redis_sentinel_addr a;
+	redisReply *r;
+	size_t i;
+	int rc;
+
+	for (i = 0; i < sizeof(answers) / sizeof(answers[0]); i++) {
+		if ((r = reply_of(answers[i].resp, answers[i].len)) == NULL) {
+			CHECKF(0, "answer %zu: no reply", i);
+			continue;
+		}
+		rc = tb_redis_sentinel_answer(r, &a);
+		CHECKF(rc == (answers[i].why ? -1 : 0) &&
+		    a.err == answers[i].err &&
+		    (answers[i].why == NULL || strcmp(a.why, answers[i].why) == 0) &&
+		    (answers[i].bad == NULL ? a.bad == NULL : a.bad != NULL &&
+		    strlen(answers[i].bad) <= a.bad_len &&
+		    memcmp(a.bad, answers[i].bad, strlen(answers[i].bad)) == 0),
+		    "answer %zu: %d %d %s", i, rc, a.err, a.why ? a.why : "-");
+		freeReplyObject(r);
+	}
+	r = reply_of(answers[1].resp, answers[1].len);
+	CHECK(r != NULL && tb_redis_sentinel_answer(r, &a) == 0 &&
+	    strcmp(a.master.host, "::1") == 0 && a.master.port == 26379 &&
+	    a.name == NULL);
+	freeReplyObject(r);
+	CHECK(strcmp(tb_redis_sentinel_err_names[TB_REDIS_SENTINEL_PORT],
+	    "port") == 0);
+}
+
+/* A host and a port of len bytes of c (the 10 KB answers of issue 13), and
+ * the host at its bound. */
+static void
+test_sentinel_answer_sizes(void)
+{
+	static const size_t sizes[] = { 255, 256, 10240 };
+	struct tb_redis_sentinel_addr a;
+	char *resp, *v;
+	redisReply *r;
+	size_t i, len, n;
+
+	resp = malloc(20000);
+	v = malloc(10241);
+	for (i = 0; i < sizeof(sizes) / sizeof(sizes[0]); i++) {
+		len = sizes[i];
+		memset(v, 'h', len);
+		v[len] = '\0';
+		n = (size_t)snprintf(resp, 20000, "*2\r\n$%zu\r\n%s\r\n"
+		    "$4\r\n6379\r\n", len, v);
+		r = reply_of(resp, n);
+		if (len < 256)
+			CHECK(r != NULL && tb_redis_sentinel_answer(r, &a) == 0 &&
+			    strlen(a.master.host) == len);
+		else
+			CHECK(r != NULL && tb_redis_sentinel_answer(r, &a) == -1 &&
+			    a.err == TB_REDIS_SENTINEL_HOST &&
+			    strcmp(a.why, "host longer than 255 bytes") == 0 &&
+			    a.bad_len == len);
+		freeReplyObject(r);
+		memset(v, '9', len);
+		n = (size_t)snprintf(resp, 20000, "*2\r\n$1\r\nh\r\n$%zu\r\n"
+		    "%s\r\n", len, v);
+		r = reply_of(resp, n);
+		CHECK(r != NULL && tb_redis_sentinel_answer(r, &a) == -1 &&
+		    a.err == TB_REDIS_SENTINEL_PORT && a.bad_len == len);
+		freeReplyObject(r);
+	}
+	free(resp);
+	free(v);
+}
+
+/* +switch-master messages, with the verdict and the name found. */
+static const struct {
+	const char *msg;
+	enum tb_redis_sentinel_err err;
+	const char *name;		/* NULL: not found */
+	const char *host;		/* OK: the new master */
+	uint16_t port;
+} switches[] = {
+	{ "mymaster 10.0.0.1 6379 10.0.0.2 6380", 0, "mymaster", "10.0.0.2",
+	    6380 },
+	{ "m ::1 1 ::2 65535", 0, "m", "::2", 65535 },
+	{ "m a 1 b 0", TB_REDIS_SENTINEL_PORT, "m", NULL, 0 },
+	{ "m a 1 b 70000", TB_REDIS_SENTINEL_PORT, "m", NULL, 0 },
+	{ "m a 1 b -1", TB_REDIS_SENTINEL_PORT, "m", NULL, 0 },
+	{ "m a 1 b 6379x", TB_REDIS_SENTINEL_PORT, "m", NULL, 0 },
+	{ "m a 1 b ", TB_REDIS_SENTINEL_PORT, "m", NULL, 0 },
+	{ "m a 1 b\t 1", TB_REDIS_SENTINEL_HOST, "m", NULL, 0 },
+	{ "m a 1 [b] 1", TB_REDIS_SENTINEL_HOST, "m", NULL, 0 },
+	{ "m a 1  1", TB_REDIS_SENTINEL_HOST, "m", NULL, 0 },
+	{ "other a 1 b 0", TB_REDIS_SENTINEL_PORT, "other", NULL, 0 },
+	{ "", TB_REDIS_SENTINEL_ELEMENT_COUNT, NULL, NULL, 0 },
+	{ "mymaster", TB_REDIS_SENTINEL_ELEMENT_COUNT, NULL, NULL, 0 },
+	{ "m a 1 b", TB_REDIS_SENTINEL_ELEMENT_COUNT, NULL, NULL, 0 },
+	{ "m a 1 b 2 ", TB_REDIS_SENTINEL_ELEMENT_COUNT, NULL, NULL, 0 },
+	{ "m a 1 b 2 c", TB_REDIS_SENTINEL_ELEMENT_COUNT, NULL, NULL, 0 },
+	{ "m  a 1 b 2", TB_REDIS_SENTINEL_ELEMENT_COUNT, NULL, NULL, 0 },
+};
+
+/*
+ * Each message above, and every prefix of each placed against a guard
+ * page (the message is not terminated): an answer, never a read past it.
+ */
+static void
+test_switch_master(void)
+{
+	struct tb_redis_sentinel_addr a;
+	char *guard = guard_page_new();
+	size_t i, n, len;
+	int rc;
+
+	CHECK(guard != NULL);
+	if (guard == NULL)
+		return;
+	for (i = 0; i < sizeof(switches) / sizeof(switches[0]); i++) {
+		len = strlen(switches[i].msg);
+		for (n = 0; n <= len; n++) {
+			memcpy(guard - n, switches[i].msg, n);
+			rc = tb_redis_switch_master(guard - n, n, &a);
+			CHECKF((rc == 0) == (a.err == TB_REDIS_SENTINEL_OK) &&
+			    (rc == 0 || a.why != NULL), "%zu/%zu", i, n);
+		}
+		CHECKF(a.err == switches[i].err &&
+		    (switches[i].name == NULL ? a.name == NULL :
+		    a.name_len == strlen(switches[i].name) &&
+		    memcmp(a.name, switches[i].name, a.name_len) == 0) &&
+		    (switches[i].host == NULL ||
+		    (strcmp(a.master.host, switches[i].host) == 0 &&
+		    a.master.port == switches[i].port)),
+		    "\"%s\": %d %s", switches[i].msg, a.err, a.why ? a.why : "-");
+	}
+	guard_page_free(guard);
 }
 
 /* ------------------------------------------------------------------ */
@@ -377,6 +635,11 @@ struct fake {
 	int replica;			/* ROLE says slave */
 	uint16_t master_port;		/* sentinel: the master it names */
 	int unknown_master;		/* sentinel: nil for the name */
+	const char *const *bad;		/* sentinel: the first answers... */
+	unsigned n_bad;			/* ... this many, then master_port */
+	unsigned asked;			/* SENTINEL commands answered */
+	const char *get_reply;		/* answer the next GET with these */
+	size_t get_reply_len;		/* bytes (as many as the socket takes) */
 };
 
 static void
@@ -392,6 +655,19 @@ fconn_free(struct fconn *c)
 	event_free(c->ev);
 	close(c->fd);
 	free(c);
+}
+
+/* Send what the socket takes of s[0..n) without waiting: the client runs
+ * on the same loop. */
+static void
+fake_send_n(struct fconn *c, const char *s, size_t n)
+{
+	ssize_t w;
+
+	while (n > 0 && (w = send(c->fd, s, n, MSG_DONTWAIT)) > 0) {
+		s += w;
+		n -= (size_t)w;
+	}
 }
 
 static void
@@ -423,6 +699,11 @@ fake_answer(struct fconn *c, int argc, char argv[][128])
 	} else if (strcasecmp(argv[0], "GET") == 0 && argc == 2) {
 		if (f->hang_get)
 			return;
+		if (f->get_reply != NULL) {
+			fake_send_n(c, f->get_reply, f->get_reply_len);
+			f->get_reply = NULL;
+			return;
+		}
 		if (f->loading > 0 && f->n_log % f->loading == 0) {
 			fake_send(c, "-LOADING Redis is loading the dataset\r\n");
 			return;
@@ -437,6 +718,10 @@ fake_answer(struct fconn *c, int argc, char argv[][128])
 		    "%s\r\n:1\r\n", strlen(argv[1]), argv[1]);
 		fake_send(c, out);
 	} else if (strcasecmp(argv[0], "SENTINEL") == 0) {
+		if (f->asked++ < f->n_bad) {
+			fake_send(c, f->bad[f->asked - 1]);
+			return;
+		}
 		if (f->unknown_master) {
 			fake_send(c, "*-1\r\n");
 			return;
@@ -590,6 +875,17 @@ fake_push(struct fake *f, const char *s)
 		fake_send(c, s);
 }
 
+/* Publish msg on +switch-master to every connection of a fake sentinel. */
+static void
+fake_switch_master(struct fake *f, const char *msg)
+{
+	char push[512];
+
+	snprintf(push, sizeof(push), "*3\r\n$7\r\nmessage\r\n$14\r\n"
+	    "+switch-master\r\n$%zu\r\n%s\r\n", strlen(msg), msg);
+	fake_push(f, push);
+}
+
 static void
 fake_free(struct fake *f)
 {
@@ -703,6 +999,10 @@ static const struct tb_redis_handlers u_handlers = {
 	u_ready, u_reply, u_down, u_message, u_reconnecting, NULL,
 };
 
+/* Reply limits and flags of the clients user_client makes (0: default). */
+static size_t knob_max_bytes;
+static unsigned knob_max_elements, knob_flags;
+
 /* A client for the URL that fmt makes, with fast timers, reporting to u. */
 static struct tb_redis *
 user_client(struct event_base *base, struct user *u, double connect_timeout,
@@ -730,6 +1030,9 @@ user_client(struct event_base *base, struct user *u, double connect_timeout,
 	conf.backoff_min = 0.02;
 	conf.backoff_max = 0.08;
 	conf.sentinel_timeout = 0.3;
+	conf.max_reply_bytes = knob_max_bytes;
+	conf.max_reply_elements = knob_max_elements;
+	conf.flags = knob_flags;
 	h.arg = u;
 	u->c = tb_redis_new(base, &conf, &h, err, sizeof(err));
 	memset(&parsed, 0, sizeof(parsed));	/* the client has a copy */
@@ -1006,7 +1309,7 @@ test_client_sentinel(struct event_base *base)
 	struct fake *s = fake_new(base, NULL), *a = fake_new(base, NULL),
 	    *b = fake_new(base, NULL);
 	struct user u;
-	char push[256], msg[256], want[64];
+	char msg[256], want[64];
 
 	s->master_port = a->port;
 	user_client(base, &u, 1, 1, "redissentinel://:pw@127.0.0.1:%u,"
@@ -1022,9 +1325,7 @@ test_client_sentinel(struct event_base *base)
 	/* failover while connected */
 	snprintf(msg, sizeof(msg), "mymaster 127.0.0.1 %u 127.0.0.1 %u",
 	    a->port, b->port);
-	snprintf(push, sizeof(push), "*3\r\n$7\r\nmessage\r\n$14\r\n"
-	    "+switch-master\r\n$%zu\r\n%s\r\n", strlen(msg), msg);
-	fake_push(s, push);
+	fake_switch_master(s, msg);
 	CHECK(run_until(base, &u.ready, 2, 3));
 	snprintf(want, sizeof(want), "127.0.0.1:%u", b->port);
 	CHECKF(strcmp(tb_redis_server(u.c), want) == 0, "%s",
@@ -1032,8 +1333,7 @@ test_client_sentinel(struct event_base *base)
 	CHECK(u.down == 1 && strcmp(u.last_down,
 	    "sentinel named a new master") == 0);
 	/* another master name on the feed: ignored */
-	fake_push(s, "*3\r\n$7\r\nmessage\r\n$14\r\n+switch-master\r\n"
-	    "$33\r\nother 127.0.0.1 1 127.0.0.1 65000\r\n");
+	fake_switch_master(s, "other 127.0.0.1 1 127.0.0.1 65000");
 	run_for(base, 0.1);
 	CHECK(u.down == 1 && strcmp(tb_redis_server(u.c), want) == 0);
 	tb_redis_free(u.c);
@@ -1059,6 +1359,217 @@ test_client_sentinel(struct event_base *base)
 	fake_free(b);
 }
 
+/*
+ * Unusable sentinel answers (issue 13: one of them stopped the client for
+ * good, silently): each is counted by reason and followed by the next
+ * sentinel, a round of them by the backoff; a later good answer is used.
+ */
+static void
+test_client_sentinel_unusable(struct event_base *base)
+{
+	static const char *const bad[] = {
+		"*2\r\n$9\r\n127.0.0.1\r\n$1\r\n0\r\n",
+		"*2\r\n$9\r\n127.0.0.1\r\n$2\r\n-1\r\n",
+		"*2\r\n$9\r\n127.0.0.1\r\n$5\r\n70000\r\n",
+		"*2\r\n$9\r\n127.0.0.1\r\n$4\r\nport\r\n",
+		"*2\r\n$3\r\na b\r\n$4\r\n6379\r\n",
+		"+OK\r\n",
+		"*3\r\n$1\r\na\r\n$1\r\nb\r\n$1\r\nc\r\n",
+		"*-1\r\n",
+		"-ERR no\r\n",
+	};
+	struct fake *s = fake_new(base, NULL), *s2 = fake_new(base, NULL),
+	    *a = fake_new(base, NULL);
+	uint64_t before[TB_REDIS_SENTINEL_NERR], *now = tb_stats.sentinel_unusable;
+	struct user u;
+	char want[64], msg[128];
+
+	memcpy(before, now, sizeof(before));
+	s->master_port = s2->master_port = a->port;
+	s->bad = bad;
+	s->n_bad = sizeof(bad) / sizeof(bad[0]);
+	user_client(base, &u, 1, 1, "redissentinel://127.0.0.1:%u", s->port);
+	CHECK(run_until(base, &u.ready, 1, 5));
+	snprintf(want, sizeof(want), "127.0.0.1:%u", a->port);
+	CHECKF(strcmp(tb_redis_server(u.c), want) == 0 && s->asked == 10,
+	    "%s %u", tb_redis_server(u.c), s->asked);
+	CHECK(now[TB_REDIS_SENTINEL_PORT] - before[TB_REDIS_SENTINEL_PORT] == 4);
+	CHECK(now[TB_REDIS_SENTINEL_HOST] - before[TB_REDIS_SENTINEL_HOST] == 1);
+	CHECK(now[TB_REDIS_SENTINEL_REPLY_TYPE] -
+	    before[TB_REDIS_SENTINEL_REPLY_TYPE] == 1);
+	CHECK(now[TB_REDIS_SENTINEL_ELEMENT_COUNT] -
+	    before[TB_REDIS_SENTINEL_ELEMENT_COUNT] == 1);
+	CHECK(now[TB_REDIS_SENTINEL_UNKNOWN_MASTER] -
+	    before[TB_REDIS_SENTINEL_UNKNOWN_MASTER] == 1);
+	CHECK(now[TB_REDIS_SENTINEL_ERROR_REPLY] -
+	    before[TB_REDIS_SENTINEL_ERROR_REPLY] == 1);
+	/* rounds of one sentinel back off: 0.02, 0.04, then 0.08 each */
+	CHECK(u.bad == 0 && u.down == 0);
+
+	/* a +switch-master that cannot be followed: counted, and the
+	 * sentinels asked again (the same master: the connection stays) */
+	memcpy(before, now, sizeof(before));
+	snprintf(msg, sizeof(msg), "mymaster 127.0.0.1 %u 127.0.0.1 70000",
+	    a->port);
+	fake_switch_master(s, msg);
+	CHECK(run_until(base, &s->asked, 11, 2));
+	run_for(base, 0.05);
+	CHECK(now[TB_REDIS_SENTINEL_PORT] - before[TB_REDIS_SENTINEL_PORT] == 1);
+	CHECK(u.down == 0 && u.ready == 1 && tb_redis_is_ready(u.c));
+	tb_redis_free(u.c);
+
+	/* two sentinels: after a bad answer the other one is asked first */
+	s->asked = 0;
+	s->n_bad = 1;
+	user_client(base, &u, 1, 1, "redissentinel://127.0.0.1:%u,"
+	    "127.0.0.1:%u", s->port, s2->port);
+	CHECK(run_until(base, &u.ready, 1, 3));
+	CHECKF(s->asked == 1 && s2->asked == 1, "%u %u", s->asked, s2->asked);
+	tb_redis_free(u.c);
+	fake_free(s);
+	fake_free(s2);
+	fake_free(a);
+}
+
+/* A reply of len bytes: head, then fill up to len - strlen(tail), then
+ * tail. malloc'd. */
+static char *
+big_reply(const char *head, char fill, size_t len, const char *tail,
+    size_t *outlen)
+{
+	size_t h = strlen(head), t = strlen(tail);
+	char *b = malloc(len);
+
+	memcpy(b, head, h);
+	memset(b + h, fill, len - h - t);
+	memcpy(b + len - t, tail, t);
+	*outlen = len;
+	return b;
+}
+
+/*
+ * Replies past the client's limits (issue 13: a fake Redis sending
+ * "$1000000000" and then 400 MiB raised RSS from 8 MB to 417 MB): the
+ * connection is closed as soon as the limit is passed, "down" says why,
+ * the refusal is counted by reason and the client reconnects. At the
+ * limits a reply is delivered, the next one counted afresh.
+ */
+static void
+test_client_reply_limits(struct event_base *base)
+{
+	static const struct {
+		const char *head, *tail;	/* around the fill */
+		char fill;
+		size_t len;
+		enum tb_redis_refusal why;	/* NONE: delivered */
+	} cases[] = {
+		/* still arriving: cut off by the bytes held */
+		{ "$1000000000\r\n", "", 'x', 64 << 10, TB_REDIS_REFUSE_BYTES },
+		{ "+", "", 'a', 64 << 10, TB_REDIS_REFUSE_BYTES },
+		{ "-ERR ", "", 'a', 64 << 10, TB_REDIS_REFUSE_BYTES },
+		/* complete, too large: one string, two together */
+		{ "$4097\r\n", "\r\n", 'x', 7 + 4097 + 2, TB_REDIS_REFUSE_BYTES },
+		{ "*2\r\n$4095\r\n", "\r\n$2\r\nab\r\n", 'x', 11 + 4095 + 10,
+		    TB_REDIS_REFUSE_BYTES },
+		/* elements: refused at the header, before its allocation */
+		{ "*100000000\r\n", "", ':', 13, TB_REDIS_REFUSE_ELEMENTS },
+		{ "*2\r\n*4\r\n:1\r\n:1\r\n:1\r\n:1\r\n*4\r\n", "", ':', 38,
+		    TB_REDIS_REFUSE_ELEMENTS },
+		/* at the limits */
+		{ "$4096\r\n", "\r\n", 'x', 7 + 4096 + 2, TB_REDIS_REFUSE_NONE },
+		{ "*8\r\n:1\r\n:2\r\n:3\r\n:4\r\n:5\r\n:6\r\n:7\r\n:8\r\n", "",
+		    ':', 36, TB_REDIS_REFUSE_NONE },
+		{ "*2\r\n$4094\r\n", "\r\n$2\r\nab\r\n", 'x', 11 + 4094 + 10,
+		    TB_REDIS_REFUSE_NONE },
+		{ "*2\r\n$4094\r\n", "\r\n$2\r\nab\r\n", 'x', 11 + 4094 + 10,
+		    TB_REDIS_REFUSE_NONE },	/* counted afresh */
+	};
+	struct fake *f = fake_new(base, NULL);
+	uint64_t before[TB_REDIS_REFUSE_N], *now = tb_stats.redis_refused;
+	unsigned down, ready, replies;
+	struct user u;
+	size_t i, n;
+	char *b;
+
+	knob_max_bytes = 4096;
+	knob_max_elements = 8;
+	user_on(base, &u, f, 2);
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		memcpy(before, now, sizeof(before));
+		down = u.down;
+		ready = u.ready;
+		replies = u.replies;
+		b = big_reply(cases[i].head, cases[i].fill, cases[i].len,
+		    cases[i].tail, &n);
+		f->get_reply = b;
+		f->get_reply_len = n;
+		CHECK(tb_redis_command(u.c, NULL, "GET %s", "k") == 0);
+		if (cases[i].why == TB_REDIS_REFUSE_NONE) {
+			CHECKF(run_until(base, &u.replies, replies + 1, 2) &&
+			    u.down == down, "case %zu", i);
+		} else {
+			CHECKF(run_until(base, &u.down, down + 1, 2) &&
+			    strcmp(u.last_down, cases[i].why ==
+			    TB_REDIS_REFUSE_BYTES ? "reply too large" :
+			    "reply with too many elements") == 0 &&
+			    u.replies == replies &&
+			    now[cases[i].why] - before[cases[i].why] == 1,
+			    "case %zu: %s", i, u.last_down);
+			CHECKF(run_until(base, &u.ready, ready + 1, 2),
+			    "case %zu: not ready again", i);
+		}
+		free(b);
+	}
+	CHECK(u.bad == 0 && strcmp(tb_redis_refusal_names[
+	    TB_REDIS_REFUSE_ELEMENTS], "too_many_elements") == 0);
+	tb_redis_free(u.c);
+
+	/* lean replies: an integer is the shared object, a string whole */
+	knob_flags = TB_REDIS_F_LEAN_REPLIES;
+	user_on(base, &u, f, 2);
+	CHECK(tb_redis_command(u.c, NULL, "LPUSH k v") == 0);
+	CHECK(tb_redis_command(u.c, NULL, "GET %s", "k") == 0);
+	CHECK(run_until(base, &u.replies, 2, 2));
+	CHECK(strcmp(u.last_reply, "1:v:k") == 0 && u.down == 0);
+	tb_redis_free(u.c);
+	knob_flags = 0;
+	knob_max_bytes = 0;
+	knob_max_elements = 0;
+	fake_free(f);
+}
+
+/* A sentinel's reply larger than its connection's limit (64 KiB): the
+ * next sentinel is asked, whose answer is followed. */
+static void
+test_client_sentinel_reply_limit(struct event_base *base)
+{
+	struct fake *s = fake_new(base, NULL), *s2 = fake_new(base, NULL),
+	    *a = fake_new(base, NULL);
+	uint64_t before = tb_stats.redis_refused[TB_REDIS_REFUSE_BYTES];
+	const char *bad[1];
+	struct user u;
+	char *b;
+	size_t n;
+
+	b = big_reply("*2\r\n$70000\r\n", 'h', 15 + 70000 + 13,
+	    "\r\n$4\r\n6379\r\n", &n);
+	b[n - 1] = '\0';	/* fake_send: a string; the last \n is lost */
+	bad[0] = b;
+	s->bad = bad;
+	s->n_bad = 1;
+	s->master_port = s2->master_port = a->port;
+	user_client(base, &u, 1, 1, "redissentinel://127.0.0.1:%u,"
+	    "127.0.0.1:%u", s->port, s2->port);
+	CHECK(run_until(base, &u.ready, 1, 3));
+	CHECK(s->asked == 1 && s2->asked == 1);
+	CHECK(tb_stats.redis_refused[TB_REDIS_REFUSE_BYTES] - before == 1);
+	tb_redis_free(u.c);
+	free(b);
+	fake_free(s);
+	fake_free(s2);
+	fake_free(a);
+}
+
 int
 main(void)
 {
@@ -1069,6 +1580,9 @@ main(void)
 	test_url_limits();
 	test_url_secret();
 	test_url_prefixes();
+	test_sentinel_answer_table();
+	test_sentinel_answer_sizes();
+	test_switch_master();
 
 	signal(SIGPIPE, SIG_IGN);
 	base = event_base_new();
@@ -1080,6 +1594,9 @@ main(void)
 	test_client_subscribe(base);
 	test_client_unix_and_name(base);
 	test_client_sentinel(base);
+	test_client_sentinel_unusable(base);
+	test_client_reply_limits(base);
+	test_client_sentinel_reply_limit(base);
 	event_base_free(base);
 	TB_TEST_END();
 }

@@ -969,7 +969,48 @@ test_w3c_limits_and_baggage(void)
 
 		ctx_init(&ctx);
 		CHECK(trace_codec_w3c.extract(NULL, h, 2, &ctx) == 1);
-		CHECK(ctx.tracestate_len == 0);	/* duplicated key */
+		/* duplicated key: the first stays, order kept (issue 13) */
+		CHECKF(strcmp(ctx.tracestate, "a=1,b=2") == 0, "%s",
+		    ctx.tracestate);
+	}
+	{
+		/* 32 distinct keys and a repeat of each: the repeats take no
+		 * member slot, all 32 first occurrences are kept */
+		char many[1024];
+		size_t l = 0;
+		int r;
+
+		for (r = 0; r < 2; r++)
+			for (i = 0; i < 32; i++)
+				l += (size_t)snprintf(many + l, sizeof(many) - l,
+				    "%sk%02zu=%d", l ? "," : "", i, r);
+		struct tb_hdr h[] = { H("traceparent", tp),
+		    H("tracestate", many) };
+
+		ctx_init(&ctx);
+		CHECK(trace_codec_w3c.extract(NULL, h, 2, &ctx) == 1);
+		CHECKF(strncmp(ctx.tracestate, "k00=0,k01=0,", 12) == 0 &&
+		    strstr(ctx.tracestate, "=1") == NULL &&
+		    strstr(ctx.tracestate, "k31=0") != NULL, "%s",
+		    ctx.tracestate);
+		/* and a 33rd distinct key after them still drops the header */
+		snprintf(many + l, sizeof(many) - l, ",k32=0");
+		h[1] = H("tracestate", many);
+		ctx_init(&ctx);
+		CHECK(trace_codec_w3c.extract(NULL, h, 2, &ctx) == 1);
+		CHECK(ctx.tracestate_len == 0);
+	}
+	{
+		/* a repeat of a key whose first value was cut for the 512-char
+		 * limit does not come back in its place */
+		snprintf(ts, sizeof(ts), "a=1,c=%s,d=%s,e=%s,b=%s,b=2", big, big,
+		    big, big);
+		struct tb_hdr h[] = { H("traceparent", tp), H("tracestate", ts) };
+
+		ctx_init(&ctx);
+		CHECK(trace_codec_w3c.extract(NULL, h, 2, &ctx) == 1);
+		CHECKF(strstr(ctx.tracestate, ",b=") == NULL &&
+		    strstr(ctx.tracestate, ",e=") != NULL, "%s", ctx.tracestate);
 	}
 	{
 		struct tb_hdr h[] = { H("traceparent", tp),
