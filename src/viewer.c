@@ -47,7 +47,8 @@
 /* A trace is read in pages of VIEWER_PAGE notifications, up to
  * VIEWER_MAX_NOTES of them or VIEWER_MAX_BYTES (then shown "truncated"):
  * the control thread parses them all in one go, ~25 µs each. */
-#define VIEWER_PAGE		1000
+#define VIEWER_PAGE		500
+#define VIEWER_PAGE_BYTES	(16u << 20)	/* the client's reply limit */
 #define VIEWER_MAX_NOTES	50000
 #define VIEWER_MAX_BYTES	(64u << 20)
 #define VIEWER_WAIT_READY	3	/* s for Redis to connect before a 503 */
@@ -344,6 +345,10 @@ redis_get(void)
 	rc.name = "viewer redis";
 	rc.sentinel_service_name = g.vc->sentinel_service_name;
 	rc.sentinel_timeout = g.vc->socket_timeout;
+	/* one LRANGE page: osprofiler's db notifications carry whole
+	 * statements, a page may well pass the client's 1 MiB default */
+	rc.max_reply_bytes = VIEWER_PAGE_BYTES;
+	rc.max_reply_elements = VIEWER_PAGE;
 	memset(&h, 0, sizeof(h));
 	h.ready = redis_ready;
 	h.reply = redis_reply;

@@ -197,6 +197,23 @@ def test_unfinished_and_growing_trace(setup):
     assert len(ours["children"]) == 2500
 
 
+def test_large_notifications(setup):
+    # pages of LRANGE well past the Redis client's 1 MiB default reply limit
+    r, p = setup
+    c = r.client()
+    base = "22222222-2222-4333-8444-555555555555"
+    stmt = "SELECT '" + "x" * 8000 + "'"
+    for i in range(600):
+        c.lpush("osprofiler_opt:" + base, json.dumps({
+            "name": "db-start", "base_id": base, "trace_id": "s%d" % i,
+            "parent_id": base, "timestamp": "2026-12-03T10:00:01.%06d" % i,
+            "info": {"host": "h", "db": {"statement": stmt}},
+            "project": "nova", "service": "api"}))
+    resp = get(p.admin, "/traces/%s.json" % base)
+    assert resp.status == 200
+    assert len(resp.json()["children"]) == 600
+
+
 # ---- 3. the list and the search ----
 
 def test_list_and_search(setup):
