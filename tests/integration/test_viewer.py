@@ -312,7 +312,10 @@ def test_headless_browser(setup):
     assert rows[1][2] == rows[0][1] and rows[2][2] == rows[1][1]
     # viewer.js ran (CSP allowed our own script) and added its tools
     assert 'class="tools"' in dom
-    # the hostile statement is text in the DOM, never an element
+    # a span's details (its notifications: the db statement) are in the
+    # page, and the hostile statement is text in the DOM, never an element
+    assert '<dl class="info">' in dom
+    assert "SELECT * FROM servers WHERE name = " in dom
     assert "<script>alert" not in dom
     art = os.environ.get("TB_ARTIFACTS", os.path.join(BUILDDIR, "test-artifacts"))
     os.makedirs(art, exist_ok=True)
