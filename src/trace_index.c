@@ -73,6 +73,12 @@ trace_index_id(const char *s, size_t len, char out[37])
 				hex[k++] = s[i];
 	} else if (len == 32 && all_hex(s, 32)) {
 		memcpy(hex, s, 32);
+	} else if (len == 55 && s[2] == '-' && s[35] == '-' && s[52] == '-' &&
+	    all_hex(s, 2) && all_hex(s + 3, 32) && all_hex(s + 36, 16) &&
+	    all_hex(s + 53, 2)) {
+		/* a whole traceparent, as Server-Timing's desc shows it */
+		memcpy(hex, s + 3, 32);
+		len = 32;
 	} else if (len == 16 && all_hex(s, 16)) {
 		memset(hex, '0', 16);
 		memcpy(hex + 16, s, 16);

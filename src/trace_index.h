@@ -53,8 +53,9 @@ size_t trace_index_find(const char *q, struct trace_index_entry *out, size_t max
 
 /*
  * A trace id as a user may have it, into osprofiler's base_id form:
- * a uuid (any case), 32 hex digits (W3C, B3 128-bit) or 16 hex digits
- * (a 64-bit id: B3, Jaeger, X-Ray-less tools), the latter as
+ * a uuid (any case), 32 hex digits (W3C, B3 128-bit), a whole W3C
+ * traceparent (what the response's Server-Timing desc carries) or 16 hex
+ * digits (a 64-bit id: B3, Jaeger), the latter as
  * 00000000-0000-0000-XXXX-XXXXXXXXXXXX (osprofiler.md §1). Returns 16 or
  * 32 (the bits the input had), or -1 when s is none of these.
  */

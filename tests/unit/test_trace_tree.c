@@ -357,6 +357,12 @@ test_ids(void)
 	    strcmp(out, "4bf92f35-77b3-4da6-a3ce-929d0e0e4736") == 0);
 	CHECK(trace_index_id("4BF92F35-77B3-4DA6-A3CE-929D0E0E4736", 36, out) == 32 &&
 	    strcmp(out, "4bf92f35-77b3-4da6-a3ce-929d0e0e4736") == 0);
+	CHECK(trace_index_id("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01", 55,
+	    out) == 32 && strcmp(out, "4bf92f35-77b3-4da6-a3ce-929d0e0e4736") == 0);
+	CHECK(trace_index_id("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7x01", 55,
+	    out) == -1);
+	CHECK(trace_index_id("00-4bf92f3577b34da6a3ce929d0e0e473g-00f067aa0ba902b7-01", 55,
+	    out) == -1);
 	CHECK(trace_index_id("00f067aa0ba902b7", 16, out) == 16 &&
 	    strcmp(out, "00000000-0000-0000-00f0-67aa0ba902b7") == 0);
 	CHECK(trace_index_id("4bf92f35-77b3-4da6-a3ce-929d0e0e473", 35, out) == -1);
