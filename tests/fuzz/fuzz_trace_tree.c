@@ -3,8 +3,9 @@
  * hostile notifications. The input is split at '\n' into notifications
  * (what LRANGE osprofiler_opt:<id> returns, one per element); they are
  * added, the tree built, and both the osprofiler JSON report and the HTML
- * page produced. The page must never contain a raw '<' that came from
- * data: checked by counting the tags this renderer writes.
+ * page produced. The page must never contain markup that came from data:
+ * every '<' must open one of the tags viewer_html.c writes, and there is
+ * exactly one <script (its own, which loads viewer.js); abort() otherwise.
  *
  * Run (./configure --enable-fuzzers CC=clang; make tests/fuzz/fuzz_trace_tree):
  *   mkdir -p /tmp/c && tests/fuzz/fuzz_trace_tree -max_total_time=30 \
@@ -21,6 +22,40 @@
 #include "viewer_html.h"
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size);
+
+static const char *const tags[] = {
+	"!DOCTYPE", "html", "head", "meta", "title", "link", "script", "body",
+	"header", "a", "form", "input", "button", "main", "h1", "p", "code",
+	"span", "table", "thead", "tbody", "tr", "th", "td", "div", "ol", "li",
+	"details", "summary", "dl", "dt", "dd", "pre", NULL,
+};
+
+/* Abort unless every '<' of the page opens or closes a tag of ours. */
+static void
+check_markup(struct evbuffer *b)
+{
+	size_t n = evbuffer_get_length(b), i, k, tl, scripts = 0;
+	const char *p = (const char *)evbuffer_pullup(b, -1);
+
+	for (i = 0; i < n; i++) {
+		if (p[i] != '<')
+			continue;
+		k = i + 1 + (i + 1 < n && p[i + 1] == '/');
+		for (tl = 0; tags[tl] != NULL; tl++) {
+			size_t l = strlen(tags[tl]);
+
+			if (k + l < n && strncmp(p + k, tags[tl], l) == 0 &&
+			    (p[k + l] == ' ' || p[k + l] == '>'))
+				break;
+		}
+		if (tags[tl] == NULL)
+			abort();
+		if (p[k - 1] == '<' && strcmp(tags[tl], "script") == 0)
+			scripts++;
+	}
+	if (scripts != 1)
+		abort();
+}
 
 int
 LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
@@ -47,7 +82,9 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			json_decref(rep);
 		}
 		if ((b = evbuffer_new()) != NULL) {
-			(void)viewer_html_trace(b, "00000000-0000-0000-0000-000000000000", t, 0);
+			if (viewer_html_trace(b, "00000000-0000-0000-0000-000000000000",
+			    t, 0) == 0)
+				check_markup(b);
 			evbuffer_free(b);
 		}
 	}
