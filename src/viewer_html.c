@@ -235,6 +235,42 @@ stop_status(const struct tt_span *s)
 	return 0;
 }
 
+/* Above a root span that tracebridge recorded: who called it (its start
+ * notification's info.client, trace_format, caller_span_id, user_agent). */
+static void
+caller_row(struct evbuffer *out, const struct tt_span *s)
+{
+	const char *k;
+	json_t *v, *inf = NULL, *x;
+
+	json_object_foreach((json_t *)s->info, k, v) {
+		if (strncmp(k, "meta.raw_payload.", 17) == 0 &&
+		    strlen(k) > 23 && strcmp(k + strlen(k) - 6, "-start") == 0)
+			inf = json_object_get(v, "info");
+	}
+	if (!json_is_string(json_object_get(inf, "client")))
+		return;
+	LIT(out, "<li class=\"caller\">caller <code>");
+	esc_json(out, json_object_get(inf, "client"));
+	LIT(out, "</code>");
+	if (json_is_string(x = json_object_get(inf, "trace_format"))) {
+		LIT(out, ", ");
+		esc_json(out, x);
+		if (json_is_string(x = json_object_get(inf, "caller_span_id"))) {
+			LIT(out, " span <code>");
+			esc_json(out, x);
+			LIT(out, "</code>");
+		}
+	} else {
+		LIT(out, ", new trace");
+	}
+	if (json_is_string(x = json_object_get(inf, "user_agent"))) {
+		LIT(out, ", ");
+		esc_json(out, x);
+	}
+	LIT(out, "</li>\n");
+}
+
 static void
 span_row(struct evbuffer *out, const struct tt_span *s, size_t i,
     int64_t total_us)
@@ -383,8 +419,12 @@ viewer_html_trace(struct evbuffer *out, const char *base_id,
 
 	evbuffer_add_printf(out, "<div class=\"axis\"><span>0 ms</span><span>%.3f ms</span>"
 	    "</div>\n<ol class=\"waterfall\">\n", (double)(sum.finished_us - sum.started_us) / 1000.0);
-	for (i = 0; i < sum.n_spans; i++)
-		span_row(out, trace_tree_span(t, i), i, total_us);
+	for (i = 0; i < sum.n_spans; i++) {
+		s = trace_tree_span(t, i);
+		if (s->depth == 0)
+			caller_row(out, s);
+		span_row(out, s, i, total_us);
+	}
 	LIT(out, "</ol>\n");
 	page_end(out);
 	free(kids_us);

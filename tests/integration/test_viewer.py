@@ -148,6 +148,9 @@ def test_page_waterfall_and_escaping(setup):
     assert "<script>alert" not in html
     assert "<b>x</b>" not in html
     assert "nova</span>/<span class=\"service\">osapi_compute</span>" in html
+    # the caller, above the proxy span
+    assert re.search(r'<li class="caller">caller <code>127\.0\.0\.1:\d+</code>, w3c span '
+                     r'<code>00f067aa0ba902b7</code>', html)
     # no external URL anywhere: only this origin's files
     assert not re.search(r'(src|href)="(https?:)?//', html)
     css = get(p.admin, "/traces/static/viewer.css")
