@@ -15,6 +15,7 @@ import json
 import os
 import re
 import shutil
+import signal
 import subprocess
 import tempfile
 
@@ -260,6 +261,28 @@ def test_redis_down_is_503(servers, make_proxy, upstream):
     resp = get(p.admin, "/traces/" + BASE_ID)
     assert resp.status == 503
     assert get(p.admin, "/healthz").status == 200
+
+
+def test_reload_follows_connection_string(servers, make_proxy, upstream):
+    # the viewer's Redis client follows [profiler] connection_string on
+    # SIGHUP, and auth_token takes effect (or goes) with the reload
+    a, b = servers("a"), servers("b")
+    base = "33333333-2222-4333-8444-555555555555"
+    for r, host in ((a, "in-a"), (b, "in-b")):
+        r.client().lpush("osprofiler_opt:" + base, json.dumps({
+            "name": "wsgi-start", "base_id": base, "trace_id": "x", "parent_id": base,
+            "timestamp": "2026-12-03T10:00:00.1", "info": {"host": host},
+            "project": "p", "service": "s"}))
+    p = make_proxy(conf(a.url), upstream=upstream.url)
+    assert "in-a" in get(p.admin, "/traces/" + base).body.decode()
+    p.write_conf(conf(b.url, "auth_token = " + TOKEN))
+    p.signal(signal.SIGHUP)
+    wait_for(lambda: get(p.admin, "/traces").status == 401, 10, "the reload")
+    resp = get(p.admin, "/traces/" + base, [("Authorization", "Bearer " + TOKEN)])
+    assert resp.status == 200 and "in-b" in resp.body.decode()
+    p.write_conf(conf(b.url))
+    p.signal(signal.SIGHUP)
+    wait_for(lambda: get(p.admin, "/traces").status == 200, 10, "the second reload")
 
 
 # ---- 4. [admin] auth_token ----
