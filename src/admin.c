@@ -18,6 +18,9 @@
 #include "stats.h"
 
 #define ADMIN_MAX_EXTRA 8
+/* Scrapers and operators, not client traffic: [DEFAULT] backlog is for the
+ * listeners. */
+#define ADMIN_BACKLOG 128
 
 static struct evhttp *http;
 static int draining;
@@ -316,7 +319,7 @@ admin_start(struct event_base *base, const struct tb_addr *addr)
 	evhttp_set_cb(http, "/healthz", healthz_cb, NULL);
 	evhttp_set_cb(http, "/metrics", metrics_cb, NULL);
 	evhttp_set_gencb(http, generic_cb, NULL);
-	if ((fd = listener_socket(addr)) < 0) {
+	if ((fd = listener_socket(addr, ADMIN_BACKLOG)) < 0) {
 		log_warn("admin: cannot listen on %s", addr->text);
 		evhttp_free(http);
 		http = NULL;

@@ -101,6 +101,10 @@ config_line(const struct tb_listener_conf *l, const char *option)
 	return l->opt_lines[o - config_opts];
 }
 
+/* Why two listen addresses overlap, for the message. */
+static const char overlap_why[] = "a wildcard address takes its port on "
+    "every address of its family";
+
 /* Pass two: apply every recorded option to c, then the checks across
  * options that are the core's; the modules check theirs (module.h). */
 static void
@@ -110,10 +114,10 @@ apply(struct config_loader *ld, struct tb_config *c)
 	const struct opt *o;
 	struct raw_opt *ro;
 	struct raw_sect *rs;
-	struct tb_listener_conf *l;
+	struct tb_listener_conf *l, *other;
 	int *seen = NULL, *lseen;	/* line each option was first set on */
 	size_t i, j;
-	int line;
+	int line, line_admin;
 
 	if (ld->n_listeners > 0) {
 		c->listeners = calloc(ld->n_listeners, sizeof(*c->listeners));
@@ -191,16 +195,40 @@ apply(struct config_loader *ld, struct tb_config *c)
 			goto out;
 		}
 		line = lseen[config_opt_find(SECT_LISTENER, "listen") - config_opts];
-		for (j = 0; j < i; j++)
-			if (config_addr_equal(&l->listen, &c->listeners[j].listen)) {
+		/*
+		 * Overlapping listeners (*:P and 127.0.0.1:P) both bind, as
+		 * SO_REUSEPORT lets them, and the kernel gives each connection
+		 * to the more specific one: never what two sections meant.
+		 */
+		for (j = 0; j < i; j++) {
+			other = &c->listeners[j];
+			if (config_addr_equal(&l->listen, &other->listen)) {
 				config_ld_err(ld, line, "listen", "address already "
-				    "used by [listener:%s]",
-				    c->listeners[j].name);
+				    "used by [listener:%s]", other->name);
 				goto out;
 			}
+			if (config_addr_overlap(&l->listen, &other->listen)) {
+				config_ld_err(ld, line, "listen", "overlaps "
+				    "[listener:%s] (line %d): %s", other->name,
+				    config_line(other, "listen"), overlap_why);
+				goto out;
+			}
+		}
 		if (c->admin_enabled && config_addr_equal(&l->listen, &c->admin_listen)) {
 			config_ld_err(ld, line, "listen", "address already used by "
 			    "[admin]");
+			goto out;
+		}
+		if (c->admin_enabled && config_addr_overlap(&l->listen,
+		    &c->admin_listen)) {
+			line_admin = seen[config_opt_find(SECT_ADMIN, "listen") -
+			    config_opts];
+			if (line_admin > 0)
+				snprintf(nb, sizeof(nb), "line %d", line_admin);
+			else
+				snprintf(nb, sizeof(nb), "its default address");
+			config_ld_err(ld, line, "listen", "overlaps [admin] (%s): "
+			    "%s", nb, overlap_why);
 			goto out;
 		}
 		if ((l->opt_lines = malloc(config_n_opts * sizeof(int))) == NULL) {
@@ -326,6 +354,11 @@ config_from_args(const char *listen, const char *upstream,
 		    "admin endpoint");
 		goto fail;
 	}
+	if (c->admin_enabled && config_addr_overlap(&l->listen, &c->admin_listen)) {
+		snprintf(err, errlen, "--listen: overlaps the admin endpoint "
+		    "(%s): %s", c->admin_listen.text, overlap_why);
+		goto fail;
+	}
 	if (config_finish(c) < 0)
 		goto oom;
 	if (modules_conf_check(c, err, errlen) < 0)
@@ -337,6 +370,96 @@ oom:
 fail:
 	config_free(c);
 	return -1;
+}
+
+/*
+ * Could path be opened with flags (O_WRONLY or O_RDWR) plus the O_CREAT
+ * the daemon adds? 0, or -1 with the reason in why.
+ *
+ * -t is run by package scripts and by ExecStartPre, maybe while the daemon
+ * runs, so it must leave no trace: no file created (an empty log owned by
+ * whoever ran -t could stop the real start from writing it), none
+ * truncated. So an existing regular file is opened with flags but without
+ * O_CREAT and closed at once: the daemon's own open minus the creation,
+ * which meets the same permission bits, ACLs, read-only mounts, immutable
+ * files and security modules, and changes neither content nor times. A
+ * missing file is created by the daemon in its directory, so that must be a
+ * directory we may search and write (faccessat with the effective ids, as
+ * open(2) uses them). Anything else (a FIFO, a terminal, /dev/null) gets the
+ * faccessat test only: opening a FIFO blocks or fails without a reader.
+ */
+static int
+check_writable(const char *path, int flags, char *why, size_t wl)
+{
+	struct stat st;
+	char *dir, *slash;
+	int fd, rc;
+
+	if (stat(path, &st) == 0) {
+		if (S_ISDIR(st.st_mode)) {
+			errno = EISDIR;
+		} else if (!S_ISREG(st.st_mode)) {
+			if (faccessat(AT_FDCWD, path, W_OK, AT_EACCESS) == 0)
+				return 0;
+		} else if ((fd = open(path, flags | O_CLOEXEC | O_NOCTTY |
+		    O_NONBLOCK)) >= 0) {
+			close(fd);
+			return 0;
+		}
+		tb_errf(why, wl, "cannot open %s for writing: %s", path,
+		    strerror(errno));
+		return -1;
+	}
+	if (errno != ENOENT) {
+		tb_errf(why, wl, "cannot open %s: %s", path, strerror(errno));
+		return -1;
+	}
+	/* paths are absolute (the options' checks), so there is a '/' */
+	if ((dir = strdup(path)) == NULL) {
+		tb_errf(why, wl, "out of memory");
+		return -1;
+	}
+	if ((slash = strrchr(dir, '/')) == dir)
+		slash++;		/* "/x.log": the directory is "/" */
+	*slash = '\0';
+	/* ENOENT from stat, not ENOTDIR: dir is missing or a directory */
+	rc = faccessat(AT_FDCWD, dir, W_OK | X_OK, AT_EACCESS);
+	if (rc < 0)
+		tb_errf(why, wl, "cannot create %s: %s: %s", path, dir,
+		    strerror(errno));
+	free(dir);
+	return rc < 0 ? -1 : 0;
+}
+
+int
+config_check_files(const struct tb_config *c, char *err, size_t errlen)
+{
+	static const struct {
+		const char *option;
+		size_t off;
+		int flags;
+	} files[] = {
+		{ "error_log", offsetof(struct tb_config, error_log), O_WRONLY | O_APPEND },
+		{ "access_log", offsetof(struct tb_config, access_log), O_WRONLY | O_APPEND },
+		{ "pid_file", offsetof(struct tb_config, pid_file), O_RDWR },
+	};
+	const char *path;
+	char why[512];
+	size_t i;
+
+	for (i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+		path = *(char *const *)((const char *)c + files[i].off);
+		/* the others are "stderr", "syslog", "off" or none */
+		if (path == NULL || path[0] != '/')
+			continue;
+		if (check_writable(path, files[i].flags, why, sizeof(why)) < 0) {
+			config_errorf(c, err, errlen, config_opt_line(c,
+			    "DEFAULT", files[i].option), files[i].option, "%s",
+			    why);
+			return -1;
+		}
+	}
+	return 0;
 }
 
 int

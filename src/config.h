@@ -193,6 +193,7 @@ struct tb_config {
 	char *user;			/* NULL = don't change */
 	char *group;
 	unsigned max_connections;	/* per process; default 10000 */
+	int backlog;			/* listen(2) queue per socket; 1024 */
 	double drain_timeout;		/* default 30 */
 	double tls_ticket_key_rotation;	/* a new session ticket key this often; 3600 */
 	int splice;			/* TB_SPLICE_*: splice(2) plaintext bodies; auto */
@@ -241,6 +242,16 @@ struct tb_config {
 int config_load(const char *path, struct tb_config **out, char *err, size_t errlen);
 
 /*
+ * For -t: could the files c names for writing (error_log and access_log
+ * when they are paths, pid_file) be opened by this process as the daemon
+ * will open them at start? Creates, truncates and changes nothing (see
+ * config.c for how). 0, or -1 with "FILE:LINE: option: reason" in err,
+ * the reason naming the path and the errno text. Not for reloads: those
+ * run with the privileges dropped and keep the files already open.
+ */
+int config_check_files(const struct tb_config *c, char *err, size_t errlen);
+
+/*
  * Build a config from the command-line shorthand (--listen, --upstream):
  * one listener named "default", every other option at its default.
  */
@@ -249,9 +260,18 @@ int config_from_args(const char *listen, const char *upstream,
 
 /*
  * Parse "host:port" / "[v6]:port" / "*:port" into a, numerics only, no DNS.
- * "*" is 0.0.0.0 (write "[::]:port" for IPv6). Returns 0 or -1.
+ * "*" is 0.0.0.0 (write "[::]:port" for IPv6); a v4-mapped IPv6 address is
+ * stored as the IPv4 one. Returns 0 or -1.
  */
 int config_parse_addr(const char *s, struct tb_addr *a);
+
+/*
+ * Would listening sockets on x and y take connections for a common
+ * address? Same family and port, and equal addresses or one of them the
+ * wildcard (0.0.0.0, ::). IPv4 and IPv6 never overlap: our IPv6 sockets are
+ * IPV6_V6ONLY, and v4-mapped addresses were made IPv4 when parsed.
+ */
+int config_addr_overlap(const struct tb_addr *x, const struct tb_addr *y);
 
 /*
  * Same as config_load() but reads the file from memory (len bytes, NULs are

@@ -12,6 +12,7 @@
 #include <grp.h>
 #include <math.h>
 #include <netdb.h>
+#include <netinet/in.h>
 #include <pwd.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,6 +69,7 @@ const struct opt config_opts[] = {
 	{ SECT_DEFAULT,  "user",                     OT_STR,      "",               C(user),                             0,                         0,     0,       0,           NULL,       chk_user },
 	{ SECT_DEFAULT,  "group",                    OT_STR,      "",               C(group),                            0,                         0,     0,       0,           NULL,       chk_group },
 	{ SECT_DEFAULT,  "max_connections",          OT_UINT,     "10000",          C(max_connections),                  0,                         1,     1000000, 0,           NULL,       NULL },
+	{ SECT_DEFAULT,  "backlog",                  OT_INT,      "1024",           C(backlog),                          0,                         1,     65535,   0,           NULL,       NULL },
 	{ SECT_DEFAULT,  "drain_timeout",            OT_DUR,      "30",             C(drain_timeout),                    0,                         0,     86400,   0,           NULL,       NULL },
 	{ SECT_DEFAULT,  "tls_ticket_key_rotation",  OT_DUR,      "3600",           C(tls_ticket_key_rotation),          0,                         60,    604800,  0,           NULL,       NULL },
 	{ SECT_DEFAULT,  "splice",                   OT_ENUM,     "auto",           C(splice),                           0,                         0,     0,       0,           splice_modes, NULL },
@@ -310,6 +312,31 @@ parse_port(const char *s, size_t len, uint16_t *port, char *text, size_t tl)
 	return 0;
 }
 
+/*
+ * [::ffff:a.b.c.d]:port is a.b.c.d:port. Our IPv6 sockets are IPV6_V6ONLY
+ * (listener.c), which cannot bind a v4-mapped address (EINVAL), and the
+ * checks between listeners must see it as the IPv4 address it reaches.
+ */
+static void
+v4mapped_to_v4(struct tb_addr *a)
+{
+	struct sockaddr_in6 s6;
+	struct sockaddr_in s4;
+
+	if (a->ss.ss_family != AF_INET6)
+		return;
+	memcpy(&s6, &a->ss, sizeof(s6));
+	if (!IN6_IS_ADDR_V4MAPPED(&s6.sin6_addr))
+		return;
+	memset(&s4, 0, sizeof(s4));
+	s4.sin_family = AF_INET;
+	s4.sin_port = s6.sin6_port;
+	memcpy(&s4.sin_addr, &s6.sin6_addr.s6_addr[12], sizeof(s4.sin_addr));
+	memset(&a->ss, 0, sizeof(a->ss));
+	memcpy(&a->ss, &s4, sizeof(s4));
+	a->len = sizeof(s4);
+}
+
 int
 config_parse_addr(const char *s, struct tb_addr *a)
 {
@@ -347,13 +374,15 @@ config_parse_addr(const char *s, struct tb_addr *a)
 		strcpy(host, "0.0.0.0");
 	if (resolve(host, portbuf, AI_NUMERICHOST | AI_PASSIVE, a, NULL, 0) < 0)
 		return -1;
+	v4mapped_to_v4(a);
 	memcpy(a->text, s, len + 1);
 	return 0;
 }
 
-/* Same family, address and port. */
-int
-config_addr_equal(const struct tb_addr *x, const struct tb_addr *y)
+/* Same family and port, and the same address or, with wildcard, either
+ * one the family's any-address. */
+static int
+addr_match(const struct tb_addr *x, const struct tb_addr *y, int wildcard)
 {
 	const struct sockaddr_in *x4, *y4;
 	const struct sockaddr_in6 *x6, *y6;
@@ -364,16 +393,33 @@ config_addr_equal(const struct tb_addr *x, const struct tb_addr *y)
 		x4 = (const struct sockaddr_in *)&x->ss;
 		y4 = (const struct sockaddr_in *)&y->ss;
 		return x4->sin_port == y4->sin_port &&
-		    x4->sin_addr.s_addr == y4->sin_addr.s_addr;
+		    (x4->sin_addr.s_addr == y4->sin_addr.s_addr || (wildcard &&
+		    (x4->sin_addr.s_addr == htonl(INADDR_ANY) ||
+		    y4->sin_addr.s_addr == htonl(INADDR_ANY))));
 	}
 	if (x->ss.ss_family == AF_INET6) {
 		x6 = (const struct sockaddr_in6 *)&x->ss;
 		y6 = (const struct sockaddr_in6 *)&y->ss;
 		return x6->sin6_port == y6->sin6_port &&
-		    memcmp(&x6->sin6_addr, &y6->sin6_addr,
-		    sizeof(x6->sin6_addr)) == 0;
+		    (memcmp(&x6->sin6_addr, &y6->sin6_addr,
+		    sizeof(x6->sin6_addr)) == 0 || (wildcard &&
+		    (IN6_IS_ADDR_UNSPECIFIED(&x6->sin6_addr) ||
+		    IN6_IS_ADDR_UNSPECIFIED(&y6->sin6_addr))));
 	}
 	return 0;
+}
+
+/* Same family, address and port. */
+int
+config_addr_equal(const struct tb_addr *x, const struct tb_addr *y)
+{
+	return addr_match(x, y, 0);
+}
+
+int
+config_addr_overlap(const struct tb_addr *x, const struct tb_addr *y)
+{
+	return addr_match(x, y, 1);
 }
 
 /*

@@ -8,11 +8,14 @@
  * byte, so an endless headless stream costs at most max_head_bytes of work
  * and then gets -2 (STYLE.md habit 3).
  */
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <string.h>
 #include <strings.h>
 
+#include "fmt.h"
 #include "h1.h"
 
 /* Defaults for a zero limit, so a zeroed struct h1_limits is still safe. */
@@ -156,6 +159,202 @@ next_elem(const char *v, size_t n, size_t *pos, const char **e, size_t *el)
 	return 1;
 }
 
+/* ---- authorities: Host and absolute-form targets ---- */
+
+static int
+is_digit(unsigned char c)
+{
+	return (unsigned)(c - '0') < 10u;
+}
+
+/* unreserved / sub-delims (RFC 3986 2.3, 2.2): a reg-name byte, as is
+ * pct-encoded, which the callers take apart themselves */
+static int
+is_regname(unsigned char c)
+{
+	return (unsigned)((c | 0x20) - 'a') < 26u || is_digit(c) ||
+	    (c != 0 && strchr("-._~!$&'()*+,;=", c) != NULL);
+}
+
+/* 1 if s[0..n) is pct-encoded at i (RFC 3986 2.1: "%" HEXDIG HEXDIG) */
+static int
+pct_at(const char *s, size_t n, size_t i)
+{
+	return n - i >= 3 && s[i] == '%' &&
+	    fmt_hexval((unsigned char)s[i + 1]) >= 0 &&
+	    fmt_hexval((unsigned char)s[i + 2]) >= 0;
+}
+
+/*
+ * The inside of an IP-literal, s[0..n) between "[" and "]" (RFC 3986
+ * 3.2.2): IPv6address, or IPvFuture = "v" 1*HEXDIG "." 1*( unreserved /
+ * sub-delims / ":" ). No zone identifier (RFC 9110 cites RFC 3986 only).
+ */
+static int
+ip_literal_ok(const char *s, size_t n)
+{
+	char a[INET6_ADDRSTRLEN];
+	struct in6_addr in6;
+	size_t i;
+
+	if (n > 0 && (s[0] | 0x20) == 'v') {
+		for (i = 1; i < n && fmt_hexval((unsigned char)s[i]) >= 0; i++)
+			;
+		if (i == 1 || i + 1 >= n || s[i] != '.')
+			return 0;
+		for (i++; i < n; i++)
+			if (!is_regname((unsigned char)s[i]) && s[i] != ':')
+				return 0;
+		return 1;
+	}
+	/* inet_pton's IPv6 text form is RFC 3986's IPv6address (4291 2.2) */
+	if (n == 0 || n >= sizeof(a))
+		return 0;
+	memcpy(a, s, n);
+	a[n] = '\0';
+	return inet_pton(AF_INET6, a, &in6) == 1;
+}
+
+/* host_ok() results */
+#define HOST_BAD	0
+#define HOST_NO_PORT	1
+#define HOST_PORT	2	/* ":" port present (port = *DIGIT, may be empty) */
+
+/*
+ * s[0..n) as uri-host [ ":" port ] (RFC 9110 7.2 for Host, 4.2.1 for an
+ * http authority; RFC 3986 3.2.2-3.2.3). An IPv4address is a reg-name
+ * too, so the reg-name loop covers it. An empty value is HOST_NO_PORT
+ * when allow_empty (RFC 9110 7.2: the empty Host of a target without an
+ * authority), and only when entirely empty: ":80" names no host.
+ */
+static int
+host_ok(const char *s, size_t n, int allow_empty)
+{
+	size_t i = 0, e;
+
+	if (n == 0)
+		return allow_empty ? HOST_NO_PORT : HOST_BAD;
+	if (s[0] == '[') {
+		for (e = 1; e < n && s[e] != ']'; e++)
+			;
+		if (e == n || !ip_literal_ok(s + 1, e - 1))
+			return HOST_BAD;
+		i = e + 1;
+	} else {
+		while (i < n && s[i] != ':') {
+			if (pct_at(s, n, i))
+				i += 3;
+			else if (is_regname((unsigned char)s[i]))
+				i++;
+			else
+				return HOST_BAD;
+		}
+		if (i == 0)
+			return HOST_BAD;
+	}
+	if (i == n)
+		return HOST_NO_PORT;
+	if (s[i] != ':')
+		return HOST_BAD;
+	for (i++; i < n; i++)
+		if (!is_digit((unsigned char)s[i]))
+			return HOST_BAD;
+	return HOST_PORT;
+}
+
+/* RFC 9110 9.1: method names are case-sensitive */
+static int
+method_is(const struct h1_msg *m, const char *name, size_t len)
+{
+	return m->method_len == len && memcmp(m->method, name, len) == 0;
+}
+
+/*
+ * An absolute-form target (RFC 9112 3.2.2) after "scheme://" at a: the
+ * authority runs to the first "/" or "?". Sets m->authority (userinfo
+ * left out) and m->path. 0, or -1 with the error recorded: at the last
+ * "@" of the authority when it has one, so that the few bytes the error
+ * log shows from there on never include a password.
+ */
+static int
+check_absolute(struct h1_msg *m, const char *buf, const char *a)
+{
+	const char *end = m->target + m->target_len, *ae = a, *at = NULL;
+	const char *h, *q;
+
+	while (ae < end && *ae != '/' && *ae != '?') {
+		if (*ae == '@')
+			at = ae;
+		ae++;
+	}
+	h = at != NULL ? at + 1 : a;
+	if (at != NULL) {
+		/* RFC 3986 3.2.1: userinfo = *( unreserved / pct-encoded /
+		 * sub-delims / ":" ); dropped, but it must be one */
+		for (q = a; q < at; q++)
+			if (*q == '@' || (!is_regname((unsigned char)*q) &&
+			    *q != ':' && !pct_at(q, (size_t)(at - q), 0)))
+				return fail(m, -1, 400, "invalid userinfo in target",
+				    buf, at);
+	}
+	/* RFC 9110 4.2.1: an http(s) URI with an empty host is invalid */
+	if (host_ok(h, (size_t)(ae - h), 0) == HOST_BAD)
+		return fail(m, -1, 400, "invalid authority in target", buf,
+		    at != NULL ? at : h);
+	/* RFC 9112 3.2: absolute-URI has no fragment (RFC 3986 4.3) */
+	if ((q = memchr(ae, '#', (size_t)(end - ae))) != NULL)
+		return fail(m, -1, 400, "fragment in target", buf, q);
+	m->authority = h;
+	m->authority_len = (size_t)(ae - h);
+	m->path = ae;
+	m->path_len = (size_t)(end - ae);
+	return 0;
+}
+
+/*
+ * Which of the four request-target forms (RFC 9112 3.2) m's target is,
+ * for its method; anything else is 400. 0, or -1 with the error recorded.
+ */
+static int
+check_target(struct h1_msg *m, const char *buf)
+{
+	const char *t = m->target;
+	size_t n = m->target_len;
+
+	/* RFC 9112 3.2.3: CONNECT takes authority-form, uri-host ":" port */
+	if (method_is(m, "CONNECT", 7)) {
+		if (host_ok(t, n, 0) != HOST_PORT)
+			return fail(m, -1, 400, "invalid CONNECT target", buf, t);
+		m->target_form = H1_TARGET_AUTHORITY;
+		return 0;
+	}
+	/* RFC 9112 3.2.1: origin-form = absolute-path [ "?" query ] */
+	if (t[0] == '/') {
+		m->target_form = H1_TARGET_ORIGIN;
+		return 0;
+	}
+	/* RFC 9112 3.2.4: "*" is for OPTIONS only */
+	if (n == 1 && t[0] == '*') {
+		if (!method_is(m, "OPTIONS", 7))
+			return fail(m, -1, 400, "asterisk-form target without OPTIONS",
+			    buf, t);
+		m->target_form = H1_TARGET_ASTERISK;
+		return 0;
+	}
+	/* RFC 9112 3.2.2 (RFC 3986 3.1: the scheme is case-insensitive);
+	 * only what our http upstream serves */
+	if (n >= 7 && strncasecmp(t, "http://", 7) == 0) {
+		m->target_form = H1_TARGET_ABSOLUTE;
+		return check_absolute(m, buf, t + 7);
+	}
+	if (n >= 8 && strncasecmp(t, "https://", 8) == 0) {
+		m->target_form = H1_TARGET_ABSOLUTE;
+		return check_absolute(m, buf, t + 8);
+	}
+	/* "GET evil.example/x": neither origin- nor absolute-form */
+	return fail(m, -1, 400, "invalid request target", buf, t);
+}
+
 /*
  * Content-Length value: 1#(1*DIGIT), all elements equal (RFC 9110 8.6,
  * RFC 9112 6.3 rule 5). Returns 0 and *out, or -1 with *why set.
@@ -182,8 +381,10 @@ parse_cl(const char *v, size_t n, uint64_t *out, const char **why)
 				*why = "invalid Content-Length";
 				return -1;
 			}
-			if (x > (UINT64_MAX - d) / 10) {
-				*why = "Content-Length overflow";
+			/* bounded like a chunk size (h1_chunk.c): a length
+			 * beyond 2^63-1 fits no off_t and no peer's int64 */
+			if (x > ((UINT64_C(1) << 63) - 1 - d) / 10) {
+				*why = "Content-Length too large";
 				return -1;
 			}
 			x = x * 10 + d;
@@ -226,9 +427,14 @@ scan_te(const char *v, size_t n, struct h1_scan *sc)
 	return 0;
 }
 
-/* Set H1_F_* from one Connection field value's tokens (RFC 9110 7.6.1). */
-static void
-scan_connection(const char *v, size_t n, struct h1_msg *m)
+/*
+ * Set H1_F_* from one Connection field value's tokens (RFC 9110 7.6.1).
+ * -1 for a request whose Connection names a field the proxy itself needs
+ * end to end: removing it as hop-by-hop would forward a Host-less request
+ * or unframed body, and keeping it would ignore what the client said.
+ */
+static int
+scan_connection(const char *v, size_t n, struct h1_msg *m, int is_req)
 {
 	size_t pos = 0, el;
 	const char *e;
@@ -240,7 +446,14 @@ scan_connection(const char *v, size_t n, struct h1_msg *m)
 			m->flags |= H1_F_CONN_KEEPALIVE;
 		else if (EQ_LIT(e, el, "upgrade"))
 			m->flags |= H1_F_UPGRADE;
+		/* RFC 9110 7.6.1: a sender MUST NOT list a field meant for
+		 * every recipient; Host routes, CL and TE frame: 400 */
+		else if (is_req && (EQ_LIT(e, el, "host") ||
+		    EQ_LIT(e, el, "content-length") ||
+		    EQ_LIT(e, el, "transfer-encoding")))
+			return -1;
 	}
+	return 0;
 }
 
 /*
@@ -263,6 +476,13 @@ note_field(struct h1_msg *m, struct h1_scan *sc, const struct tb_hdr *h,
 				*why = "duplicate Host";
 				return -1;
 			}
+			/* RFC 9112 3.2: an invalid Host field value -> 400;
+			 * RFC 9110 7.2: Host = uri-host [ ":" port ] */
+			if (sc->is_req &&
+			    host_ok(h->value, h->value_len, 1) == HOST_BAD) {
+				*why = "invalid Host";
+				return -1;
+			}
 			m->flags |= H1_F_HAS_HOST;
 		}
 		break;
@@ -282,8 +502,11 @@ note_field(struct h1_msg *m, struct h1_scan *sc, const struct tb_hdr *h,
 			m->flags |= H1_F_UPGRADE;
 		break;
 	case 10:
-		if (EQ_LIT(n, 10, "connection"))
-			scan_connection(h->value, h->value_len, m);
+		if (EQ_LIT(n, 10, "connection") &&
+		    scan_connection(h->value, h->value_len, m, sc->is_req) < 0) {
+			*why = "Connection names an end-to-end field";
+			return -1;
+		}
 		break;
 	case 14:
 		if (EQ_LIT(n, 14, "content-length")) {
@@ -519,6 +742,9 @@ msg_reset(struct h1_msg *m)
 	/* not the hdrs array: 8 KB of memset per request is measurable */
 	m->method = m->target = m->reason = NULL;
 	m->method_len = m->target_len = m->reason_len = 0;
+	m->target_form = H1_TARGET_ORIGIN;
+	m->authority = m->path = NULL;
+	m->authority_len = m->path_len = 0;
 	m->status = 0;
 	m->version_minor = 1;
 	m->n_hdrs = 0;
@@ -530,35 +756,46 @@ msg_reset(struct h1_msg *m)
 	m->err_off = 0;
 }
 
-/* Effective limits: NULL or a zero field means the default; max_headers is
- * capped at H1_MAX_HEADERS_CAP since hdrs[] has that many slots. */
-static void
-limits(const struct h1_limits *lim, size_t *max_head, size_t *max_line,
-    unsigned *max_headers)
-{
-	*max_head = lim && lim->max_head_bytes ? lim->max_head_bytes :
-	    H1_DEF_MAX_HEAD;
-	*max_line = lim && lim->max_line ? lim->max_line : H1_DEF_MAX_LINE;
-	/* a line never outgrows the head; also keeps max_line + 1 finite */
-	if (*max_line > *max_head)
-		*max_line = *max_head;
-	*max_headers = lim && lim->max_headers &&
-	    lim->max_headers < H1_MAX_HEADERS_CAP ? lim->max_headers :
-	    H1_MAX_HEADERS_CAP;
-}
-
 /*
  * The head length is returned as an int, so the limit is kept well inside
  * INT_MAX whatever the configuration says.
  */
 #define H1_HEAD_CEIL	((size_t)1 << 30)
 
+/*
+ * Effective limits: NULL or a zero field means the default; max_headers is
+ * capped at H1_MAX_HEADERS_CAP since hdrs[] has that many slots. Then the
+ * bounds of the scan (bound before scanning, STYLE.md 3): *end, never past
+ * max_head bytes of buf, and *le, where the start line's CR must be seen.
+ */
+static void
+limits(const struct h1_limits *lim, const char *buf, size_t len,
+    size_t *max_head, unsigned *max_headers, const char **end,
+    const char **le)
+{
+	size_t max_line;
+
+	*max_head = lim && lim->max_head_bytes ? lim->max_head_bytes :
+	    H1_DEF_MAX_HEAD;
+	if (*max_head > H1_HEAD_CEIL)
+		*max_head = H1_HEAD_CEIL;
+	max_line = lim && lim->max_line ? lim->max_line : H1_DEF_MAX_LINE;
+	/* a line never outgrows the head; also keeps max_line + 1 finite */
+	if (max_line > *max_head)
+		max_line = *max_head;
+	*max_headers = lim && lim->max_headers &&
+	    lim->max_headers < H1_MAX_HEADERS_CAP ? lim->max_headers :
+	    H1_MAX_HEADERS_CAP;
+	*end = buf + (len < *max_head ? len : *max_head);
+	*le = (size_t)(*end - buf) > max_line + 1 ? buf + max_line + 1 : *end;
+}
+
 /* Contract in h1.h. buf may be NULL when len is 0. */
 int
 h1_parse_request(const char *buf, size_t len, const struct h1_limits *lim,
     struct h1_msg *m)
 {
-	size_t max_head, max_line;
+	size_t max_head;
 	unsigned max_headers;
 	const char *p = buf, *end, *le, *s;
 	struct h1_scan sc = { 1, 0, 0, 0, 0 };
@@ -567,13 +804,8 @@ h1_parse_request(const char *buf, size_t len, const struct h1_limits *lim,
 	msg_reset(m);
 	if (len == 0)
 		return 0;
-	limits(lim, &max_head, &max_line, &max_headers);
-	if (max_head > H1_HEAD_CEIL)
-		max_head = H1_HEAD_CEIL;
-	/* bound before scanning: never look past max_head bytes */
-	end = buf + (len < max_head ? len : max_head);
-	/* the request line's CR must sit at offset <= max_line */
-	le = (size_t)(end - buf) > max_line + 1 ? buf + max_line + 1 : end;
+	/* the request line's CR must sit at offset <= max_line (le) */
+	limits(lim, buf, len, &max_head, &max_headers, &end, &le);
 
 	/* RFC 9112 3: method = token (RFC 9110 9.1) */
 	s = p;
@@ -619,6 +851,8 @@ h1_parse_request(const char *buf, size_t len, const struct h1_limits *lim,
 	if (*p != '\n')
 		return fail(m, -1, 400, "bare CR", buf, p);
 	p++;
+	if (check_target(m, buf) < 0)
+		return -1;
 	return parse_fields(buf, len, p, end, max_head, max_headers, m, &sc, 0);
 
 line_partial:
@@ -651,7 +885,7 @@ int
 h1_parse_response(const char *buf, size_t len, const struct h1_limits *lim,
     int req_is_head, struct h1_msg *m)
 {
-	size_t max_head, max_line;
+	size_t max_head;
 	unsigned max_headers;
 	const char *p = buf, *end, *le, *s;
 	struct h1_scan sc = { 0, 0, 0, 0, 0 };
@@ -660,11 +894,7 @@ h1_parse_response(const char *buf, size_t len, const struct h1_limits *lim,
 	msg_reset(m);
 	if (len == 0)
 		return 0;
-	limits(lim, &max_head, &max_line, &max_headers);
-	if (max_head > H1_HEAD_CEIL)
-		max_head = H1_HEAD_CEIL;
-	end = buf + (len < max_head ? len : max_head);
-	le = (size_t)(end - buf) > max_line + 1 ? buf + max_line + 1 : end;
+	limits(lim, buf, len, &max_head, &max_headers, &end, &le);
 
 	/* RFC 9112 4: status-line = HTTP-version SP status-code SP [reason] */
 	if (le - p < 13) {
@@ -736,69 +966,86 @@ more:
 	return 0;
 }
 
+/* Contract in h1.h. */
+int
+h1_list_has(const char *v, size_t n, const char *e, size_t el)
+{
+	size_t pos = 0, l;
+	const char *x;
+
+	while (next_elem(v, n, &pos, &x, &l))
+		/* e is the caller's, any case: no eq_lc shortcut */
+		if (l == el && strncasecmp(x, e, el) == 0)
+			return 1;
+	return 0;
+}
+
 int
 h1_connection_has(const struct h1_msg *m, const char *token)
 {
-	size_t i, pos, el, tl = strlen(token);
-	const char *e;
+	size_t i, tl = strlen(token);
 
 	for (i = 0; i < m->n_hdrs; i++) {
 		const struct tb_hdr *h = &m->hdrs[i];
 
-		if (!EQ_LIT(h->name, h->name_len, "connection"))
-			continue;
-		pos = 0;
-		while (next_elem(h->value, h->value_len, &pos, &e, &el))
-			/* token is the caller's, any case: no eq_lc shortcut */
-			if (el == tl && strncasecmp(e, token, tl) == 0)
-				return 1;
+		if (EQ_LIT(h->name, h->name_len, "connection") &&
+		    h1_list_has(h->value, h->value_len, token, tl))
+			return 1;
 	}
 	return 0;
+}
+
+/* The names hop-by-hop in every message: RFC 9110 7.6.1 and the de-facto
+ * Keep-Alive / Proxy-Connection. */
+static int
+always_hop_by_hop(const char *n, size_t l)
+{
+	switch (l) {
+	case 2:
+		return EQ_LIT(n, l, "te");
+	case 7:
+		return EQ_LIT(n, l, "trailer") || EQ_LIT(n, l, "upgrade");
+	case 10:
+		return EQ_LIT(n, l, "connection") || EQ_LIT(n, l, "keep-alive");
+	case 16:
+		return EQ_LIT(n, l, "proxy-connection");
+	case 17:
+		return EQ_LIT(n, l, "transfer-encoding");
+	default:
+		return 0;
+	}
 }
 
 int
 h1_is_hop_by_hop(const struct h1_msg *m, const struct tb_hdr *h)
 {
-	const char *n = h->name;
-	size_t l = h->name_len, i, pos, el;
-	const char *e;
+	size_t i;
 
-	/* RFC 9110 7.6.1 and the de-facto Keep-Alive / Proxy-Connection */
-	switch (l) {
-	case 2:
-		if (EQ_LIT(n, l, "te"))
-			return 1;
-		break;
-	case 7:
-		if (EQ_LIT(n, l, "trailer") || EQ_LIT(n, l, "upgrade"))
-			return 1;
-		break;
-	case 10:
-		if (EQ_LIT(n, l, "connection") || EQ_LIT(n, l, "keep-alive"))
-			return 1;
-		break;
-	case 16:
-		if (EQ_LIT(n, l, "proxy-connection"))
-			return 1;
-		break;
-	case 17:
-		if (EQ_LIT(n, l, "transfer-encoding"))
-			return 1;
-		break;
-	default:
-		break;
-	}
+	if (always_hop_by_hop(h->name, h->name_len))
+		return 1;
 	for (i = 0; i < m->n_hdrs; i++) {
 		const struct tb_hdr *c = &m->hdrs[i];
 
-		if (!EQ_LIT(c->name, c->name_len, "connection"))
-			continue;
-		pos = 0;
-		while (next_elem(c->value, c->value_len, &pos, &e, &el))
-			if (el == l && strncasecmp(e, n, l) == 0)
-				return 1;
+		if (EQ_LIT(c->name, c->name_len, "connection") &&
+		    h1_list_has(c->value, c->value_len, h->name, h->name_len))
+			return 1;
 	}
 	return 0;
+}
+
+/* Contract in h1.h. */
+int
+h1_trailer_forbidden(const char *n, size_t l, const char *conn, size_t conn_len)
+{
+	/* RFC 9110 6.5.1: what frames (Content-Length, Transfer-Encoding,
+	 * Trailer), routes (Host) or authenticates is evaluated before the
+	 * content, so no trailer may carry it; RFC 9110 7.6.1: hop-by-hop
+	 * fields go from trailers as from heads */
+	if (always_hop_by_hop(n, l) || EQ_LIT(n, l, "content-length") ||
+	    EQ_LIT(n, l, "host") || EQ_LIT(n, l, "authorization") ||
+	    EQ_LIT(n, l, "proxy-authorization"))
+		return 1;
+	return conn != NULL && h1_list_has(conn, conn_len, n, l);
 }
 
 const char *

@@ -44,6 +44,14 @@ enum h1_body {
 #define H1_F_HAS_HOST		0x0040	/* a Host field was present */
 #define H1_F_EXPECT_OTHER	0x0080	/* an Expect value other than 100-continue */
 
+/* request-target forms (RFC 9112 3.2) */
+enum h1_target {
+	H1_TARGET_ORIGIN = 0,	/* "/path?query" */
+	H1_TARGET_ABSOLUTE,	/* "http://authority/path?query" (http/https only) */
+	H1_TARGET_AUTHORITY,	/* "host:port", CONNECT only */
+	H1_TARGET_ASTERISK,	/* "*", OPTIONS only */
+};
+
 struct h1_limits {
 	size_t max_head_bytes;	/* whole head incl. start line; over it: -2 / 431 */
 	size_t max_line;	/* request line; over it: -2 / 414 */
@@ -56,6 +64,16 @@ struct h1_msg {
 	size_t method_len;
 	const char *target;
 	size_t target_len;
+	enum h1_target target_form;
+	/*
+	 * Absolute-form only: the authority without userinfo (uri-host
+	 * [":" port], never empty) and what follows it, path-abempty
+	 * ["?" query] (may be empty). Both point into the target.
+	 */
+	const char *authority;
+	size_t authority_len;
+	const char *path;
+	size_t path_len;
 	/* status line */
 	int status;
 	const char *reason;
@@ -83,11 +101,18 @@ struct h1_msg {
  * anywhere: 400); field names are tokens with no whitespace before the colon
  * (RFC 9112 5.1); obs-fold (a line starting with SP/HTAB) is rejected (5.2);
  * field values have no CTL but HTAB; Content-Length must be 1*DIGIT, several
- * CL fields or comma lists must all agree (else 400), value must fit in
- * uint64; Content-Length together with Transfer-Encoding: 400 (6.1, smuggling);
+ * CL fields or comma lists must all agree (else 400), value at most
+ * 2^63-1 like a chunk size (else 400, 502 in a response); Content-Length
+ * together with Transfer-Encoding: 400 (6.1, smuggling);
  * Transfer-Encoding whose final coding is not "chunked": 501 for a request
  * (only "chunked" alone is accepted; any other coding list: 501);
- * HTTP/1.1 without Host, or more than one Host: 400 (RFC 9112 3.2).
+ * request-target in origin-form, absolute-form with an http or https
+ * scheme and a non-empty authority, authority-form for CONNECT, "*" for
+ * OPTIONS, else 400 (RFC 9112 3.2); Host and the authority must be
+ * uri-host [":" port] (RFC 9110 7.2, RFC 3986 3.2.2; a Host may be empty);
+ * HTTP/1.1 without Host, more than one Host, or an invalid one: 400
+ * (RFC 9112 3.2); a Connection field naming Host, Content-Length or
+ * Transfer-Encoding: 400 (RFC 9110 7.6.1: never hop-by-hop for us).
  * On success, body is NONE, LENGTH or CHUNKED (never EOF for a request).
  */
 int h1_parse_request(const char *buf, size_t len, const struct h1_limits *lim,
@@ -149,7 +174,10 @@ void h1_chunk_init(struct h1_chunk *c, size_t max_trailer_bytes);
 
 /*
  * Consume framing bytes from p[0..len). Stops early when entering
- * H1_CHUNK_DATA (with remaining > 0) or H1_CHUNK_DONE. Returns the number
+ * H1_CHUNK_DATA (with remaining > 0), H1_CHUNK_TRAILER (after the
+ * last-chunk line: the caller may hold the trailer section back until it
+ * is whole, c->trailer_bytes of it parsed so far) or H1_CHUNK_DONE.
+ * Returns the number
  * of bytes consumed (>= 0; 0 is normal when len == 0 or state is DATA/DONE),
  * -1 invalid, -2 limit hit (c->err says which).
  */
@@ -160,6 +188,10 @@ void h1_chunk_data(struct h1_chunk *c, uint64_t n);
 
 /* Small helpers the proxy uses on parsed heads. */
 
+/* 1 if the comma-separated list v[0..n) (RFC 9110 5.6.1) has the element
+ * e[0..el), compared case-insensitively. */
+int h1_list_has(const char *v, size_t n, const char *e, size_t el);
+
 /* 1 if the Connection header(s) list token (case-insensitive), e.g. "close". */
 int h1_connection_has(const struct h1_msg *m, const char *token);
 
@@ -167,6 +199,26 @@ int h1_connection_has(const struct h1_msg *m, const char *token);
  * Keep-Alive, TE, Trailer, Transfer-Encoding, Upgrade, Proxy-Connection,
  * or a name listed in a Connection header (RFC 9110 7.6.1). */
 int h1_is_hop_by_hop(const struct h1_msg *m, const struct tb_hdr *h);
+
+/*
+ * 1 if a trailer field named n[0..l) must not be forwarded (RFC 9110
+ * 6.5.1, 7.6.1): Content-Length, Transfer-Encoding, Trailer, Host,
+ * Authorization, Proxy-Authorization, the names hop-by-hop in every
+ * message (as h1_is_hop_by_hop), and those listed in conn[0..conn_len),
+ * the message's Connection values joined by commas (NULL: none).
+ */
+int h1_trailer_forbidden(const char *n, size_t l, const char *conn,
+    size_t conn_len);
+
+/*
+ * Copy the trailer section sec[0..len) (from the first trailer field line
+ * through the final CRLF, as h1_chunk_parse accepted it) to out, which has
+ * room for len bytes, without the fields h1_trailer_forbidden names (conn
+ * as there). Returns the bytes written (the final CRLF at least); *dropped
+ * (dropped may be NULL) counts the lines left out. Pure.
+ */
+size_t h1_trailer_filter(const char *sec, size_t len, const char *conn,
+    size_t conn_len, char *out, unsigned *dropped);
 
 /* Reason phrase for a status code we generate ("Bad Request"...). */
 const char *h1_reason(int status);

@@ -304,9 +304,10 @@ h1_chunk_parse(struct h1_chunk *c, const char *p, size_t len)
 				    "bare CR in chunk size line");
 			c->line_len = 0;
 			if (c->remaining == 0) {
-				/* last-chunk: the trailer section follows */
+				/* last-chunk: the trailer section follows; stop
+				 * so the caller can hold it whole (h1.h) */
 				c->state = H1_CHUNK_TRAILER;
-				break;
+				return (ssize_t)(i + 1);
 			}
 			c->state = H1_CHUNK_DATA;
 			return (ssize_t)(i + 1);
@@ -344,4 +345,35 @@ h1_chunk_parse(struct h1_chunk *c, const char *p, size_t len)
 		}
 	}
 	return (ssize_t)i;
+}
+
+/*
+ * Contract in h1.h. The section is what h1_chunk_parse accepted, so every
+ * line is "name:value" CRLF and the last one is the empty CRLF; a line
+ * without its CRLF ends the walk (never for such input) rather than pass
+ * unchecked bytes on.
+ */
+size_t
+h1_trailer_filter(const char *sec, size_t len, const char *conn,
+    size_t conn_len, char *out, unsigned *dropped)
+{
+	const char *p = sec, *end = sec + len, *eol, *colon;
+	size_t n = 0, ll;
+
+	if (dropped != NULL)
+		*dropped = 0;
+	while (p < end && (eol = memchr(p, '\n', (size_t)(end - p))) != NULL) {
+		ll = (size_t)(eol + 1 - p);
+		colon = memchr(p, ':', ll);
+		if (colon != NULL && h1_trailer_forbidden(p, (size_t)(colon - p),
+		    conn, conn_len)) {
+			if (dropped != NULL)
+				(*dropped)++;
+		} else {
+			memcpy(out + n, p, ll);
+			n += ll;
+		}
+		p = eol + 1;
+	}
+	return n;
 }

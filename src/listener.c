@@ -20,10 +20,50 @@
 #include "stats.h"
 #include "worker.h"
 
-#define LISTEN_BACKLOG 1024
+#define SOMAXCONN_PATH	"/proc/sys/net/core/somaxconn"
 
 int
-listener_socket(const struct tb_addr *a)
+listener_backlog(int want)
+{
+	FILE *f;
+	int max = 0;
+
+	if ((f = fopen(SOMAXCONN_PATH, "re")) != NULL) {
+		if (fscanf(f, "%d", &max) != 1)
+			max = 0;
+		fclose(f);
+	}
+	if (max > 0 && want > max) {
+		log_warnx("backlog = %d is above net.core.somaxconn (%d): the "
+		    "listening sockets get %d (raise the sysctl for more)", want,
+		    max, max);
+		return max;
+	}
+	return want;
+}
+
+int
+listener_probe(const struct tb_addr *a)
+{
+	int fd, one = 1, rc, saved;
+
+	if ((fd = socket(a->ss.ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0)) < 0)
+		return -1;
+	/* SO_REUSEADDR: connections of an earlier run in TIME_WAIT do not
+	 * hold the port; without SO_REUSEPORT any listening socket does */
+	rc = setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+	if (rc == 0 && a->ss.ss_family == AF_INET6)
+		(void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
+	if (rc == 0)
+		rc = bind(fd, (const struct sockaddr *)&a->ss, a->len);
+	saved = errno;
+	close(fd);
+	errno = saved;
+	return rc < 0 ? -1 : 0;
+}
+
+int
+listener_socket(const struct tb_addr *a, int backlog)
 {
 	int fd, one = 1, saved;
 
@@ -36,7 +76,7 @@ listener_socket(const struct tb_addr *a)
 	if (a->ss.ss_family == AF_INET6)
 		(void)setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one));
 	if (bind(fd, (const struct sockaddr *)&a->ss, a->len) < 0 ||
-	    listen(fd, LISTEN_BACKLOG) < 0)
+	    listen(fd, backlog) < 0)
 		goto fail;
 	return fd;
 fail:
@@ -113,7 +153,13 @@ listener_new(struct worker *w, const struct tb_listener_conf *lc, int fd)
 	l->w = w;
 	listener_set_conf(l, lc);
 	snprintf(l->addr, sizeof(l->addr), "%s", lc->listen.text);
-	l->evl = evconnlistener_new(w->base, accept_cb, l, LEV_OPT_CLOSE_ON_FREE, -1, fd);
+	/*
+	 * Backlog 0: fd is listening already (listener_socket, with the
+	 * configured backlog). -1 would make libevent call listen(fd, 128)
+	 * again, which shrinks the queue of the socket every worker shares
+	 * with the control thread's copy.
+	 */
+	l->evl = evconnlistener_new(w->base, accept_cb, l, LEV_OPT_CLOSE_ON_FREE, 0, fd);
 	l->resume_ev = evtimer_new(w->base, resume_cb, l);
 	if (l->evl == NULL || l->resume_ev == NULL) {
 		if (l->evl == NULL)

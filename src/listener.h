@@ -30,7 +30,26 @@ void listener_free(struct listener *l);
 /* The worker's connection count went down: resume accepting if paused for it. */
 void listener_maybe_resume(struct listener *l);
 
-/* Create a bound, listening, non-blocking SO_REUSEPORT socket; -1 with errno. */
-int listener_socket(const struct tb_addr *a);
+/* Create a bound, non-blocking SO_REUSEPORT socket listening with backlog;
+ * -1 with errno. */
+int listener_socket(const struct tb_addr *a, int backlog);
+
+/*
+ * Is a held by any other listening socket? A bind with SO_REUSEADDR but
+ * not SO_REUSEPORT on a throwaway socket: it fails (EADDRINUSE) where any
+ * socket listens on an overlapping address, whoever owns it, even the same
+ * user with SO_REUSEPORT (which listener_socket would share with), and
+ * succeeds over leftover TIME_WAIT connections. 0 if free, -1 with errno.
+ * The port could still be taken between this and the real bind.
+ */
+int listener_probe(const struct tb_addr *a);
+
+/*
+ * The listen(2) backlog to use for the configured want: net.core.somaxconn
+ * (this network namespace's) caps it silently in the kernel, so it is
+ * capped here, with a warning, and the number in the logs and in ss -ltn
+ * agree. want itself when the sysctl cannot be read.
+ */
+int listener_backlog(int want);
 
 #endif

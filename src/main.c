@@ -15,6 +15,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/file.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -32,7 +34,7 @@
 
 /* Listening sockets per listen address, one per worker (SO_REUSEPORT). */
 struct lsock {
-	char addr[128];
+	struct tb_addr addr;	/* identity across reloads: addr.text */
 	int *fds;		/* [n_workers], owned by the control thread */
 	int used;		/* mark during reload */
 	struct lsock *next;
@@ -44,6 +46,9 @@ static struct {
 	struct worker *workers;
 	int n_workers;
 	struct lsock *socks;
+	int backlog;		/* the listen(2) backlog of every lsock */
+	int pid_fd;		/* pid file, locked while we run; -1 = none */
+	char *pid_path;		/* the one we locked (reloads keep it) */
 	int draining;
 	struct event *drain_timer;
 	struct event *check_timer;
@@ -74,7 +79,7 @@ lsock_find(const char *addr)
 	struct lsock *s;
 
 	for (s = g.socks; s != NULL; s = s->next)
-		if (strcmp(s->addr, addr) == 0)
+		if (strcmp(s->addr.text, addr) == 0)
 			return s;
 	return NULL;
 }
@@ -92,13 +97,52 @@ lsock_free(struct lsock *s)
 }
 
 /*
+ * May we listen on a, which none of our sockets overlaps? Not when another
+ * process listens there: SO_REUSEPORT would let us bind beside a socket of
+ * the same user and take half its connections. 0, or -1 logged as what
+ * ("listener NAME", "admin").
+ */
+static int
+port_free(const char *what, const struct tb_addr *a)
+{
+	if (listener_probe(a) == 0)
+		return 0;
+	if (errno == EADDRINUSE)
+		log_errx("%s: %s is in use by another process (another "
+		    "tracebridge?); not sharing it", what, a->text);
+	else
+		log_warn("%s: cannot listen on %s", what, a->text);
+	return -1;
+}
+
+/* One of our sockets already takes connections for (part of) a. */
+static int
+lsock_overlaps(const struct tb_addr *a)
+{
+	struct lsock *s;
+
+	for (s = g.socks; s != NULL; s = s->next)
+		if (config_addr_overlap(&s->addr, a))
+			return 1;
+	return 0;
+}
+
+/*
  * Make sure every listener of cfg has its sockets, binding the new ones.
  * On failure nothing of the old set is lost and the new sockets are closed.
+ * A changed backlog applies to the kept sockets too: listen(2) again on a
+ * listening socket only resizes its queue (Linux).
+ *
+ * A new address is probed first (port_free), unless one of our own
+ * sockets overlaps it (a reload moving 127.0.0.1:P to *:P): the probe
+ * would only find us there, so such an address is bound unprobed.
  */
 static int
 bind_listeners(const struct tb_config *cfg)
 {
 	struct lsock *s, *added = NULL, *next;
+	int backlog = listener_backlog(cfg->backlog);
+	char what[96];
 	size_t i;
 	int k;
 
@@ -112,23 +156,26 @@ bind_listeners(const struct tb_config *cfg)
 			continue;
 		}
 		for (s = added; s != NULL; s = s->next)
-			if (strcmp(s->addr, a->text) == 0)
+			if (strcmp(s->addr.text, a->text) == 0)
 				break;
 		if (s != NULL)
 			continue;
+		snprintf(what, sizeof(what), "listener %s", cfg->listeners[i].name);
+		if (!lsock_overlaps(a) && port_free(what, a) < 0)
+			goto fail;
 		if ((s = calloc(1, sizeof(*s))) == NULL ||
 		    (s->fds = malloc(sizeof(int) * (size_t)g.n_workers)) == NULL) {
 			free(s);
 			goto fail;
 		}
-		snprintf(s->addr, sizeof(s->addr), "%s", a->text);
+		s->addr = *a;
 		s->used = 1;
 		for (k = 0; k < g.n_workers; k++)
 			s->fds[k] = -1;
 		s->next = added;
 		added = s;
 		for (k = 0; k < g.n_workers; k++) {
-			if ((s->fds[k] = listener_socket(a)) < 0) {
+			if ((s->fds[k] = listener_socket(a, backlog)) < 0) {
 				log_warn("listener %s: cannot listen on %s",
 				    cfg->listeners[i].name, a->text);
 				goto fail;
@@ -136,6 +183,12 @@ bind_listeners(const struct tb_config *cfg)
 		}
 	}
 	/* Commit: keep the new, close the ones no listener uses any more. */
+	for (s = g.socks; s != NULL && backlog != g.backlog; s = s->next)
+		for (k = 0; s->used && k < g.n_workers; k++)
+			if (listen(s->fds[k], backlog) < 0)
+				log_warn("%s: listen (backlog %d)", s->addr.text,
+				    backlog);
+	g.backlog = backlog;
 	for (s = added; s != NULL; s = next) {
 		next = s->next;
 		s->next = g.socks;
@@ -233,6 +286,11 @@ reload(void)
 	if (cfg->workers != g.cfg->workers)
 		log_warnx("reload: workers = %d takes effect at the next restart; keeping %d",
 		    cfg->workers, g.cfg->workers);
+	if ((cfg->pid_file == NULL) != (g.pid_path == NULL) || (cfg->pid_file !=
+	    NULL && strcmp(cfg->pid_file, g.pid_path) != 0))
+		log_warnx("reload: a changed pid_file takes effect at the next "
+		    "restart; keeping %s", g.pid_path != NULL ? g.pid_path :
+		    "none");
 	cfg->workers = g.cfg->workers;
 	if (bind_listeners(cfg) < 0) {
 		log_errx("reload failed, keeping the running configuration");
@@ -240,9 +298,14 @@ reload(void)
 		return;
 	}
 	log_set_level(cfg->log_level);
-	if (strcmp(cfg->error_log, g.cfg->error_log) != 0)
-		log_open(cfg->error_log, cfg->log_level);
-	log_access_open(cfg->access_log);
+	/* A file that cannot be opened keeps the old target: say so. */
+	if (strcmp(cfg->error_log, g.cfg->error_log) != 0 &&
+	    log_open(cfg->error_log, cfg->log_level) < 0)
+		log_warn("reload: cannot open error_log %s, logging on to %s",
+		    cfg->error_log, g.cfg->error_log);
+	if (log_access_open(cfg->access_log) < 0)
+		log_warn("reload: cannot open access_log %s, keeping %s",
+		    cfg->access_log, g.cfg->access_log);
 	log_reopen();
 	admin_set_auth_token(cfg->admin_auth_token);
 	modules_reload(cfg);
@@ -350,25 +413,92 @@ drop_privileges(const struct tb_config *cfg)
 	return 0;
 }
 
+/*
+ * Open and lock the pid file (flock, exclusive, not waiting) before any
+ * port is bound, and keep it open for the life of the process: the kernel
+ * drops the lock when we exit however we exit, so a file left by a crash
+ * is simply taken over, and a second instance with the same pid_file
+ * fails here with the first one's pid. flock, not fcntl: the lock belongs
+ * to the open file, so it survives daemonize()'s forks, where a POSIX
+ * record lock would stay with the parent that exits. Nothing is written
+ * yet (pid_file_write, once we know our final pid).
+ *
+ * An instance that stops unlinks the file while it still holds the lock;
+ * if that happened between our open and our lock, we hold a lock on a
+ * file nobody else will find, so check that the path still names what we
+ * locked and start over if not. Returns the descriptor, or -1 (logged).
+ */
 static int
-write_pid_file(const char *path)
+pid_file_lock(const char *path)
+{
+	struct stat held, named;
+	char buf[32], *end;
+	ssize_t n;
+	long pid;
+	int fd, tries;
+
+	for (tries = 0; tries < 10; tries++) {
+		if ((fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC | O_NOCTTY,
+		    0644)) < 0) {
+			log_err("pid_file %s", path);
+			return -1;
+		}
+		if (flock(fd, LOCK_EX | LOCK_NB) < 0) {
+			if (errno != EWOULDBLOCK) {
+				log_err("pid_file %s: lock", path);
+			} else {
+				/* the holder's pid; empty while it starts */
+				n = pread(fd, buf, sizeof(buf) - 1, 0);
+				buf[n > 0 ? n : 0] = '\0';
+				pid = strtol(buf, &end, 10);
+				if (end == buf || (*end != '\n' && *end != '\0') ||
+				    pid <= 0)
+					snprintf(buf, sizeof(buf), "unknown");
+				else
+					snprintf(buf, sizeof(buf), "%ld", pid);
+				log_errx("already running (pid %s): %s is locked",
+				    buf, path);
+			}
+			close(fd);
+			return -1;
+		}
+		if (fstat(fd, &held) == 0 && stat(path, &named) == 0 &&
+		    held.st_dev == named.st_dev && held.st_ino == named.st_ino)
+			return fd;
+		close(fd);
+	}
+	log_errx("pid_file %s: replaced under us again and again", path);
+	return -1;
+}
+
+/*
+ * At exit, however main returns (a failed start too): remove the pid file
+ * while it is still locked (see pid_file_lock), then let the lock go.
+ */
+static void
+pid_file_remove(void)
+{
+	if (g.pid_fd >= 0) {
+		(void)unlink(g.pid_path);
+		close(g.pid_fd);
+		g.pid_fd = -1;
+	}
+	free(g.pid_path);
+	g.pid_path = NULL;
+}
+
+/* Our pid into the locked pid file (replacing what a crash left). */
+static int
+pid_file_write(int fd, const char *path)
 {
 	char buf[32];
-	int fd, n;
+	int n;
 
-	if (path == NULL || path[0] == '\0')
-		return 0;
-	if ((fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644)) < 0) {
-		log_err("pid_file %s", path);
-		return -1;
-	}
 	n = snprintf(buf, sizeof(buf), "%ld\n", (long)getpid());
-	if (write(fd, buf, (size_t)n) != n) {
+	if (ftruncate(fd, 0) < 0 || pwrite(fd, buf, (size_t)n, 0) != n) {
 		log_err("pid_file %s", path);
-		close(fd);
 		return -1;
 	}
-	close(fd);
 	return 0;
 }
 
@@ -442,12 +572,31 @@ main(int argc, char **argv)
 		return 2;
 	}
 	if (test) {
+		if (config_check_files(g.cfg, err, sizeof(err)) < 0) {
+			fprintf(stderr, "%s\n", err);
+			config_unref(g.cfg);
+			return 2;
+		}
+		(void)listener_backlog(g.cfg->backlog);	/* warns if capped */
 		printf("%s: configuration ok\n", g.config_path ? g.config_path : "command line");
 		config_unref(g.cfg);
 		return 0;
 	}
 	if (listen_arg != NULL)
 		g.config_path = NULL;
+	/* Before the logs are opened: "already running" goes to the terminal
+	 * (or the journal) that started us, and before daemonize(): into our
+	 * exit status. */
+	g.pid_fd = -1;
+	if (g.cfg->pid_file != NULL) {
+		if ((g.pid_path = strdup(g.cfg->pid_file)) == NULL) {
+			log_errx("out of memory");
+			return 1;
+		}
+		if ((g.pid_fd = pid_file_lock(g.pid_path)) < 0)
+			return 1;
+		atexit(pid_file_remove);
+	}
 
 	signal(SIGPIPE, SIG_IGN);
 	/*
@@ -462,9 +611,21 @@ main(int argc, char **argv)
 	 */
 	(void)mallopt(M_MMAP_THRESHOLD, 4 * 1024 * 1024);
 	(void)mallopt(M_TRIM_THRESHOLD, 64 * 1024 * 1024);
-	if (log_open(g.cfg->error_log, g.cfg->log_level) < 0 ||
-	    log_access_open(g.cfg->access_log) < 0) {
-		fprintf(stderr, "tracebridge: cannot open logs\n");
+	if (log_open(g.cfg->error_log, g.cfg->log_level) < 0) {
+		fprintf(stderr, "tracebridge: cannot open error_log %s: %s\n",
+		    g.cfg->error_log, strerror(errno));
+		return 1;
+	}
+	if (log_access_open(g.cfg->access_log) < 0) {
+		int e = errno;
+
+		/* where the start was asked for, and in the error log */
+		fprintf(stderr, "tracebridge: cannot open access_log %s: %s\n",
+		    g.cfg->access_log, strerror(e));
+		if (strcmp(g.cfg->error_log, "stderr") != 0) {
+			errno = e;
+			log_err("cannot open access_log %s", g.cfg->access_log);
+		}
 		return 1;
 	}
 	if (!foreground && daemonize() < 0) {
@@ -495,9 +656,10 @@ main(int argc, char **argv)
 	if (bind_listeners(g.cfg) < 0)
 		return 1;
 	admin_set_auth_token(g.cfg->admin_auth_token);
-	if (g.cfg->admin_enabled && admin_start(g.base, &g.cfg->admin_listen) < 0)
+	if (g.cfg->admin_enabled && (port_free("admin", &g.cfg->admin_listen) < 0 ||
+	    admin_start(g.base, &g.cfg->admin_listen) < 0))
 		return 1;
-	if (write_pid_file(g.cfg->pid_file) < 0)
+	if (g.pid_fd >= 0 && pid_file_write(g.pid_fd, g.pid_path) < 0)
 		return 1;
 	if (drop_privileges(g.cfg) < 0)
 		return 1;
@@ -539,8 +701,7 @@ main(int argc, char **argv)
 		event_free(g.check_timer);
 	admin_stop();
 	modules_stop();
-	if (g.cfg->pid_file != NULL && g.cfg->pid_file[0] != '\0')
-		unlink(g.cfg->pid_file);
+	pid_file_remove();
 	config_unref(g.cfg);
 	event_base_free(g.base);
 	log_info("stopped");

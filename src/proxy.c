@@ -47,6 +47,7 @@ enum req_after {
 static void up_read_cb(struct sock *sk, void *arg);
 static void up_write_cb(struct sock *sk, void *arg);
 static void up_event_cb(struct sock *sk, int what, void *arg);
+static int retry_fresh(struct proxy_req *r);
 static void pump_request(struct proxy_req *r);
 static void pump_response(struct proxy_req *r);
 static void req_end(struct proxy_req *r, enum proxy_err err, enum req_after after);
@@ -176,6 +177,9 @@ capture_fields(struct proxy_req *r, const struct h1_msg *m)
 	char *dst;
 	size_t i, dlen;
 
+	/* RFC 9112 3.2.2: an absolute-form target's authority is the host */
+	if (m->target_form == H1_TARGET_ABSOLUTE)
+		copy_field(r->host, sizeof(r->host), m->authority, m->authority_len);
 	for (i = 0; i < m->n_hdrs; i++) {
 		h = &m->hdrs[i];
 		if (hdr_name_is(h, "Host")) {
@@ -198,6 +202,39 @@ capture_fields(struct proxy_req *r, const struct h1_msg *m)
 		if (dst[0] == '\0')
 			copy_field(dst, dlen, h->value, h->value_len);
 	}
+}
+
+/*
+ * The Connection options of m joined by commas, for the trailer section of
+ * its chunked body (RFC 9110 7.6.1: the fields they name go from trailers
+ * too): malloc'd, or NULL when the body is not chunked, m has none, or
+ * memory is short (then only h1_trailer_forbidden's fixed set goes).
+ */
+static char *
+connection_options(const struct h1_msg *m)
+{
+	const struct tb_hdr *h;
+	size_t i, n = 0;
+	char *s, *q;
+
+	if (m->body != H1_BODY_CHUNKED)
+		return NULL;
+	for (i = 0; i < m->n_hdrs; i++)
+		if (hdr_name_is(&m->hdrs[i], "Connection"))
+			n += m->hdrs[i].value_len + 1;
+	if (n == 0 || (s = malloc(n)) == NULL)
+		return NULL;
+	for (i = 0, q = s; i < m->n_hdrs; i++) {
+		h = &m->hdrs[i];
+		if (!hdr_name_is(h, "Connection"))
+			continue;
+		if (q != s)
+			*q++ = ',';
+		memcpy(q, h->value, h->value_len);
+		q += h->value_len;
+	}
+	*q = '\0';
+	return s;
 }
 
 /* The client connection may carry another request after this one only if
@@ -240,11 +277,10 @@ proxy_start(struct conn *c, const struct h1_msg *m, size_t head_len)
 	r->first_byte_us = -1;
 	r->bytes_in = head_len;
 	copy_field(r->method, sizeof(r->method), m->method, m->method_len);
-	if ((r->target = malloc(m->target_len + 1)) == NULL)
+	/* origin-form: what goes upstream is what is logged and traced */
+	if ((r->target = proxy_head_target(m)) == NULL)
 		goto fail_nomem;
-	memcpy(r->target, m->target, m->target_len);
-	r->target[m->target_len] = '\0';
-	r->log_target = redact_target_dup(m->target, m->target_len,
+	r->log_target = redact_target_dup(r->target, strlen(r->target),
 	    c->cfg->tracing.redact_query_params,
 	    c->cfg->tracing.n_redact_query_params);
 	if (r->log_target == NULL)
@@ -260,6 +296,7 @@ proxy_start(struct conn *c, const struct h1_msg *m, size_t head_len)
 	r->req_body = m->body;
 	r->req_remaining = m->body == H1_BODY_LENGTH ? m->content_length : 0;
 	h1_chunk_init(&r->req_chunk, 0);
+	r->req_conn = connection_options(m);
 	if ((m->flags & H1_F_EXPECT_CONTINUE) && m->body != H1_BODY_NONE)
 		r->flags |= PROXY_F_EXPECT;
 	copy_field(r->upstream_addr, sizeof(r->upstream_addr), c->lc->upstream_addr.text,
@@ -285,7 +322,7 @@ proxy_start(struct conn *c, const struct h1_msg *m, size_t head_len)
 		} else if (m->flags & H1_F_EXPECT_OTHER) {
 			reply_error(r, 417);
 		} else {
-			STATS_INC(tb_stats.underscore_rejected);
+			STATS_INC(tb_stats.underscore[1]);
 			log_info("%s: client %s: refused: a field name with '_' "
 			    "(underscore_headers = reject)", c->lc->name, c->peer);
 			reply_error(r, 400);
@@ -340,6 +377,7 @@ fail_nomem:
 	if (r != NULL) {
 		free(r->target);
 		free(r->log_target);
+		free(r->req_conn);
 		free(r->fwd_head);
 		free(r);
 	}
@@ -426,6 +464,8 @@ proxy_req_free(struct proxy_req *r)
 		hooks->on_free(r);
 	free(r->target);
 	free(r->log_target);
+	free(r->req_conn);
+	free(r->resp_conn);
 	free(r->fwd_head);
 	free(r);
 }
@@ -443,16 +483,58 @@ move_bytes(struct evbuffer *in, struct evbuffer *out, size_t n)
 }
 
 /*
+ * A chunked body's trailer section: held in `in` until it is whole (at most
+ * the decoder's max_trailer_bytes; ch->trailer_bytes of it parsed), then
+ * moved to out without the fields no trailer may carry, both directions
+ * (h1_trailer_filter, conn: the message's Connection options or NULL); out
+ * NULL drops it whole (an HTTP/1.0 client has no trailers). 1 when the body
+ * is complete, 0 for more input, -1 on bad framing or no memory (ch->err).
+ */
+static int
+move_trailers(struct h1_chunk *ch, const char *conn, struct evbuffer *in,
+    struct evbuffer *out, uint64_t *moved)
+{
+	size_t avail = evbuffer_get_length(in), held, n;
+	struct evbuffer_iovec v;
+	unsigned char *p;
+
+	while (ch->state != H1_CHUNK_DONE) {
+		held = ch->trailer_bytes;
+		if (avail <= held)
+			return 0;
+		n = avail - held < 1024 ? avail - held : 1024;
+		p = evbuffer_pullup(in, (ssize_t)(held + n));
+		if (h1_chunk_parse(ch, (const char *)p + held, n) < 0)
+			return -1;
+	}
+	held = ch->trailer_bytes;
+	p = evbuffer_pullup(in, (ssize_t)held);
+	if (out != NULL) {
+		if (evbuffer_reserve_space(out, (ev_ssize_t)held, &v, 1) != 1) {
+			ch->err = "out of memory for the trailer section";
+			return -1;
+		}
+		v.iov_len = h1_trailer_filter((const char *)p, held, conn,
+		    conn != NULL ? strlen(conn) : 0, v.iov_base, NULL);
+		evbuffer_commit_space(out, &v, 1);
+	}
+	evbuffer_drain(in, held);
+	*moved += held;
+	return 1;
+}
+
+/*
  * Move body bytes from in to out under framing state (LENGTH or CHUNKED).
  * out NULL... never for requests. keep_framing: chunk framing bytes are
- * forwarded too (else dropped, for HTTP/1.0 clients). Stops when out passes
- * CONN_OUT_HIGH. Returns 1 when the body is complete, 0 when more is
- * needed or output is full, -1 on bad chunked framing. *moved counts the
- * bytes taken from in.
+ * forwarded too (else dropped, for HTTP/1.0 clients). conn: for the
+ * trailers (move_trailers). Stops when out passes CONN_OUT_HIGH. Returns 1
+ * when the body is complete, 0 when more is needed or output is full, -1
+ * on bad chunked framing. *moved counts the bytes taken from in.
  */
 static int
 move_body(enum h1_body kind, uint64_t *remaining, struct h1_chunk *ch,
-    struct evbuffer *in, struct evbuffer *out, int keep_framing, uint64_t *moved)
+    const char *conn, struct evbuffer *in, struct evbuffer *out, int keep_framing,
+    uint64_t *moved)
 {
 	size_t avail, n;
 	ssize_t k;
@@ -482,6 +564,10 @@ move_body(enum h1_body kind, uint64_t *remaining, struct h1_chunk *ch,
 		case H1_BODY_CHUNKED:
 			if (ch->state == H1_CHUNK_DONE)
 				return 1;
+			/* TRAILER .. FINAL_LF: the states between are the section */
+			if (ch->state >= H1_CHUNK_TRAILER)
+				return move_trailers(ch, conn, in,
+				    keep_framing ? out : NULL, moved);
 			if (avail == 0)
 				return 0;
 			if (ch->state == H1_CHUNK_DATA) {
@@ -585,7 +671,8 @@ pump_request(struct proxy_req *r)
 	/* A relay still running has the body; one that ended left its count. */
 	if (take_spliced(c->sk, r->req_body, &r->req_remaining, &r->req_chunk, &r->bytes_in))
 		return;
-	rc = move_body(r->req_body, &r->req_remaining, &r->req_chunk, in, out, 1, &moved);
+	rc = move_body(r->req_body, &r->req_remaining, &r->req_chunk, r->req_conn, in, out,
+	    1, &moved);
 	r->bytes_in += moved;
 	if (rc < 0) {
 		log_info("%s: client %s: bad chunked body (%s)", c->lc->name, c->peer,
@@ -687,6 +774,7 @@ send_response_head(struct proxy_req *r, const struct h1_msg *m)
 	r->resp_body = m->body;
 	r->resp_remaining = m->body == H1_BODY_LENGTH ? m->content_length : 0;
 	h1_chunk_init(&r->resp_chunk, 0);
+	r->resp_conn = connection_options(m);
 	if (m->body == H1_BODY_CHUNKED && r->version_minor == 0)
 		r->flags |= PROXY_F_DECHUNK;
 	if (m->body != H1_BODY_EOF && !(m->flags & H1_F_CONN_CLOSE) &&
@@ -751,6 +839,15 @@ pump_response(struct proxy_req *r)
 	in = sock_input(r->uc->sk);
 	out = sock_output(c->sk);
 
+	if ((r->state == PROXY_SENDING || r->state == PROXY_WAITING) &&
+	    sock_read_before_write(r->uc->sk) > 0) {
+		/* Sent before our request went out: not its response, whatever
+		 * it looks like (the stray bytes of an earlier exchange). */
+		upstream_stray(r->uc, "before the request was written");
+		if (!retry_fresh(r))
+			fail_before_response(r, 502, PROXY_ERR_UPSTREAM_BAD);
+		return;
+	}
 	while (r->state == PROXY_SENDING || r->state == PROXY_WAITING) {
 		len = evbuffer_get_length(in);
 		if (len == 0)
@@ -815,7 +912,7 @@ pump_response(struct proxy_req *r)
 	    &r->bytes_out))
 		return;
 
-	rc = move_body(r->resp_body, &r->resp_remaining, &r->resp_chunk, in, out,
+	rc = move_body(r->resp_body, &r->resp_remaining, &r->resp_chunk, r->resp_conn, in, out,
 	    !(r->flags & PROXY_F_DECHUNK), &moved);
 	r->bytes_out += moved;
 	if (rc < 0) {
@@ -839,6 +936,24 @@ pump_response(struct proxy_req *r)
 		sock_write_now(c->sk);
 	else
 		try_splice(r, r->uc->sk, c->sk, r->resp_body, r->resp_remaining, &r->resp_chunk);
+}
+
+/*
+ * A pooled connection that failed before any response byte: the request
+ * goes again, once, on a fresh connection if it may (idempotent, no body).
+ * 1 when it did; else r->uc may be closed or not, the caller fails r.
+ */
+static int
+retry_fresh(struct proxy_req *r)
+{
+	if (!r->uc->reused || !(r->flags & PROXY_F_IDEMPOTENT) ||
+	    r->req_body != H1_BODY_NONE || (r->flags & PROXY_F_RETRIED))
+		return 0;
+	STATS_INC(tb_stats.upstream_errors[STATS_UP_RETRIED]);
+	r->flags |= PROXY_F_RETRIED;
+	upstream_close(r->uc);
+	r->uc = NULL;
+	return upstream_attach(r, 0) == 0;
 }
 
 static void
@@ -900,17 +1015,10 @@ up_event_cb(struct sock *sk, int what, void *arg)
 		return;
 	}
 
+	/* A pooled connection the server had closed: retry once, fresh. */
 	if (no_response && evbuffer_get_length(sock_input(sk)) == 0 &&
-	    !(what & SOCK_TIMEOUT) && r->uc->reused && (r->flags & PROXY_F_IDEMPOTENT) &&
-	    r->req_body == H1_BODY_NONE && !(r->flags & PROXY_F_RETRIED)) {
-		/* A pooled connection the server had closed: retry once, fresh. */
-		STATS_INC(tb_stats.upstream_errors[STATS_UP_RETRIED]);
-		r->flags |= PROXY_F_RETRIED;
-		upstream_close(r->uc);
-		r->uc = NULL;
-		if (upstream_attach(r, 0) == 0)
-			return;
-	}
+	    !(what & SOCK_TIMEOUT) && retry_fresh(r))
+		return;
 
 	if (no_response) {
 		if (what & SOCK_TIMEOUT) {

@@ -74,6 +74,7 @@ struct proxy_req {
 	enum h1_body req_body;
 	uint64_t req_remaining;
 	struct h1_chunk req_chunk;
+	char *req_conn;			/* chunked: Connection options, for the trailers (owned) */
 	char *fwd_head;			/* forwarded head, kept for one retry (owned) */
 	size_t fwd_head_len;
 
@@ -82,6 +83,7 @@ struct proxy_req {
 	enum h1_body resp_body;
 	uint64_t resp_remaining;
 	struct h1_chunk resp_chunk;
+	char *resp_conn;		/* as req_conn */
 	size_t resp_scan_off;
 	size_t resp_next_parse;
 

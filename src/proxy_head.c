@@ -115,6 +115,32 @@ hb_sink_add(void *arg, const char *name, size_t name_len,
 	return b->failed ? -1 : 0;
 }
 
+char *
+proxy_head_target(const struct h1_msg *m)
+{
+	const char *t = m->target;
+	size_t n = m->target_len, lead = 0;
+	char *out;
+
+	if (m->target_form == H1_TARGET_ABSOLUTE) {
+		t = m->path;
+		n = m->path_len;
+		if (n == 0 && m->method_len == 7 &&
+		    memcmp(m->method, "OPTIONS", 7) == 0) {
+			t = "*";
+			n = 1;
+		} else if (n == 0 || t[0] == '?') {
+			lead = 1;	/* path-abempty was empty: "/" */
+		}
+	}
+	if ((out = malloc(lead + n + 1)) == NULL)
+		return NULL;
+	out[0] = '/';		/* kept only when lead is 1 */
+	memcpy(out + lead, t, n);
+	out[lead + n] = '\0';
+	return out;
+}
+
 /*
  * Request fields the proxy removes, replaces or frames the message by. A
  * WSGI server (every OpenStack API) maps X_Forwarded_For and
@@ -197,15 +223,25 @@ proxy_head_forward(struct hbuf *b, struct proxy_req *r, const struct h1_msg *m,
 	uint8_t drop[H1_MAX_HEADERS_CAP / 8];
 	struct tb_hdr_sink sink = { hb_sink_add, b };
 	const struct tb_hdr *h;
+	const char *host = NULL;	/* the Host value forwarded, if any */
+	size_t i, host_len = 0;
 	int xff = -1, fwd = -1, has_proto = 0, has_fhost = 0;
+	int absolute = m->target_form == H1_TARGET_ABSOLUTE;
 	const char *proto = r->c->tls != NULL ? "https" : "http";
-	size_t i;
 
 	memset(drop, 0, sizeof(drop));
-	hb_str(b, r->method);
+	/* m's method, whole: r->method is a copy cut for logs */
+	hb_add(b, m->method, m->method_len);
 	HB_LIT(b, " ");
 	hb_str(b, r->target);
 	HB_LIT(b, " HTTP/1.1\r\n");
+	if (absolute) {
+		/* RFC 9112 3.2.2: a proxy MUST replace the received Host by
+		 * the target's authority (first, RFC 9112 3.2's SHOULD) */
+		host = m->authority;
+		host_len = m->authority_len;
+		hb_field(b, "Host", 4, host, host_len);
+	}
 	for (i = 0; i < m->n_hdrs; i++) {
 		h = &m->hdrs[i];
 		if (memchr(h->name, '_', h->name_len) != NULL &&
@@ -215,7 +251,14 @@ proxy_head_forward(struct hbuf *b, struct proxy_req *r, const struct h1_msg *m,
 			drop[i / 8] |= (uint8_t)(1u << (i % 8));
 			continue;
 		}
-		if (h1_is_hop_by_hop(m, h) || hdr_name_is(h, "Content-Length") ||
+		if (hdr_name_is(h, "Host")) {
+			if (absolute)
+				drop[i / 8] |= (uint8_t)(1u << (i % 8));
+			else if (host == NULL) {
+				host = h->value;
+				host_len = h->value_len;
+			}
+		} else if (h1_is_hop_by_hop(m, h) || hdr_name_is(h, "Content-Length") ||
 		    hdr_name_is(h, "Expect") ||
 		    (hdr_name_is(h, "Proxy-Authorization") && !lc->keep_proxy_authorization) ||
 		    /* only we say who the client certificate names */
@@ -249,12 +292,12 @@ proxy_head_forward(struct hbuf *b, struct proxy_req *r, const struct h1_msg *m,
 		if (drop[i / 8] & (1u << (i % 8))) {
 			/* ours above, or the tracing hook's twins of its own */
 			if (memchr(h->name, '_', h->name_len) != NULL)
-				STATS_INC(tb_stats.underscore_dropped);
+				STATS_INC(tb_stats.underscore[0]);
 			continue;
 		}
 		hb_field(b, h->name, h->name_len, h->value, h->value_len);
 	}
-	if (!(m->flags & H1_F_HAS_HOST)) {	/* HTTP/1.0 without Host */
+	if (host == NULL) {	/* HTTP/1.0 without Host */
 		HB_LIT(b, "Host: ");
 		hb_str(b, lc->upstream_host);
 		HB_LIT(b, ":");
@@ -291,11 +334,9 @@ proxy_head_forward(struct hbuf *b, struct proxy_req *r, const struct h1_msg *m,
 			hb_str(b, proto);
 			HB_LIT(b, "\r\n");
 		}
-		if (r->host[0] != '\0' && !has_fhost) {
-			HB_LIT(b, "X-Forwarded-Host: ");
-			hb_str(b, r->host);
-			HB_LIT(b, "\r\n");
-		}
+		/* what Host says, whole (r->host is a copy cut for logs) */
+		if (host_len > 0 && !has_fhost)
+			hb_field(b, "X-Forwarded-Host", 16, host, host_len);
 	}
 	for (i = fwd >= 0 ? (size_t)fwd : m->n_hdrs; i < m->n_hdrs; i++)
 		if (hdr_name_is(&m->hdrs[i], "Forwarded"))
@@ -334,7 +375,11 @@ proxy_head_response(struct hbuf *b, struct proxy_req *r, const struct h1_msg *m,
 {
 	struct tb_hdr_sink sink = { hb_sink_add, b };
 	const struct tb_hdr *h;
-	int pass_cl = m->body == H1_BODY_NONE;	/* HEAD/304: CL describes the entity */
+	/* HEAD/304: CL describes the representation (RFC 9110 8.6), the
+	 * client knows there is no content; a 204 has no CL at all (RFC 9110
+	 * 8.6 "MUST NOT"), and a client taking it as a body length would wait
+	 * for bytes that never come */
+	int pass_cl = m->body == H1_BODY_NONE && m->status != 204;
 	size_t i;
 
 	HB_LIT(b, "HTTP/1.1 ");
@@ -347,6 +392,10 @@ proxy_head_response(struct hbuf *b, struct proxy_req *r, const struct h1_msg *m,
 		if (h1_is_hop_by_hop(m, h))
 			continue;
 		if (hdr_name_is(h, "Content-Length") && !pass_cl)
+			continue;
+		/* RFC 9110 7.6.1: "Close" is a reserved field name; our own
+		 * "Connection: close" would make the client drop it anyway */
+		if (hdr_name_is(h, "Close"))
 			continue;
 		hb_field(b, h->name, h->name_len, h->value, h->value_len);
 	}

@@ -32,7 +32,19 @@ int hb_sink_add(void *arg, const char *name, size_t name_len,
     const char *value, size_t value_len);
 
 /*
- * The head to forward for r's request m: request line in HTTP/1.1,
+ * The request-target to forward and record for m (malloc'd, NUL-terminated;
+ * the caller frees; NULL when out of memory): as received, except that
+ * an absolute-form target is forwarded in origin-form (RFC 9112 3.2.2:
+ * its authority becomes Host, its userinfo is dropped and so never
+ * logged): its path and query, "/" before a query or for an empty path,
+ * "*" for OPTIONS with an empty path (RFC 9112 3.2.4).
+ */
+char *proxy_head_target(const struct h1_msg *m);
+
+/*
+ * The head to forward for r's request m: request line in HTTP/1.1 with
+ * r->target (proxy_head_target), Host first when an absolute-form target
+ * replaces the received one,
  * end-to-end fields in their order, hop-by-hop fields removed (RFC 9110
  * 7.6.1), framing fields recomputed, X-Forwarded-* added for OpenStack's
  * HTTPProxyToWSGI. on_request (may be NULL) sees the default drop set and

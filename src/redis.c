@@ -18,7 +18,8 @@
  *
  * What a server sends is bounded: every context's reader counts the reply
  * it is reading and its read event checks the bytes held (the "guard",
- * below), and a sentinel's answer is checked like any input
+ * below); the guard also refuses the replies hiredis 0.14 would abort on
+ * (guard_shape); and a sentinel's answer is checked like any input
  * (tb_redis_sentinel_answer) before the client follows it.
  */
 #include <errno.h>
@@ -446,6 +447,37 @@ tb_redis_switch_master(const char *msg, size_t len,
 /* the client                                                          */
 /* ------------------------------------------------------------------ */
 
+/* CL_SAMPLE bytes at most of what a peer sent are quoted in a log line. */
+#define CL_SAMPLE	32
+#define CL_SAMPLE_SIZE	(8 + CL_SAMPLE * 4 + 32)
+
+/* For a log line: ': "<p[0..n), CL_SAMPLE bytes at most, escaped>"', and
+ * ' ... (N bytes)' when cut; "" when p is NULL. Returns buf. */
+static const char *
+cl_sample(char buf[CL_SAMPLE_SIZE], const char *p, size_t n)
+{
+	size_t i, o = 3;
+
+	buf[0] = '\0';
+	if (p == NULL)
+		return buf;
+	memcpy(buf, ": \"", 3);
+	for (i = 0; i < n && i < CL_SAMPLE; i++) {
+		unsigned char ch = (unsigned char)p[i];
+
+		if (ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\')
+			buf[o++] = (char)ch;
+		else
+			o += (size_t)snprintf(buf + o, CL_SAMPLE_SIZE - o,
+			    "\\x%02x", ch);
+	}
+	if (i < n)
+		snprintf(buf + o, CL_SAMPLE_SIZE - o, "\" ... (%zu bytes)", n);
+	else
+		snprintf(buf + o, CL_SAMPLE_SIZE - o, "\"");
+	return buf;
+}
+
 enum cl_state {
 	CL_IDLE = 0,		/* no data connection; the retry timer may run */
 	CL_RESOLVING,		/* asking a sentinel for the master */
@@ -456,12 +488,20 @@ enum cl_state {
 
 /* What a context's reader may still take (see "replies" below). */
 struct cl_guard {
+	const redisAsyncContext *ac;	/* whose reader it is */
+	const char *channel;		/* cl_subscribe's, or NULL */
 	size_t max_bytes;		/* strings of one reply; bytes held */
 	size_t max_elements;		/* array elements of one reply */
 	size_t bytes;			/* in the reply being read so far */
 	size_t elements;
 	int lean;			/* TB_REDIS_F_LEAN_REPLIES */
+	int push;			/* that reply is a pub/sub one: */
+	int message;			/* "message" (0: "subscribe") */
 	enum tb_redis_refusal tripped;	/* the reader was stopped: why */
+	const char *why;		/* a wrong shape, in words */
+	int quote;			/* bad holds the first bytes */
+	char bad[CL_SAMPLE];		/* (cl_sample) of the string */
+	size_t bad_len;			/* at fault, of bad_len */
 };
 
 /* A sentinel's replies are small: [host, port], and the 3-element
@@ -683,9 +723,9 @@ cl_transient(const redisReply *r)
 }
 
 /*
- * Replies: limits, and lean objects. This and the event hooks after it are
- * the one place that touches hiredis' reader and event internals (STYLE.md
- * habit 17).
+ * Replies: limits, shapes, and lean objects. This and the event hooks
+ * after it are the one place that touches hiredis' reader and event
+ * internals (STYLE.md habit 17).
  *
  * Limits. hiredis' reader buffers a reply until it is complete, however
  * large its header says it is ("$1000000000" and then the bytes), and
@@ -697,6 +737,10 @@ cl_transient(const redisReply *r)
  * guard.tripped says why) once they pass the user's limits; and the read
  * event checks the bytes held before each read (cl_ev_read), which cuts
  * off a string or a line that is still arriving.
+ *
+ * Shapes. hiredis 0.14.1 asserts on some replies a server may send, and
+ * an assert is an abort of the whole process; the same functions refuse
+ * those replies first, the same way (see guard_shape).
  *
  * TB_REDIS_F_LEAN_REPLIES. Nearly every reply on a span writer's
  * connection is one integer (LPUSH, EXPIRE) or "+OK" (SET, AUTH, SELECT),
@@ -732,6 +776,7 @@ guard_of(const redisReadTask *t)
 	if (t->parent == NULL) {
 		g->bytes = 0;
 		g->elements = 0;
+		g->push = 0;
 	}
 	return g;
 }
@@ -743,11 +788,129 @@ guard_trip(struct cl_guard *g, enum tb_redis_refusal why)
 	return NULL;
 }
 
+/* Refuse a reply's shape: why (a constant text) and, if str is not NULL,
+ * the first bytes of the string at fault are kept for the log line. */
+static enum tb_redis_refusal
+guard_bad(struct cl_guard *g, enum tb_redis_refusal r, const char *why,
+    const char *str, size_t len)
+{
+	g->why = why;
+	g->quote = str != NULL;
+	g->bad_len = str != NULL ? len : 0;
+	if (str != NULL)
+		memcpy(g->bad, str, len < CL_SAMPLE ? len : CL_SAMPLE);
+	return r;
+}
+
+/* 1 if str[0..len) is the NUL-terminated s. */
+static int
+guard_is(const char *str, size_t len, const char *s)
+{
+	return len == strlen(s) && memcmp(str, s, len) == 0;
+}
+
+/*
+ * May hiredis 0.14.1 be handed this object: t's, of type (a
+ * REDIS_REPLY_*; NIL for either nil), with n elements (an array) or the
+ * bytes str[0..len) (a string, status or error; else NULL)? Every object
+ * function asks before it makes anything; NONE, or why not (guard_bad).
+ *
+ * What hiredis cannot take is decided in redisProcessCallbacks (async.c
+ * in v0.14.1) once the reply is complete, by asserts:
+ *
+ *   - :478, a reply that finds no callback waiting in ac->replies on a
+ *     context neither subscribed nor monitoring: ":1\r\n:1\r\n" to one
+ *     LPUSH. An error reply is spared (:470-475): hiredis takes it for a
+ *     server's parting words ("max number of clients reached"), closes
+ *     the connection and keeps the text in errstr. So is anything while
+ *     a callback waits (:452-454): it gets the reply, whatever its shape.
+ *   - on a subscribed context, in __redisGetSubscribeCallback: an array
+ *     of fewer than two elements (:378, "*1\r\n$7\r\nmessage\r\n"), a
+ *     first or second element that is not a bulk string (:379, :389),
+ *     and the third element of an "unsubscribe" (:409), which must be an
+ *     integer and is read even when there are two.
+ *
+ * Nor is the rest harmless there. The callback variable of that loop is
+ * not reset between replies (:428), so a non-array (:421, with no
+ * command of ours waiting in sub.invalid) or an array naming a channel
+ * nobody subscribed to (:391) runs the callback of the reply before it
+ * in the same read, with this reply: the sentinel's answer callback, say.
+ * An "unsubscribe" we never asked for can clear REDIS_SUBSCRIBED
+ * (:412-415), and the next message then meets :478. We never UNSUBSCRIBE,
+ * PSUBSCRIBE nor MONITOR; so on a subscribed context a reply is only
+ * taken in the shape Redis sends us, ["subscribe", channel, count] or
+ * ["message", channel, payload], for the channel we SUBSCRIBEd to.
+ *
+ * The check runs as a reply starts (its top-level object), not when
+ * hiredis dispatches it, and still holds then: hiredis dispatches each
+ * reply before it reads the next (redisGetReply), so only our own
+ * commands change ac->replies meanwhile, and they only add callbacks (one
+ * added while a reply arrives takes it, whatever its shape). A reply
+ * refused for finding none began before any command it could answer was
+ * written: a callback is queued before its command is.
+ */
+static enum tb_redis_refusal
+guard_shape(struct cl_guard *g, const redisReadTask *t, int type,
+    long long n, const char *str, size_t len)
+{
+	const redisAsyncContext *ac = g->ac;
+
+	if (t->parent == NULL) {	/* a reply starts */
+		if (ac->replies.head != NULL || type == REDIS_REPLY_ERROR)
+			return TB_REDIS_REFUSE_NONE;
+		if (!(ac->c.flags & REDIS_SUBSCRIBED))
+			return guard_bad(g, TB_REDIS_REFUSE_UNEXPECTED,
+			    "no command waits for it", NULL, 0);
+		if (type != REDIS_REPLY_ARRAY || n != 3)
+			return guard_bad(g, TB_REDIS_REFUSE_PUBSUB,
+			    "not an array of three elements", NULL, 0);
+		g->push = 1;
+		return TB_REDIS_REFUSE_NONE;
+	}
+	if (!g->push || t->parent->parent != NULL)
+		return TB_REDIS_REFUSE_NONE;	/* (a push has no depth 2) */
+	switch (t->idx) {
+	case 0:
+		if (type != REDIS_REPLY_STRING)
+			return guard_bad(g, TB_REDIS_REFUSE_PUBSUB,
+			    "the kind is not a bulk string", NULL, 0);
+		if (guard_is(str, len, "message"))
+			g->message = 1;
+		else if (guard_is(str, len, "subscribe"))
+			g->message = 0;
+		else
+			return guard_bad(g, TB_REDIS_REFUSE_PUBSUB,
+			    "the kind is not \"message\" nor \"subscribe\"",
+			    str, len);
+		return TB_REDIS_REFUSE_NONE;
+	case 1:
+		if (type != REDIS_REPLY_STRING)
+			return guard_bad(g, TB_REDIS_REFUSE_PUBSUB,
+			    "the channel is not a bulk string", NULL, 0);
+		if (g->channel == NULL || !guard_is(str, len, g->channel))
+			return guard_bad(g, TB_REDIS_REFUSE_PUBSUB,
+			    "not the channel subscribed to", str, len);
+		return TB_REDIS_REFUSE_NONE;
+	default:
+		if (type != (g->message ? REDIS_REPLY_STRING :
+		    REDIS_REPLY_INTEGER))
+			return guard_bad(g, TB_REDIS_REFUSE_PUBSUB, g->message ?
+			    "the message is not a bulk string" :
+			    "the subscription count is not an integer",
+			    NULL, 0);
+		return TB_REDIS_REFUSE_NONE;
+	}
+}
+
 static void *
 guard_string(const redisReadTask *t, char *str, size_t len)
 {
 	struct cl_guard *g = guard_of(t);
+	enum tb_redis_refusal why;
 
+	if ((why = guard_shape(g, t, t->type, 0, str, len)) !=
+	    TB_REDIS_REFUSE_NONE)
+		return guard_trip(g, why);
 	if (len > g->max_bytes - g->bytes)
 		return guard_trip(g, TB_REDIS_REFUSE_BYTES);
 	g->bytes += len;
@@ -760,7 +923,11 @@ static void *
 guard_array(const redisReadTask *t, guard_count n)
 {
 	struct cl_guard *g = guard_of(t);
+	enum tb_redis_refusal why;
 
+	if ((why = guard_shape(g, t, REDIS_REPLY_ARRAY, (long long)n, NULL,
+	    0)) != TB_REDIS_REFUSE_NONE)
+		return guard_trip(g, why);
 	/* (an int in 0.14, never negative here: -1 is nil) */
 	if ((long long)n < 0 || (size_t)n > g->max_elements - g->elements)
 		return guard_trip(g, TB_REDIS_REFUSE_ELEMENTS);
@@ -772,10 +939,26 @@ static void *
 guard_integer(const redisReadTask *t, long long v)
 {
 	struct cl_guard *g = guard_of(t);
+	enum tb_redis_refusal why;
 
+	if ((why = guard_shape(g, t, REDIS_REPLY_INTEGER, 0, NULL, 0)) !=
+	    TB_REDIS_REFUSE_NONE)
+		return guard_trip(g, why);
 	if (g->lean && t->parent == NULL)
 		return &lean_integer;
 	return guard_default->createInteger(t, v);
+}
+
+static void *
+guard_nil(const redisReadTask *t)
+{
+	struct cl_guard *g = guard_of(t);
+	enum tb_redis_refusal why;
+
+	if ((why = guard_shape(g, t, REDIS_REPLY_NIL, 0, NULL, 0)) !=
+	    TB_REDIS_REFUSE_NONE)
+		return guard_trip(g, why);
+	return guard_default->createNil(t);
 }
 
 static void
@@ -798,11 +981,13 @@ guard_init(void)
 		r = redisReaderCreate();
 		if (r != NULL && r->fn != NULL && r->fn->createString != NULL &&
 		    r->fn->createArray != NULL &&
-		    r->fn->createInteger != NULL && r->fn->freeObject != NULL) {
+		    r->fn->createInteger != NULL && r->fn->createNil != NULL &&
+		    r->fn->freeObject != NULL) {
 			guard_fns = *r->fn;
 			guard_fns.createString = guard_string;
 			guard_fns.createArray = guard_array;
 			guard_fns.createInteger = guard_integer;
+			guard_fns.createNil = guard_nil;
 			guard_fns.freeObject = guard_free;
 			guard_default = r->fn;	/* hiredis' static table */
 		} else
@@ -824,6 +1009,7 @@ cl_guard_attach(struct tb_redis *c, redisAsyncContext *ac, int slot)
 	if (guard_init() == -1)
 		return -1;
 	memset(g, 0, sizeof(*g));
+	g->ac = ac;
 	g->max_bytes = slot ? CL_SENTINEL_MAX_BYTES : c->conf.max_reply_bytes;
 	g->max_elements = slot ? CL_SENTINEL_MAX_ELEMENTS :
 	    c->conf.max_reply_elements;
@@ -831,6 +1017,20 @@ cl_guard_attach(struct tb_redis *c, redisAsyncContext *ac, int slot)
 	ac->c.reader->privdata = g;
 	ac->c.reader->fn = &guard_fns;
 	return 0;
+}
+
+/*
+ * SUBSCRIBE ac, c's context of slot, to channel (which outlives ac: the
+ * client's copy or a literal), with fn(priv) for its replies; from now
+ * on its guard takes the confirmations and messages of that channel and
+ * no other pub/sub reply.
+ */
+static void
+cl_subscribe(struct tb_redis *c, int slot, redisAsyncContext *ac,
+    redisCallbackFn *fn, void *priv, const char *channel)
+{
+	c->guard[slot].channel = channel;
+	redisAsyncCommand(ac, fn, priv, "SUBSCRIBE %s", channel);
 }
 
 /* The client of ac while ac is its live data connection (sentinel 0) or
@@ -983,27 +1183,40 @@ cl_open(struct tb_redis *c, int slot, const char *ip, uint16_t port,
 }
 
 const char *const tb_redis_refusal_names[TB_REDIS_REFUSE_N] = {
-	"", "too_large", "too_many_elements",
+	"", "too_large", "too_many_elements", "unexpected_reply",
+	"bad_pubsub_reply",
+};
+
+/* What the user's down handler hears, by enum tb_redis_refusal. */
+static const char *const cl_refusal_down[TB_REDIS_REFUSE_N] = {
+	"", "reply too large", "reply with too many elements",
+	"unexpected reply", "bad pub/sub reply",
 };
 
 /*
  * A reply on c's connection of slot (0 data, 1 sentinel) broke its guard's
- * limits: count, log, and go on as after any failure of that connection.
- * The context is detached here, or was by its disconnect callback.
+ * limits or was of a shape hiredis cannot take: count, log, and go on as
+ * after any failure of that connection. The context is detached here, or
+ * was by its disconnect callback.
  */
 static void
 cl_refused(struct tb_redis *c, int slot, enum tb_redis_refusal why)
 {
 	const struct cl_guard *g = &c->guard[slot];
-	char what[96], sname[280];
+	char what[96 + CL_SAMPLE_SIZE], sname[280], sample[CL_SAMPLE_SIZE];
 
 	STATS_INC(tb_stats.redis_refused[why]);
 	if (why == TB_REDIS_REFUSE_BYTES)
 		snprintf(what, sizeof(what), "a reply larger than %zu bytes",
 		    g->max_bytes);
-	else
+	else if (why == TB_REDIS_REFUSE_ELEMENTS)
 		snprintf(what, sizeof(what), "a reply of more than %zu array "
 		    "elements", g->max_elements);
+	else
+		snprintf(what, sizeof(what), "%s (%s%s)",
+		    why == TB_REDIS_REFUSE_UNEXPECTED ? "an unexpected reply" :
+		    "a bad pub/sub reply", g->why,
+		    cl_sample(sample, g->quote ? g->bad : NULL, g->bad_len));
 	if (slot == 1) {
 		log_warnx("%s: sentinel %s sent %s; asking the next one",
 		    c->conf.name, cl_sentinel_name(c, sname, sizeof(sname)),
@@ -1013,8 +1226,7 @@ cl_refused(struct tb_redis *c, int slot, enum tb_redis_refusal why)
 	}
 	log_warnx("%s: %s sent %s; closing the connection", c->conf.name,
 	    c->where, what);
-	cl_fail(c, why == TB_REDIS_REFUSE_BYTES ? "reply too large" :
-	    "reply with too many elements", 0);
+	cl_fail(c, cl_refusal_down[why], 0);
 }
 
 /* A reply to a user command: to the user, unless it is a transient error
@@ -1080,8 +1292,7 @@ cl_ready(struct tb_redis *c)
 	event_del(c->timer);
 	log_info("%s: connected to %s", c->conf.name, c->where);
 	if (c->channel != NULL)
-		redisAsyncCommand(c->ac, cl_sub_cb, c, "SUBSCRIBE %s",
-		    c->channel);
+		cl_subscribe(c, 0, c->ac, cl_sub_cb, c, c->channel);
 	if (c->h.ready != NULL)
 		c->h.ready(c->h.arg);
 }
@@ -1377,37 +1588,6 @@ cl_use_master(struct tb_redis *c, const struct tb_redis_hostport *hp)
 	cl_connect(c);
 }
 
-/* CL_SAMPLE bytes at most of what a peer sent are quoted in a log line. */
-#define CL_SAMPLE	32
-#define CL_SAMPLE_SIZE	(8 + CL_SAMPLE * 4 + 32)
-
-/* For a log line: ': "<p[0..n), CL_SAMPLE bytes at most, escaped>"', and
- * ' ... (N bytes)' when cut; "" when p is NULL. Returns buf. */
-static const char *
-cl_sample(char buf[CL_SAMPLE_SIZE], const char *p, size_t n)
-{
-	size_t i, o = 3;
-
-	buf[0] = '\0';
-	if (p == NULL)
-		return buf;
-	memcpy(buf, ": \"", 3);
-	for (i = 0; i < n && i < CL_SAMPLE; i++) {
-		unsigned char ch = (unsigned char)p[i];
-
-		if (ch >= 0x20 && ch < 0x7f && ch != '"' && ch != '\\')
-			buf[o++] = (char)ch;
-		else
-			o += (size_t)snprintf(buf + o, CL_SAMPLE_SIZE - o,
-			    "\\x%02x", ch);
-	}
-	if (i < n)
-		snprintf(buf + o, CL_SAMPLE_SIZE - o, "\" ... (%zu bytes)", n);
-	else
-		snprintf(buf + o, CL_SAMPLE_SIZE - o, "\"");
-	return buf;
-}
-
 /* The current sentinel's answer (what: "answer", "+switch-master
  * message") named no master to use: count and log it. The caller asks
  * the next sentinel, so that a round of them is followed by the backoff. */
@@ -1483,8 +1663,7 @@ cl_sentinel_addr_cb(redisAsyncContext *ac, void *reply, void *priv)
 	}
 	c->stries = 0;
 	/* keep this connection to hear about failovers */
-	redisAsyncCommand(ac, cl_sentinel_msg_cb, NULL,
-	    "SUBSCRIBE +switch-master");
+	cl_subscribe(c, 1, ac, cl_sentinel_msg_cb, NULL, "+switch-master");
 	c->sac_subscribed = 1;
 	if (c->state == CL_RESOLVING)
 		cl_set_state(c, CL_IDLE);
@@ -1715,8 +1894,7 @@ tb_redis_subscribe(struct tb_redis *c, const char *channel)
 	if (c->channel != NULL || (c->channel = strdup(channel)) == NULL)
 		return -1;
 	if (c->state == CL_READY)
-		redisAsyncCommand(c->ac, cl_sub_cb, c, "SUBSCRIBE %s",
-		    c->channel);
+		cl_subscribe(c, 0, c->ac, cl_sub_cb, c, c->channel);
 	return 0;
 }
 

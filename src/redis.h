@@ -26,7 +26,10 @@
  *   - SUBSCRIBE to one channel, renewed after every reconnect;
  *   - limits on what a server may send: a reply larger than the user
  *     expects (max_reply_bytes, max_reply_elements) closes the connection
- *     before it is buffered, and is counted (tb_stats).
+ *     before it is buffered, and so does a reply that hiredis 0.14 would
+ *     abort the process on (one no command waits for; on a subscribed
+ *     connection, anything but a message or confirmation for its
+ *     channel); each is counted (tb_stats) by enum tb_redis_refusal.
  *
  * Names: the module is redis.c, but hiredis already owns the redis* names
  * (redisAsyncContext, redisReply, redisAsyncCommand...), so everything here
@@ -143,6 +146,11 @@ enum tb_redis_refusal {
 	TB_REDIS_REFUSE_NONE = 0,
 	TB_REDIS_REFUSE_BYTES,		/* "too_large": max_reply_bytes */
 	TB_REDIS_REFUSE_ELEMENTS,	/* "too_many_elements" */
+	TB_REDIS_REFUSE_UNEXPECTED,	/* "unexpected_reply": no command
+					 * waits for it (not subscribed) */
+	TB_REDIS_REFUSE_PUBSUB,		/* "bad_pubsub_reply": subscribed,
+					 * not ["message" | "subscribe",
+					 * the channel, payload] */
 	TB_REDIS_REFUSE_N,
 };
 

@@ -75,6 +75,8 @@ struct sock {
 	struct sock_splice *sp;		/* a relay this sock is the src or dst of */
 	uint64_t sp_moved;		/* src: bytes relayed, not yet taken */
 	int eof_seen;			/* the socket reached EOF: nothing to relay */
+	int wmark;			/* sock_mark_write: counting reads until a write */
+	uint64_t rd_before_wr;		/* what was read meanwhile */
 	size_t rd_size;			/* next read's size: grows to SOCK_READ_MAX */
 };
 
@@ -452,6 +454,19 @@ sock_stray(struct sock *s, int peek)
 	return SOCK_STRAY_NONE;
 }
 
+void
+sock_mark_write(struct sock *s)
+{
+	s->wmark = 1;
+	s->rd_before_wr = 0;
+}
+
+uint64_t
+sock_read_before_write(const struct sock *s)
+{
+	return s->rd_before_wr;
+}
+
 SSL *
 sock_ssl(const struct sock *s)
 {
@@ -622,6 +637,8 @@ do_read(struct sock *s)
 		err = errno;
 	if (end == RD_EOF)
 		s->eof_seen = 1;
+	if (s->wmark)
+		s->rd_before_wr += total;
 	if (total > 0 && s->readcb != NULL)
 		s->readcb(s, s->arg);
 	if (s->dead)
@@ -713,6 +730,8 @@ do_write(struct sock *s)
 	}
 	ok = s->ssl != NULL ? write_tls(s) : write_plain(s);
 	err = errno;
+	if (evbuffer_get_length(s->out) < before)
+		s->wmark = 0;	/* the output went out: reads are after it */
 	if (!ok) {
 		s->enabled &= ~SOCK_WRITING;
 		update_events(s);

@@ -112,6 +112,16 @@ void sock_write_now(struct sock *s);
 #define SOCK_STRAY_BYTES	2
 int sock_stray(struct sock *s, int peek);	/* peek 0: no syscall, what is known */
 
+/*
+ * Count what is read from now until the output next goes into the socket:
+ * an upstream connection's bytes that came before its request was written
+ * are never that request's response, however the loop ordered the read
+ * and the write. sock_read_before_write() is that count, frozen once the
+ * write happened (0 if nothing came first).
+ */
+void sock_mark_write(struct sock *s);
+uint64_t sock_read_before_write(const struct sock *s);
+
 /* NULL for a plain sock. */
 SSL *sock_ssl(const struct sock *s);
 /* The first OpenSSL library error of a failed TLS operation, or 0. */

@@ -103,6 +103,43 @@ counter_by_listener(struct evbuffer *out, struct stats_listener *head,
 		    (unsigned long)STATS_GET(*(uint64_t *)((char *)l + off)));
 }
 
+#define G(f)	offsetof(struct stats_global, f)
+
+/* The single-series metrics of tb_stats, in the order /metrics lists them. */
+static const struct {
+	const char *name, *type, *help;
+	size_t off;			/* the uint64_t in struct stats_global */
+} scalars[] = {
+	{ "connections_active", "gauge", "Client connections open now.",
+	  G(connections_active) },
+	{ "connections_total", "counter", "Client connections accepted.",
+	  G(connections_total) },
+	{ "bad_requests_total", "counter", "Requests refused by the HTTP framing layer.",
+	  G(bad_requests) },
+	{ "upstream_connects_total", "counter", "New upstream connections opened.",
+	  G(upstream_connects) },
+	{ "upstream_reused_total", "counter",
+	  "Requests sent on a pooled keep-alive upstream connection.",
+	  G(upstream_pool_reused) },
+	{ "upstream_tls_handshakes_total", "counter", "TLS handshakes with upstreams.",
+	  G(upstream_tls_handshakes) },
+	{ "upstream_tls_resumed_total", "counter",
+	  "Upstream TLS handshakes that resumed a session.",
+	  G(upstream_tls_resumed) },
+	{ "upstream_pool_stray_total", "counter",
+	  "Upstream connections closed instead of reused: bytes after a complete "
+	  "response, on an idle connection or before the request was written.",
+	  G(upstream_pool_stray) },
+	{ "splices_total", "counter", "Body parts relayed socket to socket by splice(2).",
+	  G(splices) },
+	{ "spliced_bytes_total", "counter",
+	  "Body bytes relayed by splice(2), both directions.", G(spliced_bytes) },
+};
+
+#undef G
+
+static const char *const underscore_names[2] = { "dropped", "rejected" };
+
 void
 stats_write_prometheus(struct evbuffer *out)
 {
@@ -111,56 +148,15 @@ stats_write_prometheus(struct evbuffer *out)
 	uint64_t cum;
 	int i;
 
-	evbuffer_add_printf(out,
-	    "# HELP tracebridge_connections_active Client connections open now.\n"
-	    "# TYPE tracebridge_connections_active gauge\n"
-	    "tracebridge_connections_active %lu\n"
-	    "# HELP tracebridge_connections_total Client connections accepted.\n"
-	    "# TYPE tracebridge_connections_total counter\n"
-	    "tracebridge_connections_total %lu\n"
-	    "# HELP tracebridge_bad_requests_total Requests refused by the HTTP framing layer.\n"
-	    "# TYPE tracebridge_bad_requests_total counter\n"
-	    "tracebridge_bad_requests_total %lu\n"
-	    "# HELP tracebridge_upstream_connects_total New upstream connections opened.\n"
-	    "# TYPE tracebridge_upstream_connects_total counter\n"
-	    "tracebridge_upstream_connects_total %lu\n"
-	    "# HELP tracebridge_upstream_reused_total Requests sent on a pooled keep-alive upstream connection.\n"
-	    "# TYPE tracebridge_upstream_reused_total counter\n"
-	    "tracebridge_upstream_reused_total %lu\n",
-	    (unsigned long)STATS_GET(tb_stats.connections_active),
-	    (unsigned long)STATS_GET(tb_stats.connections_total),
-	    (unsigned long)STATS_GET(tb_stats.bad_requests),
-	    (unsigned long)STATS_GET(tb_stats.upstream_connects),
-	    (unsigned long)STATS_GET(tb_stats.upstream_pool_reused));
-	evbuffer_add_printf(out,
-	    "# HELP tracebridge_underscore_headers_total Request fields whose name holds '_' (underscore_headers): removed, or their request refused.\n"
-	    "# TYPE tracebridge_underscore_headers_total counter\n"
-	    "tracebridge_underscore_headers_total{action=\"dropped\"} %lu\n"
-	    "tracebridge_underscore_headers_total{action=\"rejected\"} %lu\n",
-	    (unsigned long)STATS_GET(tb_stats.underscore_dropped),
-	    (unsigned long)STATS_GET(tb_stats.underscore_rejected));
-	evbuffer_add_printf(out,
-	    "# HELP tracebridge_upstream_tls_handshakes_total TLS handshakes with upstreams.\n"
-	    "# TYPE tracebridge_upstream_tls_handshakes_total counter\n"
-	    "tracebridge_upstream_tls_handshakes_total %lu\n"
-	    "# HELP tracebridge_upstream_tls_resumed_total Upstream TLS handshakes that resumed a session.\n"
-	    "# TYPE tracebridge_upstream_tls_resumed_total counter\n"
-	    "tracebridge_upstream_tls_resumed_total %lu\n",
-	    (unsigned long)STATS_GET(tb_stats.upstream_tls_handshakes),
-	    (unsigned long)STATS_GET(tb_stats.upstream_tls_resumed));
-	evbuffer_add_printf(out,
-	    "# HELP tracebridge_upstream_pool_stray_total Upstream connections closed instead of reused: bytes after a complete response.\n"
-	    "# TYPE tracebridge_upstream_pool_stray_total counter\n"
-	    "tracebridge_upstream_pool_stray_total %lu\n"
-	    "# HELP tracebridge_splices_total Body parts relayed socket to socket by splice(2).\n"
-	    "# TYPE tracebridge_splices_total counter\n"
-	    "tracebridge_splices_total %lu\n"
-	    "# HELP tracebridge_spliced_bytes_total Body bytes relayed by splice(2), both directions.\n"
-	    "# TYPE tracebridge_spliced_bytes_total counter\n"
-	    "tracebridge_spliced_bytes_total %lu\n",
-	    (unsigned long)STATS_GET(tb_stats.upstream_pool_stray),
-	    (unsigned long)STATS_GET(tb_stats.splices),
-	    (unsigned long)STATS_GET(tb_stats.spliced_bytes));
+	for (i = 0; i < (int)(sizeof(scalars) / sizeof(scalars[0])); i++)
+		evbuffer_add_printf(out, "# HELP tracebridge_%s %s\n"
+		    "# TYPE tracebridge_%s %s\ntracebridge_%s %lu\n",
+		    scalars[i].name, scalars[i].help, scalars[i].name,
+		    scalars[i].type, scalars[i].name, (unsigned long)STATS_GET(
+		    *(uint64_t *)((char *)&tb_stats + scalars[i].off)));
+	counter_by_label(out, "underscore_headers_total", "Request fields whose "
+	    "name holds '_' (underscore_headers): removed, or their request refused.",
+	    "action", underscore_names, tb_stats.underscore, 0, 2);
 	counter_by_label(out, "redis_replies_refused_total",
 	    "Redis and sentinel connections closed for a reply larger than expected, by limit.",
 	    "reason", tb_redis_refusal_names, tb_stats.redis_refused, 1, STATS_REDIS_REFUSALS);

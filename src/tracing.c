@@ -293,8 +293,8 @@ on_request(struct proxy_req *r, const struct h1_msg *m, uint8_t *drop,
 	if (t->tr.invalid != 0 && log_get_level() >= TB_LOG_DEBUG)
 		log_debug("%s: client %s: invalid trace headers ignored (TRACE_F_* bits 0x%x)",
 		    lc->name, r->c->peer, t->tr.invalid);
-	/* the recorded target: an operation name lands in spans, /metrics and
-	 * /sampling, and one made of a malformed target could keep userinfo */
+	/* the recorded target (origin-form, secrets redacted): an operation
+	 * name lands in spans, /metrics and /sampling */
 	sampling_operation_name(m->method, m->method_len, r->log_target,
 	    strlen(r->log_target), tc->rules, t->operation, sizeof(t->operation));
 	sampling_decide(tw->sampler, lc->service, t->operation, t->tr.ctx.trace_id,

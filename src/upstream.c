@@ -85,36 +85,52 @@ idle_drop(struct upstream_conn *uc)
 	uconn_destroy(uc);
 }
 
-/* An idle connection must stay silent: data or EOF means the server closed
- * it (or broke protocol), so it can't carry another request. */
+/* Contract in upstream.h. */
+void
+upstream_stray(const struct upstream_conn *uc, const char *when)
+{
+	STATS_INC(tb_stats.upstream_pool_stray);
+	log_warnx("upstream %s: bytes %s: connection closed, not reused", uc->key,
+	    when);
+}
+
+/*
+ * An idle connection must stay silent. Bytes are the upstream breaking
+ * HTTP (more than its Content-Length, a second response...): they would be
+ * the next request's response, so the connection goes at once, counted
+ * and logged. An EOF or a reset is a server ending keep-alive, which RFC
+ * 9112 9.5 lets it do at any time; our idle timeout is ours: both closed
+ * quietly.
+ */
 static void
 idle_read_cb(struct sock *sk, void *arg)
 {
-	idle_drop(arg);
+	struct upstream_conn *uc = arg;
+
+	upstream_stray(uc, "on an idle connection");
+	idle_drop(uc);
 }
 
 static void
 idle_event_cb(struct sock *sk, int what, void *arg)
 {
-	idle_drop(arg);
+	struct upstream_conn *uc = arg;
+
+	log_debug("upstream %s: idle connection %s", uc->key,
+	    (what & SOCK_TIMEOUT) ? "timed out" : (what & SOCK_EOF) ?
+	    "closed by the server" : "failed");
+	idle_drop(uc);
 }
 
-/*
- * Stray bytes on a connection that should be silent are the upstream
- * breaking HTTP (more than its Content-Length, a second response...):
- * counted and logged, the connection closed. An EOF is a server that
- * closed an idle connection: normal.
- */
+/* What waits on a connection taken out of, or put into, the pool: stray
+ * bytes are counted and logged (upstream_stray); an EOF is not. */
 static int
 stray_check(struct upstream_conn *uc, int peek)
 {
 	int st = sock_stray(uc->sk, peek);
 
-	if (st == SOCK_STRAY_BYTES) {
-		STATS_INC(tb_stats.upstream_pool_stray);
-		log_warnx("upstream %s: bytes after a complete response: "
-		    "connection closed, not reused", uc->key);
-	}
+	if (st == SOCK_STRAY_BYTES)
+		upstream_stray(uc, "after a complete response");
 	return st;
 }
 
@@ -165,8 +181,11 @@ upstream_get(struct upstream_pool *p, const struct tb_addr *addr,
 				uconn_destroy(uc);
 				continue;
 			}
-			/* The borrower sets its callbacks and timeouts. */
+			/* The borrower sets its callbacks and timeouts. Bytes
+			 * that arrive from here until its request is written
+			 * are not its response (sock_read_before_write). */
 			sock_setcb(uc->sk, NULL, NULL, NULL, NULL);
+			sock_mark_write(uc->sk);
 			uc->reused = 1;
 			STATS_INC(tb_stats.upstream_pool_reused);
 			return uc;
@@ -198,6 +217,9 @@ upstream_get(struct upstream_pool *p, const struct tb_addr *addr,
 	if (uc->sk == NULL ||
 	    sock_connect(uc->sk, (struct sockaddr *)&addr->ss, addr->len) < 0)
 		goto fail;
+	/* a server that talks first (after the TLS handshake, say) does not
+	 * answer the request it has not seen */
+	sock_mark_write(uc->sk);
 	STATS_INC(tb_stats.upstream_connects);
 	return uc;
 fail:

@@ -58,4 +58,11 @@ void upstream_put(struct upstream_conn *uc, int reusable);
 /* Close and free (an aborted request). */
 void upstream_close(struct upstream_conn *uc);
 
+/*
+ * Count and log (warning, with the upstream address) bytes an upstream
+ * sent where no response may be: when says where ("on an idle
+ * connection"...). The caller closes uc.
+ */
+void upstream_stray(const struct upstream_conn *uc, const char *when);
+
 #endif

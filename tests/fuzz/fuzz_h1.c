@@ -91,6 +91,30 @@ check_msg(int rc, const char *buf, size_t len, const struct h1_limits *lim,
 		/* the request line's CR sits at offset <= max_line */
 		INV((size_t)(m->target + m->target_len - buf) + 9 <=
 		    lim->max_line);
+		/* one of the four forms (RFC 9112 3.2), for its method */
+		switch (m->target_form) {
+		case H1_TARGET_ORIGIN:
+			INV(m->target[0] == '/');
+			break;
+		case H1_TARGET_ASTERISK:
+			INV(m->target_len == 1 && m->target[0] == '*' &&
+			    m->method_len == 7 && memcmp(m->method, "OPTIONS", 7) == 0);
+			break;
+		case H1_TARGET_AUTHORITY:
+			INV(m->method_len == 7 && memcmp(m->method, "CONNECT", 7) == 0);
+			break;
+		case H1_TARGET_ABSOLUTE:
+			INV(m->authority > m->target && m->authority_len > 0 &&
+			    m->authority + m->authority_len == m->path);
+			INV(m->path + m->path_len == m->target + m->target_len);
+			INV(memchr(m->authority, '@', m->authority_len) == NULL);
+			INV(memchr(m->path, '#', m->path_len) == NULL);
+			break;
+		default:
+			INV(0);
+		}
+		if (m->target_form != H1_TARGET_ABSOLUTE)
+			INV(m->authority == NULL && m->path == NULL);
 	} else {
 		INV(m->status >= 100 && m->status <= 599);
 	}

@@ -140,6 +140,45 @@ def test_reload_upstream_switch_is_visible(make_proxy, upstream, tmp_path):
         other.stop()
 
 
+def _wait(cond, timeout=5.0):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.05)
+
+
+def test_sigusr1_reopens_logs_after_rotation(make_proxy, upstream, tmp_path):
+    """What logrotate does (debian/tracebridge.logrotate): move both log
+    files away and send SIGUSR1. The files are opened again at their paths
+    (created, so their appearance says the reopen happened), new lines land
+    there, and the configuration is not reloaded."""
+    errlog = str(tmp_path / "error-file.log")
+    conf = BASIC_CONF.replace("access_log = {access}",
+                              "access_log = {access}\nerror_log = %s" % errlog)
+    p = make_proxy(conf, upstream=upstream.url)
+    c = Conn(p.port)
+    assert c.request("GET", "/before-rotation").status == 200
+    c.close()
+    _wait(lambda: "/before-rotation" in open(p.access_path).read())
+    assert "started" in open(errlog).read()
+    os.rename(p.access_path, p.access_path + ".1")
+    os.rename(errlog, errlog + ".1")
+    p.signal(signal.SIGUSR1)
+    _wait(lambda: os.path.exists(p.access_path) and os.path.exists(errlog))
+    c = Conn(p.port)
+    assert c.request("GET", "/after-rotation").status == 200
+    c.close()
+    _wait(lambda: "/after-rotation" in open(p.access_path).read())
+    assert "/after-rotation" not in open(p.access_path + ".1").read()
+    assert "/before-rotation" not in open(p.access_path).read()
+    p.signal(signal.SIGTERM)
+    p.proc.wait(timeout=10)
+    assert "stopped" in open(errlog).read()
+    assert "stopped" not in open(errlog + ".1").read()
+    for f in (errlog, errlog + ".1"):
+        assert "reloading" not in open(f).read()
+
+
 def test_sigterm_drains_in_flight_requests(make_proxy, upstream):
     p = make_proxy(upstream=upstream.url)
     result = {}

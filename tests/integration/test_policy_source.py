@@ -16,8 +16,9 @@ import time
 
 import pytest
 
-from conftest import (BAD_SENTINEL_ANSWERS, BUILDDIR, FakeSentinel,
-                      free_port, sentinel_setup, wait_for)
+from conftest import (BAD_SENTINEL_ANSWERS, BUILDDIR, FakeResp,
+                      FakeSentinel, free_port, resp_bulk, sentinel_setup,
+                      wait_for)
 
 DRIVER = os.path.join(BUILDDIR, "tests", "unit", "tb_policy_driver")
 
@@ -279,6 +280,43 @@ def test_redis_sentinel_unusable_answers_then_policy(servers, fakes,
     assert err.count("unusable answer for master mymaster") == \
         len(BAD_SENTINEL_ANSWERS)
     assert max(len(ln) for ln in err.splitlines()) < 300
+
+
+def test_redis_bad_pubsub_reply_refused_then_policy(fakes, drivers):
+    """A one-element pub/sub reply ("*1\r\n$7\r\nmessage\r\n") on the
+    SUBSCRIBE connection aborted the process in hiredis 0.14.1
+    (async.c:378). It is refused: logged, the connection closed and
+    subscribed again, and a later message is followed."""
+    state = {"param": 0.3, "subs": 0, "sock": None}
+
+    def answer(fake, n, args, s):
+        cmd = args[0].upper()
+        if cmd == b"GET":
+            s.sendall(resp_bulk(prob(state["param"]).encode()))
+        elif cmd == b"SUBSCRIBE":
+            s.sendall(b"*3\r\n" + resp_bulk(b"subscribe") +
+                      resp_bulk(args[1]) + b":1\r\n")
+            with fake.lock:
+                state["subs"] += 1
+                state["sock"] = s
+                first = state["subs"] == 1
+            if first:
+                s.sendall(b"*1\r\n" + resp_bulk(b"message"))
+        else:
+            s.sendall(b"-ERR unknown command\r\n")
+
+    f = fakes(FakeResp, answer)
+    d = drivers(*redis_args(None, "redis://127.0.0.1:%d" % f.port))
+    d.wait_for(is_policy("redis:tb:policy", 0.3), 10)
+    wait_for(lambda: state["subs"] == 2, 10, "subscribed again")
+    state["param"] = 0.6
+    state["sock"].sendall(b"*3\r\n" + resp_bulk(b"message") +
+                          resp_bulk(b"tb:policy") + resp_bulk(b"x"))
+    d.wait_for(is_policy("redis:tb:policy", 0.6), 5)
+    err = "".join(d.stderr)
+    assert "sent a bad pub/sub reply (not an array of three elements); " \
+        "closing the connection" in err
+    assert "Assertion" not in err
 
 
 def test_redis_policy_larger_than_limit(redis_server, drivers):

@@ -17,7 +17,7 @@ import pytest
 
 from conftest import (BAD_SENTINEL_ANSWERS, BASIC_CONF, BUILDDIR, Conn,
                       FakeResp, FakeSentinel, free_port, metrics, osprofiler,
-                      sentinel_setup, wait_for)
+                      resp_bulk, sentinel_setup, wait_for)
 
 DRIVER = os.path.join(BUILDDIR, "tests", "unit", "tb_sink_driver")
 
@@ -533,3 +533,85 @@ def test_oversized_reply_cut_off(servers, fakes, upstream, make_proxy):
     assert m["tracebridge_redis_connected"] == 1
     assert "127.0.0.1:%d sent a reply larger than 65536 bytes; closing " \
         "the connection" % f.port in p.logtext()
+
+
+REFUSED = 'tracebridge_redis_replies_refused_total{reason="%s"}'
+
+
+def assert_refused_once(p, reason, line):
+    """p is still up and connected, refused one reply of a shape hiredis
+    0.14.1 aborts on, for reason (and none for the other), and logged
+    line; no assert fired."""
+    assert p.proc.poll() is None
+    m = metrics(p)
+    for why in ("unexpected_reply", "bad_pubsub_reply"):
+        assert m[REFUSED % why] == (why == reason), why
+    assert m["tracebridge_redis_connected"] == 1
+    log = p.logtext()
+    assert line in log
+    assert "Assertion" not in log
+
+
+def test_reply_too_many_refused_not_aborted(servers, fakes, upstream,
+                                            make_proxy):
+    """A Redis answering an LPUSH with two replies (":1\\r\\n:1\\r\\n")
+    aborted the proxy: hiredis 0.14.1 asserts on a reply that no command
+    waits for (async.c:478). The extra reply is refused instead: the
+    connection is closed (logged, counted), the proxy lives on, and the
+    next connection (relayed to a real redis-server) takes the spans."""
+    r = servers("redis")
+
+    def twice(fake, n, args, s):
+        s.sendall(b":1\r\n:1\r\n")
+
+    f = fakes(FakeResp, twice, relay_to=r.port, relay_after=1)
+    p = make_proxy(PROXY_CONF, upstream=upstream.url,
+                   redis="redis://127.0.0.1:%d" % f.port)
+    proxied_span(p)
+    wait_for(lambda: metrics(p)[REFUSED % "unexpected_reply"] == 1, 20,
+             "the extra reply refused")
+    base = proxied_span(p)
+    c = r.client()
+    wait_for(lambda: c.llen("osprofiler_opt:" + base) == 2, 20,
+             "a later span in the real Redis")
+    assert f.commands[0][0] == b"LPUSH" and f.conns == 2
+    assert_refused_once(p, "unexpected_reply", "127.0.0.1:%d sent an "
+                        "unexpected reply (no command waits for it); "
+                        "closing the connection" % f.port)
+
+
+def test_sentinel_bad_pubsub_message_refused_not_aborted(servers, fakes,
+                                                         upstream,
+                                                         make_proxy):
+    """A sentinel whose +switch-master feed sends a one-element pub/sub
+    reply ("*1\\r\\n$7\\r\\nmessage\\r\\n") aborted the proxy in hiredis
+    0.14.1 (async.c:378). It is refused: logged, counted, the sentinel
+    asked again; the connection to the master stays and spans arrive."""
+    r = servers("redis")
+
+    def sentinel(fake, n, args, s):
+        cmd = args[0].upper()
+        if cmd == b"SENTINEL":
+            s.sendall(b"*2\r\n" + resp_bulk(b"127.0.0.1") +
+                      resp_bulk(b"%d" % r.port))
+        elif cmd == b"SUBSCRIBE":
+            s.sendall(b"*3\r\n" + resp_bulk(b"subscribe") +
+                      resp_bulk(args[1]) + b":1\r\n")
+            if n == 0:
+                s.sendall(b"*1\r\n" + resp_bulk(b"message"))
+        else:
+            s.sendall(b"-ERR unknown command\r\n")
+
+    f = fakes(FakeResp, sentinel)
+    p = make_proxy(PROXY_CONF, upstream=upstream.url,
+                   redis="redissentinel://127.0.0.1:%d" % f.port)
+    wait_for(lambda: metrics(p)[REFUSED % "bad_pubsub_reply"] == 1, 20,
+             "the bad pub/sub reply refused")
+    wait_for(lambda: f.asked(b"SUBSCRIBE") == 2, 20, "subscribed again")
+    base = proxied_span(p)
+    c = r.client()
+    wait_for(lambda: c.llen("osprofiler_opt:" + base) == 2, 20,
+             "the span in Redis")
+    assert_refused_once(p, "bad_pubsub_reply", "sentinel 127.0.0.1:%d sent "
+                        "a bad pub/sub reply (not an array of three "
+                        "elements); asking the next one" % f.port)

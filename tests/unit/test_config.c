@@ -95,6 +95,7 @@ test_defaults(void)
 	CHECK(strcmp(c->access_log, "off") == 0);
 	CHECK(c->pid_file == NULL && c->user == NULL && c->group == NULL);
 	CHECK(c->max_connections == 10000);
+	CHECK(c->backlog == 1024);
 	CHECK(c->drain_timeout == 30);
 	CHECK(c->admin_enabled == 1);
 	CHECK(strcmp(c->admin_listen.text, "127.0.0.1:9180") == 0);
@@ -304,6 +305,27 @@ static const struct bad bads[] = {
 	{ LST "[listener:b]\nlisten = 127.0.0.1:8080\nupstream = http://127.0.0.1:5000\n",
 	  "FILE:5: listen: address already used by [listener:a]" },
 	{ LST "[admin]\nlisten = 127.0.0.1:8080\n", "FILE:2: listen: address already used by [admin]" },
+	/* overlapping listen addresses (issue 13): wildcard and specific */
+	{ LST "[listener:b]\nlisten = *:8080\nupstream = http://127.0.0.1:5000\n",
+	  "FILE:5: listen: overlaps [listener:a] (line 2): a wildcard address takes its port on every address of its family" },
+	{ "[listener:b]\nlisten = 0.0.0.0:8080\nupstream = http://127.0.0.1:5000\n" LST,
+	  "FILE:5: listen: overlaps [listener:b] (line 2): a wildcard address takes its port on every address of its family" },
+	{ "[listener:a]\nupstream = http://127.0.0.1:1\nlisten = [::]:80\n"
+	  "[listener:b]\nlisten = [::1]:80\nupstream = http://127.0.0.1:1\n",
+	  "FILE:5: listen: overlaps [listener:a] (line 3): a wildcard address takes its port on every address of its family" },
+	{ "[listener:a]\nlisten = [::1]:80\nupstream = http://127.0.0.1:1\n"
+	  "[listener:b]\nlisten = [0:0::0]:80\nupstream = http://127.0.0.1:1\n",
+	  "FILE:5: listen: overlaps [listener:a] (line 2): a wildcard address takes its port on every address of its family" },
+	/* v4-mapped is the IPv4 address it reaches */
+	{ LST "[listener:b]\nlisten = [::ffff:127.0.0.1]:8080\nupstream = http://127.0.0.1:5000\n",
+	  "FILE:5: listen: address already used by [listener:a]" },
+	{ LST "[listener:b]\nlisten = [::ffff:0.0.0.0]:8080\nupstream = http://127.0.0.1:5000\n",
+	  "FILE:5: listen: overlaps [listener:a] (line 2): a wildcard address takes its port on every address of its family" },
+	/* and the admin endpoint, set or by default */
+	{ "[admin]\nlisten = *:8080\n" LST,
+	  "FILE:4: listen: overlaps [admin] (line 2): a wildcard address takes its port on every address of its family" },
+	{ "[listener:a]\nlisten = *:9180\nupstream = http://127.0.0.1:1\n",
+	  "FILE:2: listen: overlaps [admin] (its default address): a wildcard address takes its port on every address of its family" },
 	/* options */
 	{ LST "bogus = 1\n", "FILE:4: bogus: unknown option" },
 	{ "Workers = 1\n" LST, "FILE:1: Workers: unknown option" },
@@ -321,6 +343,8 @@ static const struct bad bads[] = {
 	{ "user = no_such_user_tb\n" LST, "FILE:1: user: no such user" },
 	{ "group = no_such_group_tb\n" LST, "FILE:1: group: no such group" },
 	{ "max_connections = 0\n" LST, "FILE:1: max_connections: expected an integer between 1 and 1000000" },
+	{ "backlog = 0\n" LST, "FILE:1: backlog: expected an integer between 1 and 65535" },
+	{ "backlog = 65536\n" LST, "FILE:1: backlog: expected an integer between 1 and 65535" },
 	{ "drain_timeout = -1\n" LST, "FILE:1: drain_timeout: expected a duration between 0 and 86400 seconds (optional ms/s/m/h suffix)" },
 	{ "drain_timeout = inf\n" LST, "FILE:1: drain_timeout: expected a duration between 0 and 86400 seconds (optional ms/s/m/h suffix)" },
 	{ "drain_timeout = 1e3\n" LST, "FILE:1: drain_timeout: expected a duration between 0 and 86400 seconds (optional ms/s/m/h suffix)" },
@@ -452,6 +476,92 @@ test_files(void)
 	/* a tiny err buffer truncates, never overflows */
 	CHECK(config_load("/nonexistent/tb.conf", &c, err, 8) == -1);
 	CHECK(strlen(err) == 7);
+}
+
+/*
+ * Load text, then config_check_files() must pass (want NULL) or give want
+ * ("FILE" stands for the path of the config; a leading '*' asks only that
+ * the rest is in the message).
+ */
+static void
+check_files_case(const char *text, const char *want)
+{
+	struct tb_config *c = NULL;
+	char err[1024], full[1024];
+	const char *path, *at;
+	int rc;
+
+	CHECKF(load_text(text, &c, err, sizeof(err), &path) == 0, "%s", err);
+	if (c == NULL)
+		return;
+	rc = config_check_files(c, err, sizeof(err));
+	config_unref(c);
+	if (want == NULL) {
+		CHECKF(rc == 0, "%s", err);
+	} else if (want[0] == '*') {
+		CHECKF(rc == -1 && strstr(err, want + 1) != NULL, "%s", err);
+	} else {
+		at = strstr(want, "FILE");
+		snprintf(full, sizeof(full), "%.*s%s%s", (int)(at - want), want,
+		    path, at + 4);
+		CHECKF(rc == -1 && strcmp(err, full) == 0,
+		    "\n  got  %s\n  want %s", err, full);
+	}
+}
+
+/*
+ * config_check_files() (tracebridge -t) on the files the daemon writes:
+ * "error_log/access_log paths that cannot be opened pass tracebridge -t
+ * but the daemon exits 1 with 'cannot open logs'" (issue 13). It must
+ * create and truncate nothing.
+ */
+static void
+test_check_files(void)
+{
+	struct stat st;
+	char text[1024], want[1024], dir[96], file[128], newf[128];
+	FILE *f;
+
+	snprintf(dir, sizeof(dir), "%s/logs", tmpdir);
+	snprintf(file, sizeof(file), "%s/existing.log", dir);
+	snprintf(newf, sizeof(newf), "%s/new.log", dir);
+	CHECK(mkdir(dir, 0755) == 0);
+	f = fopen(file, "w");
+	CHECK(f != NULL && fputs("kept\n", f) >= 0 && fclose(f) == 0);
+
+	/* an existing file and one its directory lets us create: fine */
+	snprintf(text, sizeof(text), "error_log = %s\naccess_log = %s\n"
+	    "pid_file = %s/tb.pid\n" LST, file, newf, dir);
+	check_files_case(text, NULL);
+	CHECK(stat(file, &st) == 0 && st.st_size == 5);	/* not truncated */
+	CHECK(stat(newf, &st) == -1);			/* not created */
+	snprintf(want, sizeof(want), "%s/tb.pid", dir);
+	CHECK(stat(want, &st) == -1);
+
+	snprintf(text, sizeof(text), LST "[DEFAULT]\nerror_log = %s\n", dir);
+	snprintf(want, sizeof(want), "FILE:5: error_log: cannot open %s for "
+	    "writing: Is a directory", dir);
+	check_files_case(text, want);
+	check_files_case("access_log = /nonexistent-tb/a.log\n" LST,
+	    "FILE:1: access_log: cannot create /nonexistent-tb/a.log: "
+	    "/nonexistent-tb: No such file or directory");
+	/* a file where a directory should be */
+	snprintf(text, sizeof(text), "pid_file = %s/x.pid\n" LST, file);
+	snprintf(want, sizeof(want), "FILE:1: pid_file: cannot open %s/x.pid: "
+	    "Not a directory", file);
+	check_files_case(text, want);
+	/* permissions: root passes them, so only as another user */
+	if (geteuid() != 0) {
+		CHECK(chmod(dir, 0555) == 0 && chmod(file, 0444) == 0);
+		snprintf(text, sizeof(text), "error_log = %s\n" LST, newf);
+		check_files_case(text, "*: Permission denied");
+		snprintf(text, sizeof(text), "error_log = %s\n" LST, file);
+		check_files_case(text, "*for writing: Permission denied");
+		CHECK(chmod(dir, 0755) == 0);
+	}
+	/* targets that are not files; a device is not opened */
+	check_files_case("error_log = syslog\naccess_log = stderr\n" LST, NULL);
+	check_files_case("error_log = /dev/null\n" LST, NULL);
 }
 
 /* Hostile input: an error, never a crash or a hang. */
@@ -696,11 +806,22 @@ test_args_and_addr(void)
 	    "%s", err);
 	CHECK(config_from_args("127.0.0.1:9180", "http://127.0.0.1", &c, err,
 	    sizeof(err)) == -1);
+	CHECK(config_from_args("*:9180", "http://127.0.0.1", &c, err,
+	    sizeof(err)) == -1);
+	CHECKF(strcmp(err, "--listen: overlaps the admin endpoint "
+	    "(127.0.0.1:9180): a wildcard address takes its port on every "
+	    "address of its family") == 0, "%s", err);
 
 	CHECK(config_parse_addr("*:80", &a) == 0 && a.ss.ss_family == AF_INET &&
 	    strcmp(a.text, "*:80") == 0);
 	CHECK(config_parse_addr("[::]:443", &a) == 0 && a.ss.ss_family == AF_INET6 &&
 	    a.len == sizeof(struct sockaddr_in6));
+	/* v4-mapped: IPV6_V6ONLY sockets cannot bind it; it is IPv4 */
+	CHECK(config_parse_addr("[::ffff:10.1.2.3]:8", &a) == 0 &&
+	    a.ss.ss_family == AF_INET && a.len == sizeof(struct sockaddr_in) &&
+	    ((struct sockaddr_in *)&a.ss)->sin_addr.s_addr == htonl(0x0a010203) &&
+	    ntohs(((struct sockaddr_in *)&a.ss)->sin_port) == 8 &&
+	    strcmp(a.text, "[::ffff:10.1.2.3]:8") == 0);
 	CHECK(config_parse_addr("10.1.2.3:1", &a) == 0 &&
 	    ntohs(((struct sockaddr_in *)&a.ss)->sin_port) == 1);
 	CHECK(config_parse_addr("", &a) == -1);
@@ -727,6 +848,7 @@ main(void)
 	test_values();
 	test_bad();
 	test_files();
+	test_check_files();
 	test_hostile();
 	test_secrets();
 	test_trusted_proxies();

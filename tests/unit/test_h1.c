@@ -220,6 +220,18 @@ static const struct vcase valid[] = {
 	  "GET http://nova:8774/v2.1/servers?x=%20 HTTP/1.1\r\nHost: nova:8774\r\n\r\n",
 	  NULL, NULL, H1_BODY_NONE, 0, H1_F_HAS_HOST, 1, 1, 0,
 	  "GET", "http://nova:8774/v2.1/servers?x=%20" },
+	{ "absolute-form, userinfo, no path", 1, 0,
+	  "GET http://u:p%40@nova:8774?x HTTP/1.1\r\nHost: other\r\n\r\n",
+	  NULL, NULL, H1_BODY_NONE, 0, H1_F_HAS_HOST, 1, 1, 0,
+	  "GET", "http://u:p%40@nova:8774?x" },
+	{ "absolute-form HTTPS, IPv6, HTTP/1.0 no Host", 1, 0,
+	  "HEAD HTTPS://[::1]:8443 HTTP/1.0\r\n\r\n",
+	  NULL, NULL, H1_BODY_NONE, 0, H1_F_CONN_CLOSE, 0, 0, 0,
+	  "HEAD", "HTTPS://[::1]:8443" },
+	{ "CONNECT authority-form", 1, 0,
+	  "CONNECT keystone:443 HTTP/1.1\r\nHost: keystone:443\r\n\r\n",
+	  NULL, NULL, H1_BODY_NONE, 0, H1_F_HAS_HOST, 1, 1, 0,
+	  "CONNECT", "keystone:443" },
 	/* responses */
 	{ "200 with CL", 0, 0,
 	  "HTTP/1.1 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 5\r\n\r\n",
@@ -266,6 +278,9 @@ static const struct vcase valid[] = {
 	{ "HEAD response chunked", 0, 1,
 	  "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", NULL, NULL,
 	  H1_BODY_NONE, 0, H1_F_HAS_TE, 1, 1, 200, NULL, NULL },
+	{ "response Connection naming Content-Length", 0, 0,
+	  "HTTP/1.1 200 OK\r\nConnection: Content-Length\r\nContent-Length: 2\r\n\r\n",
+	  "ok", NULL, H1_BODY_LENGTH, 2, H1_F_HAS_CL, 2, 1, 200, NULL, NULL },
 	{ "599 keep-alive 1.0", 0, 0,
 	  "HTTP/1.0 599 Whatever\r\nConnection: keep-alive\r\nContent-Length: 0\r\n\r\n",
 	  NULL, NULL, H1_BODY_NONE, 0, H1_F_HAS_CL | H1_F_CONN_KEEPALIVE, 2, 0,
@@ -469,6 +484,98 @@ test_fields(void)
 	free(m);
 }
 
+/* Host values and request-target forms, and what the parser says of them. */
+static void
+test_targets(void)
+{
+	static const char *hosts[] = {
+		"keystone", "keystone:5000", "10.0.0.1", "10.0.0.1:80", "[::1]",
+		"[::1]:8080", "[::ffff:1.2.3.4]", "[2001:DB8::A]:443", "[v1F.fe:80]",
+		"[v1.a]:", "a.b-c_d~e!$&'()*+,;=%41%7e", "h:", "999.1.1.1:99999",
+		"", "xn--caf-dma.example",
+	};
+	static const struct {
+		const char *line;	/* request line, CRLF added */
+		enum h1_target form;
+		const char *authority, *path;	/* absolute-form */
+	} forms[] = {
+		{ "GET /v2.1/servers?x=1 HTTP/1.1", H1_TARGET_ORIGIN, NULL, NULL },
+		{ "GET http://nova:8774/v2.1?x HTTP/1.1", H1_TARGET_ABSOLUTE,
+		  "nova:8774", "/v2.1?x" },
+		{ "GET hTtP://nova HTTP/1.1", H1_TARGET_ABSOLUTE, "nova", "" },
+		{ "GET http://u:p%40@nova:8774?x HTTP/1.1", H1_TARGET_ABSOLUTE,
+		  "nova:8774", "?x" },
+		{ "GET http://@nova/ HTTP/1.1", H1_TARGET_ABSOLUTE, "nova", "/" },
+		{ "PUT https://[::1]:8443/a/b HTTP/1.1", H1_TARGET_ABSOLUTE,
+		  "[::1]:8443", "/a/b" },
+		{ "OPTIONS * HTTP/1.1", H1_TARGET_ASTERISK, NULL, NULL },
+		{ "OPTIONS http://h HTTP/1.1", H1_TARGET_ABSOLUTE, "h", "" },
+		{ "CONNECT h:443 HTTP/1.1", H1_TARGET_AUTHORITY, NULL, NULL },
+		{ "CONNECT [::1]:443 HTTP/1.1", H1_TARGET_AUTHORITY, NULL, NULL },
+	};
+	struct h1_msg *m = malloc(sizeof(*m));
+	char b[512];
+	size_t i;
+	int rc, n;
+
+	for (i = 0; i < sizeof(hosts) / sizeof(hosts[0]); i++) {
+		n = snprintf(b, sizeof(b), "GET / HTTP/1.1\r\nHost: %s\r\n\r\n",
+		    hosts[i]);
+		rc = parse(1, 0, b, (size_t)n, &lim_default, m);
+		CHECKF(rc == n, "Host %s: rc %d %s", hosts[i], rc,
+		    m->err ? m->err : "");
+	}
+	for (i = 0; i < sizeof(forms) / sizeof(forms[0]); i++) {
+		n = snprintf(b, sizeof(b), "%s\r\nHost: h\r\n\r\n", forms[i].line);
+		rc = parse(1, 0, b, (size_t)n, &lim_default, m);
+		CHECKF(rc == n && m->target_form == forms[i].form,
+		    "%s: rc %d form %d %s", forms[i].line, rc, m->target_form,
+		    m->err ? m->err : "");
+		if (forms[i].form != H1_TARGET_ABSOLUTE) {
+			CHECK(m->authority == NULL && m->path == NULL);
+			continue;
+		}
+		CHECKF(eq_str(m->authority, m->authority_len, forms[i].authority) &&
+		    eq_str(m->path, m->path_len, forms[i].path),
+		    "%s: authority %.*s path %.*s", forms[i].line,
+		    (int)m->authority_len, m->authority, (int)m->path_len, m->path);
+		CHECK(m->authority >= m->target && m->path + m->path_len ==
+		    m->target + m->target_len);
+	}
+	/* a rejected absolute-form with userinfo is reported from its "@" on,
+	 * so the bytes the error log shows hold no password */
+	{
+		const char *r[] = {
+			"GET http://admin:s3cret@h:x/ HTTP/1.1\r\nHost: h\r\n\r\n",
+			"GET http://admin:s3cret@/ HTTP/1.1\r\nHost: h\r\n\r\n",
+			"GET http://admin:s3[cret@h/ HTTP/1.1\r\nHost: h\r\n\r\n",
+			"GET http://ad@min:s3cret@h/ HTTP/1.1\r\nHost: h\r\n\r\n",
+			"GET http://admin:s3cret@h/#x HTTP/1.1\r\nHost: h\r\n\r\n",
+		};
+
+		for (i = 0; i < sizeof(r) / sizeof(r[0]); i++) {
+			rc = parse(1, 0, r[i], strlen(r[i]), &lim_default, m);
+			CHECKF(rc == -1 && m->err_status == 400 &&
+			    m->err_off > (size_t)(strstr(r[i], "s3") - r[i]),
+			    "%s: rc %d at %zu", r[i], rc, m->err_off);
+		}
+	}
+	/* the error points at the Host field line */
+	{
+		const char *r = "GET / HTTP/1.1\r\nX-A: 1\r\nHost: a b\r\n\r\n";
+
+		rc = parse(1, 0, r, strlen(r), &lim_default, m);
+		CHECK(rc == -1 && m->err_off == 24 && strcmp(m->err, "invalid Host") == 0);
+	}
+	/* a response's Host is not ours to judge */
+	{
+		const char *r = "HTTP/1.1 200 OK\r\nHost: a b\r\nContent-Length: 0\r\n\r\n";
+
+		CHECK(parse(0, 0, r, strlen(r), &lim_default, m) == (int)strlen(r));
+	}
+	free(m);
+}
+
 /* ---- hostile heads ---- */
 
 struct hcase {
@@ -503,6 +610,12 @@ static const struct hcase hostile[] = {
 	   -1, 400),
 	RQ("CL overflow 20 digits", "POST / HTTP/1.1\r\n" H
 	   "Content-Length: 18446744073709551616\r\n\r\n", -1, 400),
+	RQ("CL 2^63", "POST / HTTP/1.1\r\n" H
+	   "Content-Length: 9223372036854775808\r\n\r\n", -1, 400),
+	RQ("CL 2^64-1", "POST / HTTP/1.1\r\n" H
+	   "Content-Length: 18446744073709551615\r\n\r\n", -1, 400),
+	RQ("CL 2^63 in a list", "POST / HTTP/1.1\r\n" H
+	   "Content-Length: 9223372036854775808, 9223372036854775808\r\n\r\n", -1, 400),
 	RQ("CL overflow 25 digits", "POST / HTTP/1.1\r\n" H
 	   "Content-Length: 9999999999999999999999999\r\n\r\n", -1, 400),
 	RQ("TE gzip", "POST / HTTP/1.1\r\n" H "Transfer-Encoding: gzip\r\n\r\n",
@@ -563,9 +676,79 @@ static const struct hcase hostile[] = {
 	RQ("DEL in value", "GET / HTTP/1.1\r\n" H "X-A: a\x7f\r\n\r\n", -1, 400),
 	RQ("ESC in value", "GET / HTTP/1.1\r\n" H "X-A: \x1b[31m\r\n\r\n", -1, 400),
 	RQ("early junk version", "GET / FTP/1.1", -1, 400),
+	/* Host: uri-host [ ":" port ] */
+	RQ("Host with space and slash", "GET / HTTP/1.1\r\nHost: a b/c@d\r\n\r\n",
+	   -1, 400),
+	RQ("Host with path", "GET / HTTP/1.1\r\nHost: h/x\r\n\r\n", -1, 400),
+	RQ("Host with userinfo", "GET / HTTP/1.1\r\nHost: u@h\r\n\r\n", -1, 400),
+	RQ("Host with query", "GET / HTTP/1.1\r\nHost: h?x\r\n\r\n", -1, 400),
+	RQ("Host with fragment", "GET / HTTP/1.1\r\nHost: h#x\r\n\r\n", -1, 400),
+	RQ("Host with quote", "GET / HTTP/1.1\r\nHost: h\"\r\n\r\n", -1, 400),
+	RQ("Host with backslash", "GET / HTTP/1.1\r\nHost: h\\x\r\n\r\n", -1, 400),
+	RQ("Host with obs-text", "GET / HTTP/1.1\r\nHost: caf\xc3\xa9\r\n\r\n",
+	   -1, 400),
+	RQ("Host two ports", "GET / HTTP/1.1\r\nHost: h:80:80\r\n\r\n", -1, 400),
+	RQ("Host port not digits", "GET / HTTP/1.1\r\nHost: h:8o\r\n\r\n", -1, 400),
+	RQ("Host port only", "GET / HTTP/1.1\r\nHost: :80\r\n\r\n", -1, 400),
+	RQ("Host bad pct", "GET / HTTP/1.1\r\nHost: h%zz\r\n\r\n", -1, 400),
+	RQ("Host short pct", "GET / HTTP/1.1\r\nHost: h%4\r\n\r\n", -1, 400),
+	RQ("Host unclosed bracket", "GET / HTTP/1.1\r\nHost: [::1\r\n\r\n", -1, 400),
+	RQ("Host junk after bracket", "GET / HTTP/1.1\r\nHost: [::1]x\r\n\r\n",
+	   -1, 400),
+	RQ("Host IPv4 in brackets", "GET / HTTP/1.1\r\nHost: [1.2.3.4]\r\n\r\n",
+	   -1, 400),
+	RQ("Host bad IPv6", "GET / HTTP/1.1\r\nHost: [1:::2]\r\n\r\n", -1, 400),
+	RQ("Host IPv6 zone", "GET / HTTP/1.1\r\nHost: [fe80::1%25eth0]\r\n\r\n",
+	   -1, 400),
+	RQ("Host empty IPvFuture", "GET / HTTP/1.1\r\nHost: [v1.]\r\n\r\n", -1, 400),
+	RQ("Host IPvFuture no hex", "GET / HTTP/1.1\r\nHost: [v.x]\r\n\r\n", -1, 400),
+	RQ("Host empty brackets", "GET / HTTP/1.1\r\nHost: []\r\n\r\n", -1, 400),
+	/* request-target forms */
+	RQ("neither origin- nor absolute-form", "GET evil.example/x HTTP/1.1\r\n"
+	   H "\r\n", -1, 400),
+	RQ("query-only target", "GET ?x HTTP/1.1\r\n" H "\r\n", -1, 400),
+	RQ("scheme-like target", "GET h:80 HTTP/1.1\r\n" H "\r\n", -1, 400),
+	RQ("asterisk for GET", "GET * HTTP/1.1\r\n" H "\r\n", -1, 400),
+	RQ("asterisk for POST", "POST * HTTP/1.1\r\n" H "\r\n", -1, 400),
+	RQ("asterisk for lower-case options", "options * HTTP/1.1\r\n" H "\r\n",
+	   -1, 400),
+	RQ("asterisk and more", "OPTIONS *x HTTP/1.1\r\n" H "\r\n", -1, 400),
+	RQ("absolute ftp", "GET ftp://h/x HTTP/1.1\r\n" H "\r\n", -1, 400),
+	RQ("absolute one slash", "GET http:/h/x HTTP/1.1\r\n" H "\r\n", -1, 400),
+	RQ("absolute empty host", "GET http:///x HTTP/1.1\r\n" H "\r\n", -1, 400),
+	RQ("absolute empty host, port", "GET http://:80/x HTTP/1.1\r\n" H "\r\n",
+	   -1, 400),
+	RQ("absolute userinfo, empty host", "GET http://u:p@/x HTTP/1.1\r\n" H
+	   "\r\n", -1, 400),
+	RQ("absolute bad port", "GET http://h:x/ HTTP/1.1\r\n" H "\r\n", -1, 400),
+	RQ("absolute two @", "GET http://a@b@c/ HTTP/1.1\r\n" H "\r\n", -1, 400),
+	RQ("absolute bad userinfo", "GET http://u[@h/ HTTP/1.1\r\n" H "\r\n", -1, 400),
+	RQ("absolute bad pct in userinfo", "GET http://u%zz@h/ HTTP/1.1\r\n" H
+	   "\r\n", -1, 400),
+	RQ("absolute fragment", "GET http://h/p#f HTTP/1.1\r\n" H "\r\n", -1, 400),
+	RQ("absolute backslash host", "GET http://h\\x/ HTTP/1.1\r\n" H "\r\n",
+	   -1, 400),
+	RQ("CONNECT origin-form", "CONNECT / HTTP/1.1\r\n" H "\r\n", -1, 400),
+	RQ("CONNECT without port", "CONNECT h HTTP/1.1\r\n" H "\r\n", -1, 400),
+	RQ("CONNECT absolute", "CONNECT http://h:80/ HTTP/1.1\r\n" H "\r\n", -1, 400),
+	/* Connection naming a field the proxy needs end to end */
+	RQ("Connection names Host", "GET / HTTP/1.1\r\n" H
+	   "Connection: close, Host\r\n\r\n", -1, 400),
+	RQ("Connection names Host first", "GET / HTTP/1.1\r\n"
+	   "Connection: HOST\r\n" H "\r\n", -1, 400),
+	RQ("Connection names Content-Length", "POST / HTTP/1.1\r\n" H
+	   "Content-Length: 1\r\nConnection: keep-alive,content-length\r\n\r\n",
+	   -1, 400),
+	RQ("Connection names Transfer-Encoding", "POST / HTTP/1.1\r\n" H
+	   "Transfer-Encoding: chunked\r\nConnection: Transfer-Encoding\r\n\r\n",
+	   -1, 400),
+	RQ("second Connection names Host", "GET / HTTP/1.1\r\n" H
+	   "Connection: close\r\nConnection: x, host \r\n\r\n", -1, 400),
 	/* responses: every error is 502 */
 	RS("resp CL+TE", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n"
 	   "Transfer-Encoding: chunked\r\n\r\n", -1, 502),
+	RS("resp CL 2^63", "HTTP/1.1 200 OK\r\nContent-Length: 9223372036854775808\r\n\r\n",
+	   -1, 502),
 	RS("resp two CL", "HTTP/1.1 200 OK\r\nContent-Length: 5\r\n"
 	   "Content-Length: 7\r\n\r\n", -1, 502),
 	RS("resp CL 1,2", "HTTP/1.1 200 OK\r\nContent-Length: 1,2\r\n\r\n", -1, 502),
@@ -703,6 +886,15 @@ test_limits(void)
 		memset(b, 'A', 200);
 		rc = parse(1, 0, b, 200, &odd, m);
 		CHECK(rc == -2 && m->err_status == 431);
+	}
+	/* the largest Content-Length taken: 2^63-1, like a chunk size */
+	{
+		const char *r = "PUT / HTTP/1.1\r\nHost: h\r\n"
+		    "Content-Length: 09223372036854775807\r\n\r\n";
+
+		rc = parse(1, 0, r, strlen(r), &lim, m);
+		CHECK(rc == (int)strlen(r) && m->body == H1_BODY_LENGTH &&
+		    m->content_length == INT64_MAX);
 	}
 	/* a response's limit errors are 502 */
 	memcpy(b, "HTTP/1.1 200 OK\r\nX-A: ", 22);
@@ -918,16 +1110,84 @@ test_chunk_hostile(void)
 	CHECK(d.c.state == H1_CHUNK_DATA_CR);
 }
 
+/* ---- trailers: where the decoder stops, what may be forwarded ---- */
+
+static void
+test_trailers(void)
+{
+	static const struct {
+		const char *in, *conn, *out;
+		unsigned dropped;
+	} cases[] = {
+		{ "\r\n", NULL, "\r\n", 0 },
+		{ "X-Checksum: abc\r\n\r\n", NULL, "X-Checksum: abc\r\n\r\n", 0 },
+		/* RFC 9110 6.5.1: framing, routing, authentication */
+		{ "Content-Length: 5\r\nX-A: 1\r\nTransfer-Encoding: chunked\r\n"
+		  "host:evil\r\nAUTHORIZATION: Basic x\r\nTrailer: X-A\r\n"
+		  "Proxy-Authorization: y\r\nX-B:\t2 \r\n\r\n", NULL,
+		  "X-A: 1\r\nX-B:\t2 \r\n\r\n", 6 },
+		/* the hop-by-hop set */
+		{ "Connection: close\r\nKeep-Alive: 1\r\nTE: trailers\r\n"
+		  "Upgrade: h2c\r\nProxy-Connection: x\r\nX-C: 3\r\n\r\n", NULL,
+		  "X-C: 3\r\n\r\n", 5 },
+		/* and what the message's Connection names (RFC 9110 7.6.1) */
+		{ "X-Hop: 1\r\nX-Keep: 2\r\nx-other: 3\r\n\r\n", "close, X-HOP ,x-other",
+		  "X-Keep: 2\r\n\r\n", 2 },
+		/* names are whole names */
+		{ "Hosts: 1\r\nX-Host: 2\r\nContent-Lengths: 3\r\n\r\n", "X",
+		  "Hosts: 1\r\nX-Host: 2\r\nContent-Lengths: 3\r\n\r\n", 0 },
+	};
+	char out[512];
+	unsigned dropped;
+	size_t i, n;
+	struct dec d;
+	char body[512];
+
+	for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		/* what the decoder accepts */
+		n = (size_t)snprintf(body, sizeof(body), "0\r\n%s", cases[i].in);
+		dec_init(&d);
+		CHECKF(dec_feed(&d, body, n) == 0 && d.c.state == H1_CHUNK_DONE &&
+		    d.c.trailer_bytes == strlen(cases[i].in), "case %zu", i);
+		n = h1_trailer_filter(cases[i].in, strlen(cases[i].in), cases[i].conn,
+		    cases[i].conn ? strlen(cases[i].conn) : 0, out, &dropped);
+		CHECKF(n == strlen(cases[i].out) && memcmp(out, cases[i].out, n) == 0 &&
+		    dropped == cases[i].dropped, "case %zu: %.*s (%u dropped)", i,
+		    (int)n, out, dropped);
+	}
+	CHECK(h1_trailer_filter("X: 1\r\n\r\n", 8, NULL, 0, out, NULL) == 8);
+
+	/* the decoder stops after the last-chunk line, then at the end */
+	{
+		const char *b = "2\r\nab\r\n0;e=1\r\nX-A: 1\r\n\r\nGET";
+		ssize_t r;
+
+		dec_init(&d);
+		r = h1_chunk_parse(&d.c, b, strlen(b));
+		CHECK(r == 3 && d.c.state == H1_CHUNK_DATA);
+		h1_chunk_data(&d.c, 2);
+		r = h1_chunk_parse(&d.c, b + 5, strlen(b) - 5);
+		CHECK(r == 9 && d.c.state == H1_CHUNK_TRAILER && d.c.trailer_bytes == 0);
+		r = h1_chunk_parse(&d.c, b + 14, 5);
+		CHECK(r == 5 && d.c.state == H1_CHUNK_TRAILER_LINE &&
+		    d.c.trailer_bytes == 5);
+		r = h1_chunk_parse(&d.c, b + 19, strlen(b) - 19);
+		CHECK(r == 5 && d.c.state == H1_CHUNK_DONE && d.c.trailer_bytes == 10);
+	}
+}
+
 int
 main(void)
 {
 	guard_init();
 	test_valid();
 	test_fields();
+	test_targets();
 	test_hostile();
 	test_limits();
 	test_pipelining();
 	test_byte_positions();
 	test_chunk_hostile();
+	test_trailers();
 	TB_TEST_END();
 }

@@ -14,10 +14,13 @@
  * command timeouts, the transient errors, backoff up to its cap,
  * SUBSCRIBE renewed after a reconnect, unix sockets, evdns for a name,
  * and Sentinel: the next sentinel when one is down, ROLE, and
- * +switch-master moving the connection while it is up.
+ * +switch-master moving the connection while it is up; replies past the
+ * limits, and the replies hiredis 0.14.1 aborted the process on, each
+ * refused and counted.
  */
 #include <errno.h>
 #include <fcntl.h>
+#include <inttypes.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -27,6 +30,7 @@
 #include <sys/mman.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -640,6 +644,7 @@ struct fake {
 	unsigned asked;			/* SENTINEL commands answered */
 	const char *get_reply;		/* answer the next GET with these */
 	size_t get_reply_len;		/* bytes (as many as the socket takes) */
+	const char *lpush_reply;	/* answer the next LPUSH with this */
 };
 
 static void
@@ -712,7 +717,9 @@ fake_answer(struct fconn *c, int argc, char argv[][128])
 		    strlen(argv[1]) + 2, argv[1]);
 		fake_send(c, out);
 	} else if (strcasecmp(argv[0], "LPUSH") == 0) {
-		fake_send(c, ":1\r\n");
+		fake_send(c, f->lpush_reply != NULL ? f->lpush_reply :
+		    ":1\r\n");
+		f->lpush_reply = NULL;
 	} else if (strcasecmp(argv[0], "SUBSCRIBE") == 0 && argc == 2) {
 		snprintf(out, sizeof(out), "*3\r\n$9\r\nsubscribe\r\n$%zu\r\n"
 		    "%s\r\n:1\r\n", strlen(argv[1]), argv[1]);
@@ -1570,6 +1577,226 @@ test_client_sentinel_reply_limit(struct event_base *base)
 	fake_free(a);
 }
 
+/*
+ * Replies that hiredis 0.14.1 aborted the process on: a Redis or a
+ * sentinel could stop tracebridge with a few bytes. Each is now refused
+ * before hiredis sees it: the connection is closed, "down" says why, the
+ * refusal is counted by reason, and the client connects again and works.
+ * The async.c lines are hiredis v0.14.1's asserts; each case runs in a
+ * child, so that on a client without the fix a case that aborts is one
+ * failed check, not the end of the run.
+ */
+enum hostile_conn {
+	H_REPLY = 0,	/* data connection: the answer to one LPUSH */
+	H_IDLE,		/* data connection, nothing owed: sent unasked */
+	H_SUB,		/* SUBSCRIBEd (the policy source): pushed */
+	H_SENTINEL,	/* a sentinel's +switch-master feed: pushed */
+	H_ANSWER,	/* a sentinel's answer to get-master-addr-by-name */
+};
+
+static const struct hostile_reply {
+	const char *name;
+	enum hostile_conn conn;
+	const char *bytes;
+	enum tb_redis_refusal why;	/* NONE: taken ... */
+	const char *down;		/* ... or closed by hiredis: why */
+} hostile_replies[] = {
+	{ "one reply too many (:478)", H_REPLY, ":1\r\n:1\r\n",
+	    TB_REDIS_REFUSE_UNEXPECTED, NULL },
+	{ "a nil too many (:478)", H_REPLY, ":1\r\n$-1\r\n",
+	    TB_REDIS_REFUSE_UNEXPECTED, NULL },
+	{ "an array too many (:478)", H_REPLY, ":1\r\n*1\r\n:1\r\n",
+	    TB_REDIS_REFUSE_UNEXPECTED, NULL },
+	{ "a status unasked (:478)", H_IDLE, "+OK\r\n",
+	    TB_REDIS_REFUSE_UNEXPECTED, NULL },
+	{ "a message unasked, not subscribed (:478)", H_IDLE,
+	    "*3\r\n$7\r\nmessage\r\n$9\r\ntb:policy\r\n$1\r\nx\r\n",
+	    TB_REDIS_REFUSE_UNEXPECTED, NULL },
+	/* hiredis closes the connection itself, with the server's words */
+	{ "an error unasked", H_IDLE, "-ERR max number of clients reached\r\n",
+	    TB_REDIS_REFUSE_NONE, "ERR max number of clients reached" },
+	{ "one element (:378)", H_SUB, "*1\r\n$7\r\nmessage\r\n",
+	    TB_REDIS_REFUSE_PUBSUB, NULL },
+	{ "no element (:378)", H_SUB, "*0\r\n", TB_REDIS_REFUSE_PUBSUB, NULL },
+	{ "kind not a string (:379)", H_SUB,
+	    "*3\r\n:1\r\n$9\r\ntb:policy\r\n$1\r\nx\r\n",
+	    TB_REDIS_REFUSE_PUBSUB, NULL },
+	{ "kind a status, not a bulk string (:379)", H_SUB,
+	    "*3\r\n+message\r\n$9\r\ntb:policy\r\n$1\r\nx\r\n",
+	    TB_REDIS_REFUSE_PUBSUB, NULL },
+	{ "channel not a string (:389)", H_SUB,
+	    "*3\r\n$7\r\nmessage\r\n:1\r\n$1\r\nx\r\n",
+	    TB_REDIS_REFUSE_PUBSUB, NULL },
+	{ "channel nil (:389)", H_SUB,
+	    "*3\r\n$7\r\nmessage\r\n$-1\r\n$1\r\nx\r\n",
+	    TB_REDIS_REFUSE_PUBSUB, NULL },
+	{ "unsubscribe count not an integer (:409)", H_SUB,
+	    "*3\r\n$11\r\nunsubscribe\r\n$9\r\ntb:policy\r\n$1\r\nx\r\n",
+	    TB_REDIS_REFUSE_PUBSUB, NULL },
+	{ "unsubscribe without a count (:409, past the array)", H_SUB,
+	    "*2\r\n$11\r\nunsubscribe\r\n$9\r\ntb:policy\r\n",
+	    TB_REDIS_REFUSE_PUBSUB, NULL },
+	{ "unsubscribed unasked, then a message (:478)", H_SUB,
+	    "*3\r\n$11\r\nunsubscribe\r\n$9\r\ntb:policy\r\n:0\r\n"
+	    "*3\r\n$7\r\nmessage\r\n$9\r\ntb:policy\r\n$1\r\nx\r\n",
+	    TB_REDIS_REFUSE_PUBSUB, NULL },
+	{ "sentinel feed: one element (:378)", H_SENTINEL,
+	    "*1\r\n$7\r\nmessage\r\n", TB_REDIS_REFUSE_PUBSUB, NULL },
+	{ "sentinel feed: channel not a string (:389)", H_SENTINEL,
+	    "*3\r\n$7\r\nmessage\r\n:1\r\n$1\r\nx\r\n",
+	    TB_REDIS_REFUSE_PUBSUB, NULL },
+	/* no assert, but given to the callback of the reply before */
+	{ "a message on another channel after ours: not ours", H_SUB,
+	    "*3\r\n$7\r\nmessage\r\n$9\r\ntb:policy\r\n$5\r\nfirst\r\n"
+	    "*3\r\n$7\r\nmessage\r\n$5\r\nother\r\n$6\r\nsecond\r\n",
+	    TB_REDIS_REFUSE_PUBSUB, NULL },
+	{ "an integer while subscribed", H_SUB, ":1\r\n",
+	    TB_REDIS_REFUSE_PUBSUB, NULL },
+	{ "a pattern message", H_SUB, "*4\r\n$8\r\npmessage\r\n$1\r\n*\r\n"
+	    "$9\r\ntb:policy\r\n$1\r\nx\r\n", TB_REDIS_REFUSE_PUBSUB, NULL },
+	{ "a second answer, unasked: not followed", H_ANSWER, NULL,
+	    TB_REDIS_REFUSE_PUBSUB, NULL },
+	/* what Redis sends: taken */
+	{ "a confirmation again", H_SUB,
+	    "*3\r\n$9\r\nsubscribe\r\n$9\r\ntb:policy\r\n:1\r\n",
+	    TB_REDIS_REFUSE_NONE, NULL },
+	{ "a message with an empty payload", H_SUB,
+	    "*3\r\n$7\r\nmessage\r\n$9\r\ntb:policy\r\n$0\r\n\r\n",
+	    TB_REDIS_REFUSE_NONE, NULL },
+};
+
+/* One case of hostile_replies[] on its own loop (this is a child: the
+ * parent's loop shares its epoll instance); 0 if every check held. */
+static int
+hostile_run(const struct hostile_reply *h)
+{
+	struct event_base *base = event_base_new();
+	struct fake *f = fake_new(base, NULL), *s = NULL, *b = NULL;
+	uint64_t before[TB_REDIS_REFUSE_N], *now = tb_stats.redis_refused;
+	int failed = tb_failed, sub = h->conn == H_SUB;
+	const char *bad[1];
+	char answer[256], want[64];
+	size_t i;
+	struct user u;
+
+	memcpy(before, now, sizeof(before));
+	if (h->conn == H_SENTINEL || h->conn == H_ANSWER) {
+		s = fake_new(base, NULL);
+		b = fake_new(base, NULL);
+		s->master_port = f->port;
+		if (h->conn == H_ANSWER) {
+			/* the answer, and a second one naming b */
+			snprintf(answer, sizeof(answer), "*2\r\n$9\r\n127.0.0.1"
+			    "\r\n$%d\r\n%u\r\n*2\r\n$9\r\n127.0.0.1\r\n$%d"
+			    "\r\n%u\r\n", snprintf(NULL, 0, "%u", f->port),
+			    f->port, snprintf(NULL, 0, "%u", b->port), b->port);
+			bad[0] = answer;
+			s->bad = bad;
+			s->n_bad = 1;
+		}
+		user_client(base, &u, 1, 1, "redissentinel://127.0.0.1:%u",
+		    s->port);
+	} else
+		user_client(base, &u, 1, 1, "redis://127.0.0.1:%u", f->port);
+	if (sub)
+		CHECK(tb_redis_subscribe(u.c, "tb:policy") == 0);
+	CHECK(run_until(base, &u.ready, 1, 2));
+	if (sub)
+		CHECK(run_until(base, &u.subscribed, 1, 2));
+	if (s != NULL)
+		CHECK(run_until(base, &s->asked, 1, 2));
+	run_for(base, 0.02);	/* the sentinel's SUBSCRIBE answered */
+
+	switch (h->conn) {
+	case H_REPLY:
+		f->lpush_reply = h->bytes;
+		CHECK(tb_redis_command(u.c, NULL, "LPUSH k v") == 0);
+		CHECK(run_until(base, &u.replies, 1, 2));
+		break;
+	case H_IDLE:
+	case H_SUB:
+		fake_push(f, h->bytes);
+		break;
+	case H_SENTINEL:
+		fake_push(s, h->bytes);
+		break;
+	case H_ANSWER:
+		break;
+	}
+
+	if (h->conn == H_SENTINEL || h->conn == H_ANSWER) {
+		/* the sentinel is asked again; the master kept */
+		CHECK(run_until(base, &s->asked, 2, 2));
+		run_for(base, 0.05);
+		CHECK(u.down == 0 && tb_redis_is_ready(u.c));
+		CHECK(b->accepted == 0);
+		snprintf(want, sizeof(want), "127.0.0.1:%u", f->port);
+		CHECKF(strcmp(tb_redis_server(u.c), want) == 0, "%s",
+		    tb_redis_server(u.c));
+	} else if (h->why != TB_REDIS_REFUSE_NONE || h->down != NULL) {
+		CHECK(run_until(base, &u.down, 1, 2));
+		CHECKF(strcmp(u.last_down, h->down != NULL ? h->down :
+		    h->why == TB_REDIS_REFUSE_UNEXPECTED ? "unexpected reply" :
+		    "bad pub/sub reply") == 0, "%s", u.last_down);
+		CHECK(run_until(base, &u.ready, 2, 2));
+		if (sub)
+			CHECK(run_until(base, &u.subscribed, 2, 2));
+	} else {
+		run_for(base, 0.1);
+		CHECK(u.down == 0);
+	}
+	for (i = 0; i < TB_REDIS_REFUSE_N; i++)
+		CHECKF(now[i] - before[i] == (i == (size_t)h->why &&
+		    h->why != TB_REDIS_REFUSE_NONE), "%s: %" PRIu64,
+		    tb_redis_refusal_names[i], now[i] - before[i]);
+
+	/* and the connection works again */
+	if (sub) {
+		fake_push(f, "*3\r\n$7\r\nmessage\r\n$9\r\ntb:policy\r\n"
+		    "$4\r\nnext\r\n");
+		CHECK(run_until(base, &u.messages, u.messages + 1, 2) &&
+		    strcmp(u.last_msg, "next") == 0);
+		if (strstr(h->bytes, "other") != NULL)
+			CHECK(u.messages == 2);	/* "first", "next" */
+	} else {
+		u.replies = 0;
+		CHECK(tb_redis_command(u.c, NULL, "GET %s", "k") == 0);
+		CHECK(run_until(base, &u.replies, 1, 2) &&
+		    strcmp(u.last_reply, "1:v:k") == 0);
+	}
+	CHECK(u.bad == 0);
+	tb_redis_free(u.c);
+	fake_free(f);
+	if (s != NULL) {
+		fake_free(s);
+		fake_free(b);
+	}
+	event_base_free(base);
+	return tb_failed != failed;
+}
+
+static void
+test_client_hostile_replies(void)
+{
+	const struct hostile_reply *h;
+	pid_t pid;
+	int st;
+
+	for (h = hostile_replies; h < hostile_replies +
+	    sizeof(hostile_replies) / sizeof(hostile_replies[0]); h++) {
+		fflush(stdout);
+		fflush(stderr);
+		st = -1;
+		if ((pid = fork()) == 0)
+			_exit(hostile_run(h));
+		CHECK(pid > 0 && waitpid(pid, &st, 0) == pid);
+		CHECKF(WIFEXITED(st) && WEXITSTATUS(st) == 0, "%s: %s %d",
+		    h->name, WIFSIGNALED(st) ? "killed by signal" :
+		    "checks failed, exit", WIFSIGNALED(st) ? WTERMSIG(st) :
+		    WEXITSTATUS(st));
+	}
+}
+
 int
 main(void)
 {
@@ -1598,5 +1825,6 @@ main(void)
 	test_client_reply_limits(base);
 	test_client_sentinel_reply_limit(base);
 	event_base_free(base);
+	test_client_hostile_replies();
 	TB_TEST_END();
 }

@@ -443,11 +443,65 @@ test_tls_pending_at_watermark(void)
 	free(c.data);
 }
 
+/* sock_mark_write: what is read before the next write is counted, what is
+ * read after it is not. */
+static void
+test_read_before_write(void)
+{
+	struct event_base *b = event_base_new();
+	struct seen v = { 0 };
+	struct sock *s;
+	char got[64];
+	int fd[2];
+
+	pair(fd);
+	s = sock_new(b, fd[0], NULL, SOCK_PLAIN);
+	sock_setcb(s, on_read, on_write, on_event, &v);
+	sock_enable(s, SOCK_READING | SOCK_WRITING);
+	CHECK(sock_read_before_write(s) == 0);
+
+	/* not marked: reads are not counted */
+	CHECK(write_all(fd[1], "early", 5) == 5);
+	LOOP_UNTIL(b, v.reads == 1);
+	CHECK(sock_read_before_write(s) == 0);
+	evbuffer_drain(sock_input(s), 5);
+
+	/* marked: bytes read before the request goes out count... */
+	sock_mark_write(s);
+	CHECK(write_all(fd[1], "stray", 5) == 5);
+	LOOP_UNTIL(b, v.reads == 2);
+	CHECK(sock_read_before_write(s) == 5);
+	/* ...and the count stays once the write happened */
+	evbuffer_add(sock_output(s), "GET", 3);
+	sock_write_now(s);
+	LOOP_UNTIL(b, evbuffer_get_length(sock_output(s)) == 0);
+	CHECK(read(fd[1], got, sizeof(got)) == 3);
+	CHECK(write_all(fd[1], "answer", 6) == 6);
+	LOOP_UNTIL(b, v.reads == 3);
+	CHECK(sock_read_before_write(s) == 5);
+
+	/* marked again, written first: what comes after is the answer */
+	evbuffer_drain(sock_input(s), evbuffer_get_length(sock_input(s)));
+	sock_mark_write(s);
+	CHECK(sock_read_before_write(s) == 0);
+	evbuffer_add(sock_output(s), "GET", 3);
+	sock_write_now(s);
+	LOOP_UNTIL(b, evbuffer_get_length(sock_output(s)) == 0);
+	CHECK(write_all(fd[1], "answer", 6) == 6);
+	LOOP_UNTIL(b, v.reads == 4);
+	CHECK(sock_read_before_write(s) == 0 &&
+	    evbuffer_get_length(sock_input(s)) == 6);
+	sock_free(s);
+	close(fd[1]);
+	event_base_free(b);
+}
+
 int
 main(void)
 {
 	test_plain_reads();
 	test_plain_writes();
+	test_read_before_write();
 	test_tls();
 	test_tls_pending_at_watermark();
 	TB_TEST_END();
