@@ -17,7 +17,7 @@
  * VIEWER_MAX_NOTES or VIEWER_MAX_BYTES in all. Building and rendering do
  * run on the control loop, in one go once everything is read: ~0.7 s of
  * CPU for 10,000 spans (bench/bench_viewer), during which the admin
- * endpoint and signals wait; the workers do not. They are handed to the tree
+ * endpoint and signals wait; the workers do not. Notifications go to the tree
  * in the list's order from the head, the order osprofiler iterates in, so
  * ties and duplicates resolve as in its report. osprofiler's legacy
  * one-key-per-notification layout (osprofiler:<base_id>_*) is not read.
