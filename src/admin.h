@@ -33,6 +33,30 @@ int admin_add_route(const char *path, int (*fn)(struct evbuffer *body,
  * when there is none; not decoded). */
 int admin_add_query_route(const char *path, int (*fn)(const char *query,
     struct evbuffer *body, const char **content_type));
+/*
+ * A handler for everything under prefix: the path itself and prefix/...,
+ * with or without a query (e.g. "/traces" takes /traces?q=x and
+ * /traces/<id>). GET and HEAD only. fn owns the reply: it answers req with
+ * evhttp_send_reply now or later from the control loop (an asynchronous
+ * Redis read); admin_set_reply_headers() gives every page the same
+ * headers. At most 4; 0, or -1 when full.
+ */
+int admin_add_handler(const char *prefix,
+    void (*fn)(struct evhttp_request *req, void *arg), void *arg);
+
+/* The security headers every admin page carries (no framing, no sniffing,
+ * a Content-Security-Policy that allows only this origin's scripts and
+ * styles), and ctype. */
+void admin_set_reply_headers(struct evhttp_request *req, const char *ctype);
+
+/*
+ * [admin] auth_token: from now on every request but GET /healthz needs
+ * "Authorization: Bearer TOKEN" (or Basic with TOKEN as the password, for
+ * a browser's prompt); NULL or "" turns it off. Copied; compared in
+ * constant time; never logged. Called at start and on every reload.
+ */
+void admin_set_auth_token(const char *token);
+
 /* The same for an action, which changes state: POST only. */
 int admin_add_action(const char *path, int (*fn)(struct evbuffer *body,
     const char **content_type));

@@ -236,6 +236,7 @@ struct tb_config {
 	/* [admin] */
 	int admin_enabled;		/* listen = off disables */
 	struct tb_addr admin_listen;	/* default 127.0.0.1:9180 */
+	char *admin_auth_token;		/* bearer token; NULL = none. A secret */
 
 	struct tb_listener_conf *listeners;
 	size_t n_listeners;

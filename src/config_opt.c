@@ -39,6 +39,7 @@ static int chk_group(void *, char *, size_t);
 static int chk_ident(void *, char *, size_t);
 static int chk_nonempty(void *, char *, size_t);
 static int chk_header_name(void *, char *, size_t);
+static int chk_token(void *, char *, size_t);
 
 static const char *const log_levels[] = { "error", "warning", "info", "debug", NULL };
 
@@ -80,6 +81,7 @@ const struct opt config_opts[] = {
 	{ SECT_DEFAULT,  "underscore_headers",       OT_ENUM,     "drop",           C(underscore_headers),               0,                         0,     0,       0,           underscore_modes, NULL },
 
 	{ SECT_ADMIN,    "listen",                   OT_ADDR,     "127.0.0.1:9180", C(admin_listen),                     C(admin_enabled),          0,     0,       OPT_OFF,     NULL,       NULL },
+	{ SECT_ADMIN,    "auth_token",               OT_STR,      "",               C(admin_auth_token),                 0,                         0,     0,       0,           NULL,       chk_token },
 
 	{ SECT_LISTENER, "listen",                   OT_ADDR,     NULL,             L(listen),                           0,                         0,     0,       0,           NULL,       NULL },
 	{ SECT_LISTENER, "upstream",                 OT_UPSTREAM, NULL,             L(upstream),                         0,                         0,     0,       0,           NULL,       NULL },
@@ -717,6 +719,27 @@ chk_header_name(void *field, char *why, size_t wl)
 	if (s[i] == '\0' && i <= 64)
 		return 0;
 	snprintf(why, wl, "expected a header name (letters, digits, '-')");
+	return -1;
+}
+
+/* [admin] auth_token: RFC 6750 2.1 b64token characters, 16 to 256 of
+ * them (short tokens are guessable). A secret: the message never quotes
+ * any of it. */
+static int
+chk_token(void *field, char *why, size_t wl)
+{
+	const char *s = *(char **)field;
+	size_t i;
+
+	if (s == NULL)
+		return 0;
+	for (i = 0; s[i] != '\0'; i++)
+		if (!isalnum((unsigned char)s[i]) && strchr("-._~+/=", s[i]) == NULL)
+			break;
+	if (s[i] == '\0' && i >= 16 && i <= 256)
+		return 0;
+	snprintf(why, wl, "expected 16 to 256 letters, digits or -._~+/= "
+	    "(value not shown: it is a secret)");
 	return -1;
 }
 

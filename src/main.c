@@ -307,6 +307,7 @@ reload(void)
 		log_warn("reload: cannot open access_log %s, keeping %s",
 		    cfg->access_log, g.cfg->access_log);
 	log_reopen();
+	admin_set_auth_token(cfg->admin_auth_token);
 	modules_reload(cfg);
 	configure_workers(cfg);
 	config_unref(g.cfg);
@@ -654,6 +655,7 @@ main(int argc, char **argv)
 	g.n_workers = g.cfg->workers;
 	if (bind_listeners(g.cfg) < 0)
 		return 1;
+	admin_set_auth_token(g.cfg->admin_auth_token);
 	if (g.cfg->admin_enabled && (port_free("admin", &g.cfg->admin_listen) < 0 ||
 	    admin_start(g.base, &g.cfg->admin_listen) < 0))
 		return 1;

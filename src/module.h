@@ -25,6 +25,7 @@ enum tb_module_id {
 	TB_MOD_TRACING,
 	TB_MOD_OTLP,		/* after tracing: it registers a span sink there */
 	TB_MOD_ADAPTIVE,		/* after tracing: it uses the hub */
+	TB_MOD_VIEWER,
 	TB_MODULES_N,
 };
 

@@ -14,12 +14,14 @@ extern const struct tb_module tls_module;
 extern const struct tb_module tracing_module;
 extern const struct tb_module otlp_module;
 extern const struct tb_module adaptive_module;
+extern const struct tb_module viewer_module;
 
 const struct tb_module *const tb_modules[] = {
 	[TB_MOD_TLS] = &tls_module,
 	[TB_MOD_TRACING] = &tracing_module,
 	[TB_MOD_OTLP] = &otlp_module,
 	[TB_MOD_ADAPTIVE] = &adaptive_module,
+	[TB_MOD_VIEWER] = &viewer_module,
 	[TB_MODULES_N] = NULL,
 };
 

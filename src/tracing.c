@@ -30,6 +30,7 @@
 #include "span.h"
 #include "tls.h"
 #include "trace.h"
+#include "trace_index.h"
 #include "module.h"
 #include "tracing.h"
 #include "worker.h"
@@ -364,6 +365,42 @@ native_span_id(const struct trace_req *tr, char *out, size_t len)
 		snprintf(out, len, "%016llx", (unsigned long long)tr->ctx.span_id);
 }
 
+/* src[0..len) into dst[size], cut to fit, NUL-terminated (no snprintf:
+ * this runs for every sampled request). */
+static void
+copy_cut(char *dst, size_t size, const char *src, size_t len)
+{
+	if (src == NULL)
+		len = 0;
+	if (len > size - 1)
+		len = size - 1;
+	if (len > 0)
+		memcpy(dst, src, len);
+	dst[len] = '\0';
+}
+
+/* The recent-traces index behind the viewer's GET /traces (trace_index.h
+ * says why a locked ring). */
+static void
+index_add(const struct span_rec *s)
+{
+	struct trace_index_entry e;
+
+	copy_cut(e.base_id, sizeof(e.base_id), s->base_id, strlen(s->base_id));
+	e.start_us = s->start_us;
+	e.duration_us = s->stop_us - s->start_us;
+	e.status = s->status_code;
+	e.error = span_is_error(s);
+	copy_cut(e.service, sizeof(e.service), s->service,
+	    s->service != NULL ? strlen(s->service) : 0);
+	copy_cut(e.operation, sizeof(e.operation), s->operation,
+	    s->operation != NULL ? strlen(s->operation) : 0);
+	copy_cut(e.method, sizeof(e.method), s->method, s->method_len);
+	copy_cut(e.request_id, sizeof(e.request_id), s->upstream_request_id,
+	    s->upstream_request_id_len);
+	trace_index_add(&e);
+}
+
 static void
 on_complete(struct proxy_req *r)
 {
@@ -467,14 +504,17 @@ on_complete(struct proxy_req *r)
 }
 
 /* The Redis store: this module's own sink (none when connection_string is
- * otlp://). Dropped spans are counted there. */
+ * otlp://). Dropped spans are counted there. What it stored goes into the
+ * viewer's index of recent traces (the viewer reads them from Redis). */
 static void
 redis_sink(struct worker *w, const struct span_rec *r)
 {
 	struct tracing_worker *tw = w->mod[TB_MOD_TRACING];
 
-	if (tw != NULL && tw->sink != NULL)
+	if (tw != NULL && tw->sink != NULL) {
 		(void)sink_redis_record(tw->sink, r);
+		index_add(r);
+	}
 }
 
 /* Back to the worker's list, or freed when the list is full (or the

@@ -731,6 +731,10 @@ test_secrets(void)
 		LST "[profiler]\nconnection_string = redis://u:TOPSECRET1@\n",
 		LST "[profiler]\nconnection_string = redis://:TOP%zzSECRET1@h\n",
 		LST "[profiler]\nconnection_string = unix://:TOPSECRET1@relative\n",
+		/* [admin] auth_token: too short, a space, a duplicate */
+		LST "[admin]\nauth_token = TOPSECRET1\n",
+		LST "[admin]\nauth_token = TOPSECRET1 TOPSECRET2xxxxx\n",
+		LST "[admin]\nauth_token = TOPSECRET1xxxxxxxxx\nauth_token = TOPSECRET2xxxxxxxxx\n",
 	};
 	struct tb_config *c;
 	char err[512];
@@ -747,6 +751,16 @@ test_secrets(void)
 	    sizeof(err)) == -1);
 	CHECKF(strcmp(err, "s:6: [profiler]: unknown option (name not shown: "
 	    "this section holds secrets)") == 0, "%s", err);
+	c = NULL;
+	CHECK(config_load_buffer("s", LST "[admin]\nauth_token = abcdefghijklmnop+/=~._-9\n",
+	    strlen(LST) + 46, &c, err, sizeof(err)) == 0);
+	CHECK(c != NULL && c->admin_auth_token != NULL &&
+	    strcmp(c->admin_auth_token, "abcdefghijklmnop+/=~._-9") == 0);
+	if (c != NULL)
+		config_unref(c);
+	CHECK(config_load_buffer("s", LST, strlen(LST), &c, err, sizeof(err)) == 0);
+	CHECK(c->admin_auth_token == NULL);
+	config_unref(c);
 }
 
 /* trusted_proxies: parsed blocks and the peer match, IPv4-mapped too. */
