@@ -139,6 +139,9 @@ static const struct {
 #undef G
 
 static const char *const underscore_names[2] = { "dropped", "rejected" };
+static const char *const idle_close_names[STATS_IDLE_REASONS] = {
+	"eof", "error", "timeout"
+};
 
 void
 stats_write_prometheus(struct evbuffer *out)
@@ -157,6 +160,10 @@ stats_write_prometheus(struct evbuffer *out)
 	counter_by_label(out, "underscore_headers_total", "Request fields whose "
 	    "name holds '_' (underscore_headers): removed, or their request refused.",
 	    "action", underscore_names, tb_stats.underscore, 0, 2);
+	counter_by_label(out, "upstream_pool_closed_total", "Idle pooled upstream "
+	    "connections closed, by cause (stray bytes: upstream_pool_stray_total).",
+	    "reason", idle_close_names, tb_stats.upstream_pool_closed, 0,
+	    STATS_IDLE_REASONS);
 	counter_by_label(out, "redis_replies_refused_total",
 	    "Redis and sentinel connections closed for a reply larger than expected, by limit.",
 	    "reason", tb_redis_refusal_names, tb_stats.redis_refused, 1, STATS_REDIS_REFUSALS);

@@ -45,6 +45,15 @@ struct stats_listener {
 	struct stats_listener *next;
 };
 
+/* Why an idle pooled upstream connection went (not stray bytes: those are
+ * upstream_pool_stray). */
+enum {
+	STATS_IDLE_EOF = 0,	/* the server closed it (keep-alive ended) */
+	STATS_IDLE_ERROR,	/* reset or another socket error */
+	STATS_IDLE_TIMEOUT,	/* our idle timeout */
+	STATS_IDLE_REASONS
+};
+
 struct stats_global {
 	uint64_t connections_active;
 	uint64_t connections_total;
@@ -55,6 +64,7 @@ struct stats_global {
 	uint64_t underscore[2];
 	uint64_t upstream_pool_reused;
 	uint64_t upstream_pool_stray;	/* upstream connections closed: bytes where no response may be */
+	uint64_t upstream_pool_closed[STATS_IDLE_REASONS];	/* idle ones, by cause */
 	uint64_t upstream_connects;
 	uint64_t upstream_tls_handshakes;
 	uint64_t upstream_tls_resumed;

@@ -99,8 +99,10 @@ upstream_stray(const struct upstream_conn *uc, const char *when)
  * HTTP (more than its Content-Length, a second response...): they would be
  * the next request's response, so the connection goes at once, counted
  * and logged. An EOF or a reset is a server ending keep-alive, which RFC
- * 9112 9.5 lets it do at any time; our idle timeout is ours: both closed
- * quietly.
+ * 9112 9.5 lets it do at any time, and our idle timeout is ours: closed at
+ * once too, counted by cause (upstream_pool_closed_total), logged at debug
+ * only since a warning for every keep-alive expiry would drown the real
+ * ones.
  */
 static void
 idle_read_cb(struct sock *sk, void *arg)
@@ -116,8 +118,12 @@ idle_event_cb(struct sock *sk, int what, void *arg)
 {
 	struct upstream_conn *uc = arg;
 
+	int why = (what & SOCK_TIMEOUT) ? STATS_IDLE_TIMEOUT :
+	    (what & SOCK_EOF) ? STATS_IDLE_EOF : STATS_IDLE_ERROR;
+
+	STATS_INC(tb_stats.upstream_pool_closed[why]);
 	log_debug("upstream %s: idle connection %s", uc->key,
-	    (what & SOCK_TIMEOUT) ? "timed out" : (what & SOCK_EOF) ?
+	    why == STATS_IDLE_TIMEOUT ? "timed out" : why == STATS_IDLE_EOF ?
 	    "closed by the server" : "failed");
 	idle_drop(uc);
 }

@@ -10,7 +10,7 @@ import urllib.request
 
 import pytest
 
-from conftest import BINARY, BASIC_CONF, Conn, free_port, metrics_text, wait_port
+from conftest import BINARY, BASIC_CONF, Conn, free_port, metrics, metrics_text, wait_for, wait_port
 
 
 def test_get_forwarded_headers(proxy, conn_to):
@@ -376,3 +376,18 @@ def test_max_connections_pauses_accept(make_proxy, upstream, conn_to):
     a.close()
     c.sock.settimeout(5)
     assert c.response().status == 200
+
+
+def test_idle_pooled_connection_closed_by_server_is_counted(proxy, conn_to):
+    """An upstream ending keep-alive on an idle pooled connection: closed at
+    once, counted by cause, and not taken for stray bytes."""
+    def m(k):
+        return metrics(proxy).get(k, 0)
+    eof = 'tracebridge_upstream_pool_closed_total{reason="eof"}'
+    before, stray = m(eof), m("tracebridge_upstream_pool_stray_total")
+    r = conn_to(proxy.port).request("GET", "/close-idle")
+    assert r.status == 200 and r.body == b"ok"
+    wait_for(lambda: m(eof) == before + 1, 10, "the idle close counted")
+    assert m("tracebridge_upstream_pool_stray_total") == stray
+    # the next request gets a fresh connection, not the closed one
+    assert conn_to(proxy.port).request("GET", "/after").status == 200

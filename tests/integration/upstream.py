@@ -367,6 +367,13 @@ def handle(sock, cid):
                 sock.sendall(b"%x;ext=1\r\n%s\r\n" % (len(data), data))
             sock.sendall(b"0\r\nX-Checksum: abc\r\n\r\n")
             continue
+        if path == "/close-idle":
+            # a keep-alive answer, then the server ends keep-alive while the
+            # connection sits idle in the proxy's pool (RFC 9112 9.5)
+            send(sock, 200, b"ok", base)
+            time.sleep(0.1)
+            close(sock)
+            return
         if path == "/close":
             sock.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\nX-Conn-Id: %d\r\n\r\nuntil-close-body" % cid)
             close(sock)
