@@ -301,6 +301,13 @@ def test_redis_down_keeps_probabilities(fleet, redis_server):
         c0 = adaptive(p)["computed_at_unix"]
         wait_for(lambda: adaptive(p)["computed_at_unix"] > c0, 20,
                  "computations to resume")
+        # and the traced rate is on target again, from the new Redis's
+        # counts (a 30 s window: ~60 traces, 2.5 standard deviations)
+        time.sleep(8)
+        r = measure(load, 30)
+        assert abs(r[HOT][1] - TARGET) <= 0.35 * TARGET, \
+            "after the Redis restart: traced %.2f/s, want %.1f: %r" % (
+                r[HOT][1], TARGET, r)
     finally:
         load.stop()
 
