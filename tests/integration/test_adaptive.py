@@ -1,9 +1,11 @@
 """Fleet-wide adaptive sampling through Redis (issue 15), end to end.
 
-Three real tracebridge processes on one real redis-server in front of
-conftest's echo upstream (upstream.py), which answers with the headers it
-got: a request counts as traced when the upstream received X-Trace-Info, so
-the rates below are what the service behind the proxies saw. A hot
+Three real tracebridge processes on one real redis-server in front of an
+osprofiler-wrapped WSGI service (wsgi_app.py: osprofiler's real
+WsgiMiddleware, which answers with the profiler state it ran the request
+under): a request counts as traced when the middleware accepted the signed
+trace the proxy sent and traced it, so the rates below are what the service
+behind the proxies actually traced. A hot
 operation (~100 req/s over the three) and a cold one (~10 req/s), target 2
 traces/s each, calculation_interval 2s.
 
@@ -100,10 +102,9 @@ class Load:
                 r = c.request("GET", path)
                 if r.status != 200:
                     continue
-                seen = dict((k.lower(), v) for k, v in r.json()["headers"])
+                traced = r.json().get("profiler") is not None
                 with self.lock:
-                    self.rec.append((time.monotonic(), path,
-                                     "x-trace-info" in seen))
+                    self.rec.append((time.monotonic(), path, traced))
                 nxt += period
                 d = nxt - time.monotonic()
                 if d > 0:
@@ -131,13 +132,15 @@ class Load:
 
 
 @pytest.fixture
-def fleet(make_proxy, upstream, redis_server):
-    """fleet(n=3, extra=""): n proxies on one Redis. Afterwards every log
-    must be free of sanitizer reports (for builds with -fsanitize)."""
+def fleet(make_proxy, wsgi, redis_server):
+    """fleet(n=3, extra=""): n proxies on one Redis, in front of one
+    osprofiler-wrapped WSGI service. Afterwards every log must be free of
+    sanitizer reports (for builds with -fsanitize)."""
     made = []
+    app = wsgi(redis_server.url)
 
     def start(n=3, extra="", target=TARGET, initial=0.05):
-        ps = [make_proxy(CONF, upstream=upstream.url, redis=redis_server.url,
+        ps = [make_proxy(CONF, upstream=app.url, redis=redis_server.url,
                          key=KEY, channel=CHANNEL, extra=extra, target=target,
                          initial=initial)
               for _ in range(n)]
