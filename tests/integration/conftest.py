@@ -84,8 +84,12 @@ class Proxy:
         self.log = open(self.log_path, "ab")
         self.proc = subprocess.Popen([BINARY, "-f", "-c", self.conf_path],
                                      stdout=self.log, stderr=self.log)
-        wait_port(self.port, proc=self.proc)
-        wait_port(self.admin, proc=self.proc)
+        try:
+            wait_port(self.port, proc=self.proc)
+            wait_port(self.admin, proc=self.proc)
+        except BaseException:
+            self.stop()	# the fixture never saw it: do not leave it running
+            raise
 
     def write_conf(self, conf):
         with open(self.conf_path, "w") as f:
