@@ -221,6 +221,8 @@ proxy_head_forward(struct hbuf *b, struct proxy_req *r, const struct h1_msg *m,
 	const struct tb_listener_conf *lc = r->c->lc;
 	const int trusted = r->c->peer_trusted;
 	uint8_t drop[H1_MAX_HEADERS_CAP / 8];
+	uint8_t under[H1_MAX_HEADERS_CAP / 8];	/* names with '_', found once */
+	unsigned n_under = 0;
 	struct tb_hdr_sink sink = { hb_sink_add, b };
 	const struct tb_hdr *h;
 	const char *host = NULL;	/* the Host value forwarded, if any */
@@ -230,6 +232,7 @@ proxy_head_forward(struct hbuf *b, struct proxy_req *r, const struct h1_msg *m,
 	const char *proto = r->c->tls != NULL ? "https" : "http";
 
 	memset(drop, 0, sizeof(drop));
+	memset(under, 0, sizeof(under));
 	/* m's method, whole: r->method is a copy cut for logs */
 	hb_add(b, m->method, m->method_len);
 	HB_LIT(b, " ");
@@ -244,12 +247,14 @@ proxy_head_forward(struct hbuf *b, struct proxy_req *r, const struct h1_msg *m,
 	}
 	for (i = 0; i < m->n_hdrs; i++) {
 		h = &m->hdrs[i];
-		if (memchr(h->name, '_', h->name_len) != NULL &&
-		    (r->c->cfg->underscore_headers != TB_UNDERSCORE_ALLOW ||
-		    underscore_twin(h, lc))) {
+		if (memchr(h->name, '_', h->name_len) != NULL) {
+			under[i / 8] |= (uint8_t)(1u << (i % 8));
 			/* reject mode never gets here: proxy_start answered 400 */
-			drop[i / 8] |= (uint8_t)(1u << (i % 8));
-			continue;
+			if (r->c->cfg->underscore_headers != TB_UNDERSCORE_ALLOW ||
+			    underscore_twin(h, lc)) {
+				drop[i / 8] |= (uint8_t)(1u << (i % 8));
+				continue;
+			}
 		}
 		if (hdr_name_is(h, "Host")) {
 			if (absolute)
@@ -291,12 +296,13 @@ proxy_head_forward(struct hbuf *b, struct proxy_req *r, const struct h1_msg *m,
 		h = &m->hdrs[i];
 		if (drop[i / 8] & (1u << (i % 8))) {
 			/* ours above, or the tracing hook's twins of its own */
-			if (memchr(h->name, '_', h->name_len) != NULL)
-				STATS_INC(tb_stats.underscore[0]);
+			n_under += (under[i / 8] >> (i % 8)) & 1u;
 			continue;
 		}
 		hb_field(b, h->name, h->name_len, h->value, h->value_len);
 	}
+	if (n_under > 0)	/* one atomic add per request, not per field */
+		STATS_ADD(tb_stats.underscore[0], n_under);
 	if (host == NULL) {	/* HTTP/1.0 without Host */
 		HB_LIT(b, "Host: ");
 		hb_str(b, lc->upstream_host);
