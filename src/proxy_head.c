@@ -222,7 +222,7 @@ proxy_head_forward(struct hbuf *b, struct proxy_req *r, const struct h1_msg *m,
 	const int trusted = r->c->peer_trusted;
 	uint8_t drop[H1_MAX_HEADERS_CAP / 8];
 	uint8_t under[H1_MAX_HEADERS_CAP / 8];	/* names with '_', found once */
-	unsigned n_under = 0;
+	unsigned n_under = 0, xff_open = 0;
 	struct tb_hdr_sink sink = { hb_sink_add, b };
 	const struct tb_hdr *h;
 	const char *host = NULL;	/* the Host value forwarded, if any */
@@ -317,21 +317,25 @@ proxy_head_forward(struct hbuf *b, struct proxy_req *r, const struct h1_msg *m,
 	} else if (r->req_body == H1_BODY_CHUNKED) {
 		HB_LIT(b, "Transfer-Encoding: chunked\r\n");
 	}
-	/* a trusted peer's chain, in order, then the peer itself */
-	if (xff >= 0 || lc->x_forwarded) {
-		HB_LIT(b, "X-Forwarded-For: ");
-		for (i = xff >= 0 ? (size_t)xff : m->n_hdrs; i < m->n_hdrs; i++) {
-			h = &m->hdrs[i];
-			if (!hdr_name_is(h, "X-Forwarded-For"))
-				continue;
+	/* a trusted peer's chain, in order, then the peer itself; with
+	 * x_forwarded off the trusted chain passes as it came */
+	for (i = xff >= 0 ? (size_t)xff : m->n_hdrs; i < m->n_hdrs; i++) {
+		h = &m->hdrs[i];
+		if (!hdr_name_is(h, "X-Forwarded-For"))
+			continue;
+		if (!lc->x_forwarded)
+			hb_field(b, h->name, h->name_len, h->value, h->value_len);
+		else if (h->value_len > 0) {	/* "a, , b" helps nobody */
+			if (xff_open++ == 0)
+				HB_LIT(b, "X-Forwarded-For: ");
 			hb_add(b, h->value, h->value_len);
-			if (lc->x_forwarded)
-				HB_LIT(b, ", ");
+			HB_LIT(b, ", ");
 		}
-		if (lc->x_forwarded)
-			hb_str(b, r->c->peer);
-		else if (b->len >= 2 && b->p[b->len - 1] == ' ')
-			b->len -= 2;	/* no peer after the last ", " */
+	}
+	if (lc->x_forwarded) {
+		if (xff_open == 0)
+			HB_LIT(b, "X-Forwarded-For: ");
+		hb_str(b, r->c->peer);
 		HB_LIT(b, "\r\n");
 	}
 	if (lc->x_forwarded) {

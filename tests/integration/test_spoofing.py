@@ -227,3 +227,19 @@ def test_http_proxy_to_wsgi_with_forwarded_header(make_proxy, oslo_app, conn_to)
                                    SPOOF).json()
     assert (seen["scheme"], seen["host"], seen["remote_addr"]) == \
         ("http", "keystone.example", "127.0.0.1")
+
+
+def test_trusted_x_forwarded_for_chains(make_proxy, upstream, conn_to):
+    """Several X-Forwarded-For fields from a trusted proxy: joined before
+    our peer, an empty one skipped; with x_forwarded off they pass as they
+    came (found by fuzz_proxy_head: an empty value made a field with no
+    colon)."""
+    chain = [("X-Forwarded-For", "10.0.0.1"), ("X-Forwarded-For", ""),
+             ("X-Forwarded-For", "10.0.0.2, 10.0.0.3")]
+    p = make_proxy(BASIC_CONF + "trusted_proxies = 127.0.0.1\n", upstream=upstream.url)
+    h = hdrs(conn_to(p.port).request("GET", "/x", headers=chain))
+    assert h["x-forwarded-for"] == ["10.0.0.1, 10.0.0.2, 10.0.0.3, 127.0.0.1"]
+    p2 = make_proxy(BASIC_CONF + "trusted_proxies = 127.0.0.1\nx_forwarded = false\n",
+                    upstream=upstream.url)
+    h = hdrs(conn_to(p2.port).request("GET", "/x", headers=chain))
+    assert h["x-forwarded-for"] == ["10.0.0.1", "", "10.0.0.2, 10.0.0.3"]
