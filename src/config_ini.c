@@ -1,19 +1,20 @@
 /*
- * config_ini.c: pass one of loading, the INI syntax. libinih gets the file
- * one physical line at a time through our own reader, which counts lines
- * (the installed libinih does not pass line numbers to handlers), records
- * section headers (libinih calls no handler for them, so an empty
- * [listener:x] would otherwise be invisible), and joins indented
- * continuation lines itself (Debian's libinih keeps comments on them and
- * cuts every line at 200 bytes). libinih splits the "name = value" pairs.
+ * config_ini.c: pass one of loading, the INI syntax, the dialect of
+ * configparser and oslo.config so operators can paste from their services'
+ * files: "[section]", "name = value" or "name: value", ';' and '#' comment
+ * lines, " ;" inline comments, indented continuation lines (lists), a BOM.
+ * We own this lexer rather than use libinih: Debian's build of libinih
+ * passes no line numbers and calls nothing for a section header, cuts
+ * section names at 50 bytes and lines at 200, and keeps comments on
+ * continuation lines, so exact "FILE:LINE: option" errors needed a reader
+ * that classified every line first, and two lexers that had to agree.
+ * Pass two (config.c) gives the pairs their meaning.
  */
 #include <ctype.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-
-#include <ini.h>
 
 #include "config_int.h"
 #include "util.h"
@@ -122,9 +123,10 @@ on_section(struct config_loader *ld, const char *s, size_t len)
 }
 
 /*
- * libinih's inline comment rule: ';' preceded by whitespace starts a
+ * The inline comment rule (configparser's and oslo.config's, which
+ * operators' service files follow): ';' preceded by whitespace starts a
  * comment. Returns the first byte in [s, e) that is in chars or starts a
- * comment, or e. Must match libinih so both agree on every line.
+ * comment, or e.
  */
 static const char *
 find_chars_or_comment(const char *s, const char *e, const char *chars)
@@ -169,131 +171,101 @@ on_continuation(struct config_loader *ld, const char *s, const char *e)
 	ro->value[ro->vlen] = '\0';
 }
 
-/*
- * The ini_reader: hand libinih the next physical line, after classifying
- * it exactly as libinih will (comment, continuation, section, pair) so we
- * know the line number and the section of every handler call. Continuation
- * lines are joined here and passed on as blank lines. Returns NULL at the
- * end or after the first error, which stops libinih.
- */
-static char *
-reader(char *str, int num, void *stream)
+/* "name = value" (or ':'), sep at the separator: remember it for pass two. */
+static void
+on_pair(struct config_loader *ld, const char *s, const char *sep, const char *e)
 {
-	struct config_loader *ld = stream;
-	const char *l, *nl, *s, *e, *x;
-	size_t len;
+	const char *ne = sep, *v = sep + 1, *ve;
+	struct raw_opt *ro;
 
-	if (ld->failed || ld->p >= ld->end)
-		return NULL;
-	l = ld->p;
-	nl = memchr(l, '\n', (size_t)(ld->end - l));
-	len = nl != NULL ? (size_t)(nl - l) + 1 : (size_t)(ld->end - l);
-	ld->p += len;
-	ld->line++;
-	if (memchr(l, '\0', len) != NULL) {
-		config_ld_err(ld, ld->line, "syntax", "NUL byte in line");
-		return NULL;
+	config_trim(&s, &ne);
+	if (s == ne) {
+		config_ld_err(ld, ld->line, "syntax", "missing option name");
+		return;
 	}
-	s = l;
-	e = l + len;
-	if (ld->line == 1 && len >= 3 && memcmp(s, "\xEF\xBB\xBF", 3) == 0)
-		s += 3;
+	ve = find_chars_or_comment(v, e, NULL);
+	config_trim(&v, &ve);
+	if (tb_grow(&ld->ropts, &ld->cap_ropts, ld->n_ropts + 1,
+	    sizeof(*ld->ropts)) < 0)
+		goto oom;
+	ro = &ld->ropts[ld->n_ropts++];
+	memset(ro, 0, sizeof(*ro));
+	ro->sect = ld->n_sects - 1;
+	ro->line = ld->line;
+	ro->name = strndup(s, (size_t)(ne - s));
+	ro->value = strndup(v, (size_t)(ve - v));
+	ro->vlen = (size_t)(ve - v);
+	ro->vcap = ro->vlen + 1;
+	if (ro->name == NULL || ro->value == NULL)
+		goto oom;
+	return;
+oom:
+	config_ld_err(ld, ld->line, "config", "out of memory");
+}
+
+/*
+ * One physical line: blank or comment, continuation of the option above
+ * (indented), "[section]" or "name = value". Lines have no length limit
+ * but the file's (CONFIG_MAX_FILE).
+ */
+static void
+on_line(struct config_loader *ld, const char *l, const char *e)
+{
+	const char *s = l, *x;
+
+	if (memchr(l, '\0', (size_t)(e - l)) != NULL) {
+		config_ld_err(ld, ld->line, "syntax", "NUL byte in line");
+		return;
+	}
+	if (ld->line == 1 && e - s >= 3 && memcmp(s, "\xEF\xBB\xBF", 3) == 0)
+		l = s += 3;
 	config_trim(&s, &e);
 	if (s == e || *s == ';' || *s == '#')
-		goto blank;
+		return;
 	if (ld->in_pair && s > l) {
-		/*
-		 * libinih (like configparser) would make an indented
-		 * "[section]" part of the value above: refuse the surprise.
-		 */
+		/* configparser would make an indented "[section]" part of the
+		 * value above: refuse the surprise */
 		if (*s == '[' && e[-1] == ']') {
 			config_ld_err(ld, ld->line, "syntax", "section headers must "
 			    "not be indented");
-			return NULL;
+			return;
 		}
 		on_continuation(ld, s, e);
-		if (ld->failed)
-			return NULL;
-		goto blank;
+		return;
 	}
 	if (*s == '[') {
 		x = find_chars_or_comment(s + 1, e, "]");
 		if (x == e || *x != ']') {
 			config_ld_err(ld, ld->line, "syntax", "expected ']'");
-			return NULL;
+			return;
 		}
 		on_section(ld, s + 1, (size_t)(x - s - 1));
 		ld->in_pair = 0;
-	} else {
-		x = find_chars_or_comment(s, e, "=:");
-		if (x == e || (*x != '=' && *x != ':')) {
-			config_ld_err(ld, ld->line, "syntax", "expected 'name = value'"
-			    " or '[section]'");
-			return NULL;
-		}
-		ld->in_pair = 1;
+		return;
 	}
-	if (ld->failed)
-		return NULL;
-	if (num < 2 || len > (size_t)num - 1) {
-		config_ld_err(ld, ld->line, "syntax", "line too long (at most %d "
-		    "bytes; split lists over indented lines)", num - 3);
-		return NULL;
+	x = find_chars_or_comment(s, e, "=:");
+	if (x == e || (*x != '=' && *x != ':')) {
+		config_ld_err(ld, ld->line, "syntax", "expected 'name = value'"
+		    " or '[section]'");
+		return;
 	}
-	memcpy(str, l, len);
-	str[len] = '\0';
-	return str;
-blank:
-	if (num < 2)
-		return NULL;
-	str[0] = '\n';
-	str[1] = '\0';
-	return str;
-}
-
-/* The ini_handler: remember name = value; pass two interprets it. */
-static int
-handler(void *user, const char *section, const char *name, const char *value)
-{
-	struct config_loader *ld = user;
-	struct raw_opt *ro;
-
-	(void)section;	/* libinih truncates it at 50 bytes: ours is whole */
-	if (ld->failed)
-		return 0;
-	if (*name == '\0') {
-		config_ld_err(ld, ld->line, "syntax", "missing option name");
-		return 0;
-	}
-	if (tb_grow(&ld->ropts, &ld->cap_ropts, ld->n_ropts + 1,
-	    sizeof(*ld->ropts)) < 0)
-		goto oom;
-	ro = &ld->ropts[ld->n_ropts];
-	ro->sect = ld->n_sects - 1;
-	ro->line = ld->line;
-	ro->name = strdup(name);
-	ro->value = strdup(value);
-	ro->vlen = strlen(value);
-	ro->vcap = ro->vlen + 1;
-	ld->n_ropts++;
-	if (ro->name == NULL || ro->value == NULL)
-		goto oom;
-	return 1;
-oom:
-	config_ld_err(ld, ld->line, "config", "out of memory");
-	return 0;
+	on_pair(ld, s, x, e);
+	ld->in_pair = 1;
 }
 
 void
 config_ini_read(struct config_loader *ld, const char *buf, size_t len)
 {
-	int rc;
+	const char *p = buf, *end = buf + len, *nl;
 
-	ld->p = buf;
-	ld->end = buf + len;
-	rc = ini_parse_stream(reader, ld, handler, ld);
-	if (!ld->failed && rc != 0)	/* libinih saw what we did not */
-		config_ld_err(ld, rc > 0 ? rc : 0, "syntax", "cannot parse line");
+	while (p < end && !ld->failed) {
+		nl = memchr(p, '\n', (size_t)(end - p));
+		if (nl == NULL)
+			nl = end;
+		ld->line++;
+		on_line(ld, p, nl);
+		p = nl < end ? nl + 1 : end;
+	}
 }
 
 void

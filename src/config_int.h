@@ -4,7 +4,7 @@
  * config.h only).
  *
  *   config_opt.c  the option table, value parsers and generic validators
- *   config_ini.c  pass one: lines, sections and pairs (with libinih)
+ *   config_ini.c  pass one: the INI lexer (lines, sections, pairs)
  *   config.c      pass two, the checks across options, the public API
  */
 #ifndef TB_CONFIG_INT_H
@@ -103,8 +103,7 @@ struct config_loader {
 	size_t errlen;
 	int failed;		/* an error is in err; stop everything */
 
-	const char *p, *end;	/* unread input */
-	int line;		/* physical line just handed to libinih */
+	int line;		/* physical line being read */
 	int in_pair;		/* a name = value since the last [section] */
 
 	struct raw_sect *sects;

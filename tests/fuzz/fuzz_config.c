@@ -1,7 +1,7 @@
 /*
  * fuzz_config.c: libFuzzer target for the configuration loader. The input
  * is a whole configuration file; it goes through config_load_buffer() (the
- * same reader, libinih and option table as config_load()) and whatever
+ * same lexer and option table as config_load()) and whatever
  * loads is freed again, so LSan catches leaks on every path.
  *
  * Host names in upstream URLs would make the resolver do DNS on every
