@@ -381,6 +381,27 @@ sock_enabled(const struct sock *s)
 	return s->enabled;
 }
 
+/*
+ * Give one direction's event a new timeout (NULL: none) without touching
+ * epoll: a waiting event is re-added, which only reschedules its timer, or
+ * has its timer removed (event_del + event_add would cost an epoll_ctl
+ * per change, two per proxied request). A persistent event remembers its
+ * last timeout even across event_add(ev, NULL) and re-arms it on every
+ * activation: event_remove_timer() clears it, and so does event_assign()
+ * on an event that is not waiting.
+ */
+static void
+retime(struct sock *s, struct event *ev, int on_flag, const struct timeval *tv)
+{
+	if (!(s->flags & on_flag))
+		event_assign(ev, s->base, s->fd, event_get_events(ev),
+		    event_get_callback(ev), s);
+	else if (tv != NULL)
+		event_add(ev, tv);
+	else
+		event_remove_timer(ev);
+}
+
 void
 sock_set_timeouts(struct sock *s, const struct timeval *rd, const struct timeval *wr)
 {
@@ -395,17 +416,8 @@ sock_set_timeouts(struct sock *s, const struct timeval *rd, const struct timeval
 	}
 	if (s->dead)
 		return;
-	/* A persistent event remembers its last timeout even across
-	 * event_add(ev, NULL) and re-arms it on every activation: only
-	 * event_assign() forgets it. Then re-add a waiting direction. */
-	event_del(s->rev);
-	event_assign(s->rev, s->base, s->fd, EV_READ | EV_PERSIST, sock_read_ev, s);
-	event_del(s->wev);
-	event_assign(s->wev, s->base, s->fd, EV_WRITE | EV_PERSIST, sock_write_ev, s);
-	if (s->flags & SF_REV_ON)
-		event_add(s->rev, rd);
-	if (s->flags & SF_WEV_ON)
-		event_add(s->wev, wr);
+	retime(s, s->rev, SF_REV_ON, rd);
+	retime(s, s->wev, SF_WEV_ON, wr);
 }
 
 void

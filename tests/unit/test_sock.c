@@ -111,6 +111,77 @@ loop_once(struct event_base *b)
 	}								\
 } while (0)
 
+/* Run the loop for ms milliseconds. */
+static void
+loop_for(struct event_base *b, int ms)
+{
+	struct timeval t = { ms / 1000, (ms % 1000) * 1000 };
+
+	event_base_loopexit(b, &t);
+	event_base_dispatch(b);
+}
+
+/*
+ * Timeouts change while a direction waits (every proxied request does so
+ * twice) without an epoll_ctl: shortened, lengthened, removed; a removed
+ * one stays removed after the event fires again (a persistent event
+ * re-arms its last timeout).
+ */
+static void
+test_timeouts(void)
+{
+	struct event_base *b = event_base_new();
+	struct seen v = { 0 };
+	struct timeval t30 = { 0, 30 * 1000 }, t10s = { 10, 0 };
+	struct sock *s;
+	int fd[2];
+
+	pair(fd);
+	s = sock_new(b, fd[0], NULL, SOCK_PLAIN);
+	sock_setcb(s, on_read, on_write, on_event, &v);
+	sock_set_timeouts(s, &t10s, NULL);
+	sock_enable(s, SOCK_READING);
+	loop_once(b);
+	/* shortened while waiting: fires at the new time */
+	sock_set_timeouts(s, &t30, NULL);
+	loop_for(b, 200);
+	CHECKF(v.events == 1 && v.last_event == (SOCK_TIMEOUT | SOCK_READING),
+	    "events %d, last %#x", v.events, v.last_event);
+	CHECK(!(sock_enabled(s) & SOCK_READING));
+
+	/* removed while waiting: never fires, nor after a read */
+	memset(&v, 0, sizeof(v));
+	sock_enable(s, SOCK_READING);	/* the 30 ms timeout again */
+	loop_once(b);
+	sock_set_timeouts(s, NULL, NULL);
+	loop_for(b, 100);
+	CHECK(v.events == 0);
+	CHECK(write_all(fd[1], "x", 1) == 1);
+	LOOP_UNTIL(b, v.reads == 1);
+	evbuffer_drain(sock_input(s), 1);
+	loop_for(b, 100);
+	CHECKF(v.reads == 1 && v.events == 0, "reads %d, events %d", v.reads, v.events);
+
+	/* lengthened while waiting: not at the old time */
+	sock_set_timeouts(s, &t30, NULL);
+	loop_once(b);
+	sock_set_timeouts(s, &t10s, NULL);
+	loop_for(b, 100);
+	CHECK(v.events == 0);
+
+	/* set while not waiting: used when it waits again */
+	sock_disable(s, SOCK_READING);
+	sock_set_timeouts(s, &t30, NULL);
+	loop_for(b, 60);
+	CHECK(v.events == 0);
+	sock_enable(s, SOCK_READING);
+	loop_for(b, 200);
+	CHECK(v.events == 1 && v.last_event == (SOCK_TIMEOUT | SOCK_READING));
+	sock_free(s);
+	close(fd[1]);
+	event_base_free(b);
+}
+
 static void
 test_plain_reads(void)
 {
@@ -500,6 +571,7 @@ int
 main(void)
 {
 	test_plain_reads();
+	test_timeouts();
 	test_plain_writes();
 	test_read_before_write();
 	test_tls();
