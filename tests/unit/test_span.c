@@ -215,6 +215,16 @@ test_format_exact(void)
 	    "\"sampler.param\": 1e-05, \"host\"") != NULL);
 	r.sampler_param = NAN;
 	CHECK(strstr(fmt(&r, 0), "\"sampler.param\": 0, \"host\"") != NULL);
+	/* the last value formatted is kept: repeats and changes both right */
+	r.sampler_param = 1e-5;
+	CHECK(strstr(fmt(&r, 0), "\"sampler.param\": 1e-05, \"host\"") != NULL);
+	CHECK(strstr(fmt(&r, 0), "\"sampler.param\": 1e-05, \"host\"") != NULL);
+	r.sampler_param = 100;
+	CHECK(strstr(fmt(&r, 0), "\"sampler.param\": 100, \"host\"") != NULL);
+	r.sampler_param = -0.0;
+	CHECK(strstr(fmt(&r, 0), "\"sampler.param\": -0, \"host\"") != NULL);
+	r.sampler_param = 0.0;
+	CHECK(strstr(fmt(&r, 0), "\"sampler.param\": 0, \"host\"") != NULL);
 	r.sampler_type = NULL;
 	CHECK(strstr(fmt(&r, 0), "sampler") == NULL);
 
