@@ -197,7 +197,8 @@ struct tb_sampling_conf {
 /* [DEFAULT] splice */
 enum tb_splice {
 	TB_SPLICE_OFF = 0,
-	TB_SPLICE_AUTO,		/* plaintext both sides, bodies large enough */
+	TB_SPLICE_AUTO,		/* response bodies: plaintext, large enough */
+	TB_SPLICE_ALL,		/* request bodies too */
 };
 
 /*

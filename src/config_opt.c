@@ -45,7 +45,7 @@ static const char *const log_levels[] = { "error", "warning", "info", "debug", N
 
 static const char *const verify_modes[] = { "none", "optional", "require", NULL };
 
-static const char *const splice_modes[] = { "off", "auto", NULL };
+static const char *const splice_modes[] = { "off", "auto", "all", NULL };
 
 static const char *const underscore_modes[] = { "drop", "reject", "allow", NULL };
 

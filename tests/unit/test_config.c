@@ -195,6 +195,7 @@ static void
 test_dialect(void)
 {
 	static const char text[] =
+	    "splice = ALL\r\n"
 	    "[listener:a]\r\n"
 	    "listen: 127.0.0.1:8080\r\n"
 	    "upstream =http://127.0.0.1:5000 ; the origin\r\n"
@@ -216,6 +217,7 @@ test_dialect(void)
 	CHECK(strcmp(c->listeners[0].listen.text, "127.0.0.1:8080") == 0);
 	CHECK(strcmp(c->listeners[0].upstream, "http://127.0.0.1:5000") == 0);
 	CHECK(strcmp(c->listeners[0].service, "comp;ute") == 0);
+	CHECK(c->splice == TB_SPLICE_ALL);
 	CHECK(c->profiler.n_hmac_keys == 3 &&
 	    strcmp(c->profiler.hmac_keys[0], "k1") == 0 &&
 	    strcmp(c->profiler.hmac_keys[1], "k2") == 0 &&
@@ -409,6 +411,7 @@ static const struct bad bads[] = {
 	{ LST "max_headers = 257\n", "FILE:4: max_headers: expected an integer between 1 and 256" },
 	{ LST "x_forwarded = maybe\n", "FILE:4: x_forwarded: expected true or false (or yes/no, on/off, 1/0)" },
 	{ "underscore_headers = keep\n" LST, "FILE:1: underscore_headers: expected one of: drop, reject, allow" },
+	{ "splice = on\n" LST, "FILE:1: splice: expected one of: off, auto, all" },
 	{ LST "trusted_proxies = 10.0.0.1/8\n", "FILE:4: trusted_proxies: member 1: expected an IPv4 or IPv6 address, optionally /prefix-length" },
 	{ LST "trusted_proxies = 10.0.0.0/33\n", "FILE:4: trusted_proxies: member 1: expected an IPv4 or IPv6 address, optionally /prefix-length" },
 	{ LST "trusted_proxies = 10.0.0.0/-1\n", "FILE:4: trusted_proxies: member 1: expected an IPv4 or IPv6 address, optionally /prefix-length" },
