@@ -383,23 +383,32 @@ sock_enabled(const struct sock *s)
 
 /*
  * Give one direction's event a new timeout (NULL: none) without touching
- * epoll: a waiting event is re-added, which only reschedules its timer, or
- * has its timer removed (event_del + event_add would cost an epoll_ctl
- * per change, two per proxied request). A persistent event remembers its
- * last timeout even across event_add(ev, NULL) and re-arms it on every
- * activation: event_remove_timer() clears it, and so does event_assign()
- * on an event that is not waiting.
+ * epoll: a waiting event is re-added, which only reschedules its timer
+ * (and drops a timeout of it that fired this loop turn and waits to be
+ * run), or has its timer removed (event_del + event_add would cost an
+ * epoll_ctl per change, two per proxied request). A persistent event
+ * remembers its last timeout even across event_add(ev, NULL) and re-arms
+ * it on every activation: event_remove_timer() clears it, and so does
+ * event_assign() on an event that is not waiting. One case needs the
+ * event_del: a timeout that fired this turn took the event out of epoll
+ * and queued its callback, which event_remove_timer() would leave to run.
  */
 static void
 retime(struct sock *s, struct event *ev, int on_flag, const struct timeval *tv)
 {
-	if (!(s->flags & on_flag))
+	if (!(s->flags & on_flag)) {
 		event_assign(ev, s->base, s->fd, event_get_events(ev),
 		    event_get_callback(ev), s);
-	else if (tv != NULL)
+	} else if (tv != NULL) {
 		event_add(ev, tv);
-	else
+	} else if (!event_pending(ev, EV_READ | EV_WRITE, NULL)) {
+		event_del(ev);
+		event_assign(ev, s->base, s->fd, event_get_events(ev),
+		    event_get_callback(ev), s);
+		event_add(ev, NULL);
+	} else {
 		event_remove_timer(ev);
+	}
 }
 
 void

@@ -121,6 +121,17 @@ loop_for(struct event_base *b, int ms)
 	event_base_dispatch(b);
 }
 
+/* test_timeouts: B's read callback gives A's reads a new timeout. */
+static struct sock *retime_target;
+static const struct timeval *retime_tv;
+
+static void
+on_read_untime(struct sock *s, void *arg)
+{
+	on_read(s, arg);
+	sock_set_timeouts(retime_target, retime_tv, NULL);
+}
+
 /*
  * Timeouts change while a direction waits (every proxied request does so
  * twice) without an epoll_ctl: shortened, lengthened, removed; a removed
@@ -134,7 +145,7 @@ test_timeouts(void)
 	struct seen v = { 0 };
 	struct timeval t30 = { 0, 30 * 1000 }, t10s = { 10, 0 };
 	struct sock *s;
-	int fd[2];
+	int fd[2], i;
 
 	pair(fd);
 	s = sock_new(b, fd[0], NULL, SOCK_PLAIN);
@@ -168,6 +179,34 @@ test_timeouts(void)
 	sock_set_timeouts(s, &t10s, NULL);
 	loop_for(b, 100);
 	CHECK(v.events == 0);
+
+	/* removed or changed by another callback in the loop turn where it
+	 * fired: its queued callback is dropped (it runs after the I/O ones) */
+	for (i = 0; i < 2; i++) {
+		struct seen vb = { 0 };
+		struct sock *sb;
+		int fb[2];
+
+		pair(fb);
+		sb = sock_new(b, fb[0], NULL, SOCK_PLAIN);
+		retime_target = s;
+		retime_tv = i == 0 ? NULL : &t10s;
+		sock_setcb(sb, on_read_untime, NULL, on_event, &vb);
+		sock_enable(sb, SOCK_READING);
+		sock_set_timeouts(s, &t30, NULL);
+		loop_once(b);
+		memset(&v, 0, sizeof(v));
+		CHECK(write_all(fb[1], "y", 1) == 1);
+		usleep(60 * 1000);	/* s's timeout is due at the next dispatch */
+		loop_once(b);
+		CHECKF(vb.reads == 1 && v.events == 0, "%s: reads %d, events %d",
+		    i == 0 ? "removed" : "changed", vb.reads, v.events);
+		loop_for(b, 100);
+		CHECK(v.events == 0 && (sock_enabled(s) & SOCK_READING));
+		sock_free(sb);
+		close(fb[1]);
+	}
+	sock_set_timeouts(s, NULL, NULL);
 
 	/* set while not waiting: used when it waits again */
 	sock_disable(s, SOCK_READING);
