@@ -616,6 +616,7 @@ span_format_start(const struct span_rec *r, struct span_buf *out)
 		need += SPAN_JSON_MAX * olen[i];
 	}
 	if (r->sampler_type != NULL) {
+		/* the type is one of our literals, plain ASCII */
 		span_param_w(sparam, sizeof(sparam), r->sampler_param);
 		need += 40 + strlen(r->sampler_type) + strlen(sparam);
 	}
