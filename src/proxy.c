@@ -606,17 +606,16 @@ move_body(enum h1_body kind, uint64_t *remaining, struct h1_chunk *ch,
  * no more CPU); both sides plain, a length known from the framing (the
  * rest of a Content-Length body, the data of the current chunk, or up to
  * EOF), nothing buffered on either side (sock_splice checks the last two).
- * 1 when a relay started.
+ * A request body is one whose src is the client. 1 when a relay started.
  */
 static int
 try_splice(const struct proxy_req *r, struct sock *src, struct sock *dst,
-    enum h1_body body, uint64_t remaining, const struct h1_chunk *ch,
-    int response)
+    enum h1_body body, uint64_t remaining, const struct h1_chunk *ch)
 {
 	uint64_t n;
 
 	if (r->c->cfg->splice == TB_SPLICE_OFF ||
-	    (r->c->cfg->splice == TB_SPLICE_AUTO && !response))
+	    (r->c->cfg->splice == TB_SPLICE_AUTO && src == r->c->sk))
 		return 0;
 	switch (body) {
 	case H1_BODY_LENGTH:
@@ -715,7 +714,7 @@ pump_request(struct proxy_req *r)
 	if (moved > 0)
 		sock_write_now(r->uc->sk);
 	else
-		try_splice(r, c->sk, r->uc->sk, r->req_body, r->req_remaining, &r->req_chunk, 0);
+		try_splice(r, c->sk, r->uc->sk, r->req_body, r->req_remaining, &r->req_chunk);
 }
 
 /* --- the proxy's own replies --------------------------------------------- */
@@ -940,7 +939,7 @@ pump_response(struct proxy_req *r)
 	if (moved > 0)
 		sock_write_now(c->sk);
 	else
-		try_splice(r, r->uc->sk, c->sk, r->resp_body, r->resp_remaining, &r->resp_chunk, 1);
+		try_splice(r, r->uc->sk, c->sk, r->resp_body, r->resp_remaining, &r->resp_chunk);
 }
 
 /*

@@ -396,19 +396,21 @@ sock_enabled(const struct sock *s)
 static void
 retime(struct sock *s, struct event *ev, int on_flag, const struct timeval *tv)
 {
-	if (!(s->flags & on_flag)) {
-		event_assign(ev, s->base, s->fd, event_get_events(ev),
-		    event_get_callback(ev), s);
-	} else if (tv != NULL) {
+	int on = (s->flags & on_flag) != 0;
+
+	if (on && tv != NULL) {
 		event_add(ev, tv);
-	} else if (!event_pending(ev, EV_READ | EV_WRITE, NULL)) {
-		event_del(ev);
-		event_assign(ev, s->base, s->fd, event_get_events(ev),
-		    event_get_callback(ev), s);
-		event_add(ev, NULL);
-	} else {
-		event_remove_timer(ev);
+		return;
 	}
+	if (on && event_pending(ev, EV_READ | EV_WRITE, NULL)) {
+		event_remove_timer(ev);
+		return;
+	}
+	if (on)
+		event_del(ev);
+	event_assign(ev, s->base, s->fd, event_get_events(ev), event_get_callback(ev), s);
+	if (on)
+		event_add(ev, NULL);
 }
 
 void

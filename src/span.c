@@ -189,7 +189,7 @@ span_param_w(char *buf, size_t len, double v)
 	if (!isfinite(v) || snprintf(buf, len, "%.6g", v) < 0)
 		snprintf(buf, len, "0");
 	last = v;
-	snprintf(last_s, sizeof(last_s), "%s", buf);
+	memcpy(last_s, buf, strlen(buf) + 1);	/* < 16 bytes */
 }
 
 /* Two decimal digits of v < 100, from a table: no division. */
