@@ -71,7 +71,7 @@ sampling_rules_free(struct sampling_rules *rs)
  * stacked repetitions ("a+++", "((a+)+)+") and intervals multiply the
  * compiled size; back-references make matching exponential. We weigh the
  * pattern as glibc will expand it (an atom 1, a group the sum of its
- * parts, a repetition multiplies its operand by 2 or by the interval's
+ * parts and at least 1, a repetition multiplies its operand by 2 or by the interval's
  * bound + 1) and refuse heavy ones; operator rules are far below the limit.
  * NULL if fine, else the reason.
  */
@@ -117,7 +117,10 @@ sampling_regex_unsafe(const char *p, size_t n)
 			last = 0;
 			continue;
 		} else if (c == ')' && d > 0) {
-			last = sum[d--];
+			/* an empty group is still a node glibc copies for
+			 * each repetition: "()++++" doubles per '+' too */
+			last = sum[d] > 1 ? sum[d] : 1;
+			d--;
 			sum[d] += last;
 			continue;
 		} else if (c == '|') {

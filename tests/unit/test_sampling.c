@@ -169,6 +169,9 @@ test_rules(void)
 	BADRULE("regex:((((((((((((a+)+)+)+)+)+)+)+)+)+)+)+)+ name", "too complex");
 	BADRULE("regex:a{3000} name", "too complex");
 	BADRULE("regex:((a{2,99}){99}) name", "too complex");
+	BADRULE("regex:()++++++++++++++++++++++++++++++++++++++++++++++++++ name",
+	    "too complex");
+	BADRULE("regex:(|)+++++++++++++++++++++++++++++ name", "too complex");
 	BADRULE("regex:((((((((((((((((((((((((((((((((((a)))))))))))))))))))))))))))))))))) name",
 	    "nested too deep");
 	BADRULE("regex:(a)\\1 name", "back-references");
