@@ -66,32 +66,50 @@ sampling_rules_free(struct sampling_rules *rs)
 #define RULE_REGEX_DEPTH	32	/* nested groups */
 
 /*
- * Refuse what would make regcomp(3) or regexec(3) blow up. glibc copies the
- * operand of every repetition ("x+" becomes "xx*", "x{3}" three x), so
- * stacked repetitions ("a+++", "((a+)+)+") and intervals multiply the
- * compiled size; back-references make matching exponential. We weigh the
- * pattern as glibc will expand it (an atom 1, a group the sum of its
- * parts and at least 1, a repetition multiplies its operand by 2 or by the interval's
- * bound + 1) and refuse heavy ones; operator rules are far below the limit.
+ * Refuse what would make regcomp(3) or regexec(3) blow up, found by
+ * fuzz_policy each time:
+ * - glibc copies the operand of every repetition ("x+" becomes "xx*",
+ *   "x{3}" three x), so stacked repetitions ("a+++", "((a+)+)+") and
+ *   intervals multiply the compiled size. We weigh the pattern as glibc
+ *   will expand it (an atom 1, a group the sum of its parts and at least 1,
+ *   a repetition multiplies its operand by 2 or by the interval's bound + 1)
+ *   and refuse heavy ones; operator rules are far below the limit.
+ * - '+' or an interval on a part that can match the empty string ("()+",
+ *   "(a|)+", "(x*)+", "(a?){2}") makes glibc's epsilon closures explode
+ *   even when small ("(||||)+++" takes minutes): refused, "*" says the
+ *   same thing. So parts carry whether they can match empty.
+ * - back-references make matching exponential.
  * NULL if fine, else the reason.
  */
+struct re_level {
+	double sum;		/* weight of the group so far */
+	int seq_empty;		/* the operands before the last can all match empty */
+	int grp_empty;		/* an earlier alternative can match empty */
+};
+
 const char *
 sampling_regex_unsafe(const char *p, size_t n)
 {
-	double sum[RULE_REGEX_DEPTH + 1], last = 0, total = 0;
+	static const char heavy[] = "regex too complex (stacked repetitions or "
+	    "large intervals)";
+	struct re_level lv[RULE_REGEX_DEPTH + 1];
+	double last = 0, total = 0;
+	int d = 0, last_empty = 1;	/* no operand yet: empty */
 	size_t i;
-	int d = 0;
 
 	if (n > RULE_REGEX_MAX)
 		return "regex longer than 256 bytes";
-	sum[0] = 0;
+	lv[0] = (struct re_level){ 0, 1, 0 };
 	for (i = 0; i < n; i++) {
 		char c = p[i];
 		double f = 0;
+		int empty = 0;	/* of a new atom */
 
 		if (c == '\\') {
 			if (i + 1 < n && p[i + 1] >= '0' && p[i + 1] <= '9')
 				return "back-references are not allowed";
+			/* word boundaries match the empty string */
+			empty = i + 1 < n && strchr("bB<>`'", p[i + 1]) != NULL;
 			i++;
 		} else if (c == '[') {	/* bracket expression: one atom */
 			i++;
@@ -113,23 +131,37 @@ sampling_regex_unsafe(const char *p, size_t n)
 		} else if (c == '(') {
 			if (d == RULE_REGEX_DEPTH)
 				return "groups nested too deep";
-			sum[++d] = 0;
+			lv[d].seq_empty &= last_empty;
+			lv[++d] = (struct re_level){ 0, 1, 0 };
 			last = 0;
+			last_empty = 1;
 			continue;
 		} else if (c == ')' && d > 0) {
-			/* an empty group is still a node glibc copies for
-			 * each repetition: "()++++" doubles per '+' too */
-			last = sum[d] > 1 ? sum[d] : 1;
+			/* an empty group is still a node glibc copies */
+			last = lv[d].sum > 1 ? lv[d].sum : 1;
+			last_empty = lv[d].grp_empty || (lv[d].seq_empty && last_empty);
 			d--;
-			sum[d] += last;
+			lv[d].sum += last;
 			continue;
 		} else if (c == '|') {
+			lv[d].grp_empty |= lv[d].seq_empty && last_empty;
+			lv[d].seq_empty = 1;
 			last = 0;
+			last_empty = 1;
 			continue;
-		} else if (c == '*' || c == '+' || c == '?') {
+		} else if (c == '*' || c == '?') {
 			f = 2;
-		} else if (c == '{') {
-			double m = 0, max = 0;
+			last_empty = 1;
+		} else if (c == '+' || c == '{') {
+			if (last_empty)
+				return "regex too complex ('+' or an interval on a part "
+				    "that can match empty: write '*')";
+			f = 2;
+		} else if (c == '^' || c == '$') {
+			empty = 1;
+		}
+		if (c == '{') {
+			double m = 0, max = 0, min = -1;
 			size_t j;
 
 			for (j = i + 1; j < n && p[j] != '}'; j++) {
@@ -138,30 +170,34 @@ sampling_regex_unsafe(const char *p, size_t n)
 						m = m * 10 + (p[j] - '0');
 				} else if (p[j] == ',') {
 					max = m > max ? m : max;
+					min = min < 0 ? m : min;
 					m = 0;
 				} else {
 					break;
 				}
 			}
 			max = m > max ? m : max;
+			if ((min < 0 ? m : min) == 0)
+				last_empty = 1;		/* "{0,n}" */
 			f = max + 1;
 			i = j;
 		}
 		if (f > 0) {
-			sum[d] += last * (f - 1);
+			lv[d].sum += last * (f - 1);
 			last *= f;
 		} else {
+			lv[d].seq_empty &= last_empty;
 			last = 1;
-			sum[d] += 1;
+			last_empty = empty;
+			lv[d].sum += 1;
 		}
-		if (sum[d] > RULE_REGEX_WEIGHT)
-			return "regex too complex (stacked repetitions or large "
-			    "intervals)";
+		if (lv[d].sum > RULE_REGEX_WEIGHT)
+			return heavy;
 	}
 	while (d >= 0)
-		total += sum[d--];
+		total += lv[d--].sum;
 	if (total > RULE_REGEX_WEIGHT)
-		return "regex too complex (stacked repetitions or large intervals)";
+		return heavy;
 	return NULL;
 }
 

@@ -172,6 +172,13 @@ test_rules(void)
 	BADRULE("regex:()++++++++++++++++++++++++++++++++++++++++++++++++++ name",
 	    "too complex");
 	BADRULE("regex:(|)+++++++++++++++++++++++++++++ name", "too complex");
+	/* '+' or an interval on what can match empty: glibc's closures explode */
+	BADRULE("regex:(|||||||||)+ name", "can match empty");
+	BADRULE("regex:(a|)+ name", "can match empty");
+	BADRULE("regex:^/v2(x*)+ name", "can match empty");
+	BADRULE("regex:(a?){2} name", "can match empty");
+	BADRULE("regex:(\\b)+ name", "can match empty");
+	BADRULE("regex:(a{0,3}b*)+ name", "can match empty");
 	BADRULE("regex:((((((((((((((((((((((((((((((((((a)))))))))))))))))))))))))))))))))) name",
 	    "nested too deep");
 	BADRULE("regex:(a)\\1 name", "back-references");
@@ -191,9 +198,12 @@ test_rules(void)
 			"regex:^/(a|b){1,3}/x*$ c",
 			"regex:[]+*] d",
 			"regex:(a)?(b)?(c)?(d)?(e)?/x{1,8} e",
+			"regex:^/v2(/[^/]*)+$ f",
+			"regex:^(/[a-z_]+)+/[0-9a-f-]{36}$ g",
+			"regex:(a*)*|(b?)* h",
 		};
 
-		CHECK(sampling_rules_parse(ok, 5, &r, err, sizeof(err)) == 0);
+		CHECK(sampling_rules_parse(ok, 8, &r, err, sizeof(err)) == 0);
 		sampling_rules_free(r);
 	}
 	BADRULE("prefix:/x aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
