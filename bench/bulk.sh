@@ -18,6 +18,8 @@
 #              scripts use the opposite layout (tracebridge on CPU 0)
 #   REDIS_CPU  the CPU of redis-server (default LOAD_CPU): PROXY_CPU charges
 #              the span store to the traced proxy instead of the load
+#   ORIGIN_CPU the CPU of the upstreams (default LOAD_CPU); on a machine with
+#              four or more, each of the four can have its own (bench/README)
 #   KEEP=1     keep the temp dir (configs, logs, raw results)
 # Rows, every proxy with 1 worker, upstream keep-alive, pinned alone on
 # PROXY_CPU (only one of them is loaded at a time):
@@ -64,6 +66,7 @@ SECTIONS=${SECTIONS:-bulk wrk64k wrksmall tls}
 PCPU=${PROXY_CPU:-1}
 LCPU=${LOAD_CPU:-0}
 RCPU=${REDIS_CPU:-$LCPU}
+OCPU=${ORIGIN_CPU:-$LCPU}
 TB_BIN=${TB_BIN:-$top/_build/tracebridge}
 TB_BIN_B=${TB_BIN_B:-}
 BULK_TIMEOUT=${BULK_TIMEOUT:-300}	# seconds one bulk transfer may take
@@ -136,11 +139,11 @@ UPB=$(port); UPW=$(port); RP=$(port)
 NGB=$(port); NGW=$(port); NGT=$(port)
 HPB=$(port); HPW=$(port); HSB=$(port); HSW=$(port)
 
-taskset -c "$LCPU" "$work/bulk_upstream" "$UPB" "$work/bulk" &
+taskset -c "$OCPU" "$work/bulk_upstream" "$UPB" "$work/bulk" &
 pids+=($!)
 nginx_conf upstream "sendfile on; tcp_nopush on;
   server { listen 127.0.0.1:$UPW; root $work/www; default_type application/json; }"
-taskset -c "$LCPU" /usr/sbin/nginx -c "$work/upstream.conf" -p "$work" &
+taskset -c "$OCPU" /usr/sbin/nginx -c "$work/upstream.conf" -p "$work" &
 pids+=($!)
 start_redis "$RCPU" "$RP" "$work/redis" --daemonize no --loglevel warning
 RPID=$!
@@ -465,7 +468,7 @@ stat1=$(cpustat)
 
 # --- report -----------------------------------------------------------------------
 echo "# bench/bulk.sh $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) CPUs ($(sed -n 's/^model name\s*: //p' /proc/cpuinfo | head -1)), $(uname -r)"
-echo "# ROUNDS=$ROUNDS SIZE=$SIZE ($bytes bytes) SECS=$secs CONNS=$conns, proxies on CPU $PCPU, load on CPU $LCPU, redis-server on CPU $RCPU; load average before $load0, after $(cut -d' ' -f1-3 /proc/loadavg); $(($(date +%s) - t_start)) s"
+echo "# ROUNDS=$ROUNDS SIZE=$SIZE ($bytes bytes) SECS=$secs CONNS=$conns, proxies on CPU $PCPU, load on CPU $LCPU, upstreams on CPU $OCPU, redis-server on CPU $RCPU; load average before $load0, after $(cut -d' ' -f1-3 /proc/loadavg); $(($(date +%s) - t_start)) s"
 echo "# TB_BIN=$TB_BIN${TB_BIN_B:+ TB_BIN_B=$TB_BIN_B}; $(/usr/sbin/nginx -v 2>&1); $(haproxy -v | head -1 | cut -d' ' -f1-3); $(curl --version | head -1 | cut -d' ' -f1-2)"
 summarize "$work/results" "$bytes" "$hz" "$work/ciphers" "$spans" "$work/spans" "$SIZE" "$SYS_N" "$stat0" "$stat1" "$PCPU" <<'PY'
 nbytes, hz = float(sys.argv[2]), float(sys.argv[3])
